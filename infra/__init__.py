@@ -1,0 +1,1 @@
+"""Local infrastructure: a real Kafka broker and a real Redis server, tracked by pid file."""

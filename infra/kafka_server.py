@@ -1,0 +1,181 @@
+"""A real single-node Apache Kafka 4.x broker (KRaft, combined mode) from Maven Central jars."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+
+from recstream.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
+from recstream.infra.admin import admin_client
+from recstream.infra.process import ManagedProcess, port_is_free, require_tool, tail
+from recstream.settings import Settings
+
+_RESOURCES = Path(__file__).parent / "kafka"
+_MAIN_CLASS = "kafka.Kafka"
+_STORAGE_TOOL = "kafka.tools.StorageTool"
+_JAVA_HINT = "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"
+
+
+@dataclass(frozen=True)
+class KafkaLayout:
+    """Where the broker's jars, config, data and logs live under the state directory."""
+
+    root: Path
+
+    @property
+    def libs(self) -> Path:
+        return self.root / "libs"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def process(self) -> ManagedProcess:
+        # The config path in the command line tells our broker apart from any other JVM.
+        return ManagedProcess(
+            "kafka", self.root / "kafka.pid", self.root / "kafka.log", str(self.config)
+        )
+
+
+def layout(settings: Settings) -> KafkaLayout:
+    return KafkaLayout(settings.state_dir.resolve() / "kafka")
+
+
+def fetch_jars(settings: Settings) -> Path:
+    """Copy the broker's runtime jars from Maven Central (or ~/.m2) into the state directory."""
+    libs = layout(settings).libs
+    if any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    mvn = require_tool("mvn", "install Maven (apt-get install maven); `make setup` does")
+    libs.mkdir(parents=True, exist_ok=True)
+    command = [
+        mvn, "-q", "-B", "-f", str(_RESOURCES / "pom.xml"),
+        "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        for jar in libs.glob("*.jar"):
+            jar.unlink()
+        raise ServiceStartError(
+            "kafka",
+            f"mvn could not fetch the broker jars:\n{result.stdout}{result.stderr}",
+            str(_RESOURCES / "pom.xml"),
+        )
+    return libs
+
+
+def server_properties(settings: Settings, data_dir: Path) -> str:
+    """The broker's config: one node that is both broker and KRaft controller."""
+    port, cport = settings.kafka_port, settings.kafka_controller_port
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        # Topics come from `recstream topics create`; a typo must not create a topic silently.
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def _java_command(settings: Settings, libs: Path, main_class: str, *args: str) -> list[str]:
+    java = require_tool("java", _JAVA_HINT)
+    return [
+        java, f"-Xmx{settings.kafka_heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={_RESOURCES / 'log4j2.properties'}",
+        "-cp", f"{libs}/*", main_class, *args,
+    ]  # fmt: skip
+
+
+def _format_storage(settings: Settings, kafka: KafkaLayout) -> None:
+    if (kafka.data / "meta.properties").exists():
+        return
+    uuid = subprocess.run(
+        _java_command(settings, kafka.libs, _STORAGE_TOOL, "random-uuid"),
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    result = subprocess.run(
+        _java_command(settings, kafka.libs, _STORAGE_TOOL, "format", "-t", uuid,
+                      "-c", str(kafka.config), "--standalone"),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ServiceStartError(
+            "kafka", f"storage format failed: {result.stderr or result.stdout}", str(kafka.config)
+        )
+
+
+def kafka_answers(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """True when an Admin client gets cluster metadata."""
+    try:
+        metadata = admin_client(settings).list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return bool(metadata.brokers)
+
+
+def wait_for_kafka(
+    settings: Settings, timeout_s: float, process: ManagedProcess | None = None
+) -> None:
+    """Block until the broker answers; fail early if our process died, or after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if kafka_answers(settings, timeout_s=min(2.0, max(0.1, deadline - time.monotonic()))):
+            return
+        if process is not None and process.running_pid() is None:
+            raise ServiceStartError(
+                "kafka", "the broker exited:\n" + tail(process.log_file), str(process.log_file)
+            )
+        time.sleep(0.2)
+    raise ServiceUnreachableError(
+        "kafka", settings.bootstrap_servers, timeout_s, "no metadata from an Admin client"
+    )
+
+
+def start_kafka(settings: Settings) -> bool:
+    """Start the broker unless ours already runs; True when this call started it."""
+    kafka = layout(settings)
+    if kafka.process.running_pid() is not None:
+        wait_for_kafka(settings, settings.kafka_start_timeout_s, kafka.process)
+        return False
+    require_tool("java", _JAVA_HINT)
+    for port, name in (
+        (settings.kafka_port, "RECSTREAM_KAFKA_PORT"),
+        (settings.kafka_controller_port, "RECSTREAM_KAFKA_CONTROLLER_PORT"),
+    ):
+        if not port_is_free(port):
+            raise PortInUseError("kafka", port, name)
+    command = _java_command(settings, fetch_jars(settings), _MAIN_CLASS, str(kafka.config))
+    kafka.data.mkdir(parents=True, exist_ok=True)
+    kafka.config.write_text(server_properties(settings, kafka.data))
+    _format_storage(settings, kafka)
+    kafka.process.spawn(command)
+    wait_for_kafka(settings, settings.kafka_start_timeout_s, kafka.process)
+    return True
+
+
+def stop_kafka(settings: Settings) -> bool:
+    """Stop the broker we started (by pid file); False when none of ours was running."""
+    return layout(settings).process.stop(timeout_s=60.0)

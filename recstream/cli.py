@@ -1,0 +1,101 @@
+"""`recstream`: one command line for every role and tool."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from recstream import __version__
+from recstream.errors import RecstreamError
+from recstream.settings import Settings, load_settings
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def _infra_up(settings: Settings, _: argparse.Namespace) -> int:
+    from recstream.infra import stack
+
+    for state in stack.up(settings):
+        print(state.describe())
+    return 0
+
+
+def _infra_down(settings: Settings, _: argparse.Namespace) -> int:
+    from recstream.infra import stack
+
+    stopped = stack.down(settings)
+    print("stopped: " + ", ".join(stopped) if stopped else "nothing of ours was running")
+    return 0
+
+
+def _infra_status(settings: Settings, _: argparse.Namespace) -> int:
+    from recstream.infra import stack
+
+    states = stack.status(settings)
+    for state in states:
+        print(state.describe())
+    return 0 if all(state.answering for state in states) else 3
+
+
+def _infra_fetch(settings: Settings, _: argparse.Namespace) -> int:
+    from recstream.infra import kafka_server
+
+    print(f"kafka jars in {kafka_server.fetch_jars(settings)}")
+    return 0
+
+
+def _topics_create(settings: Settings, _: argparse.Namespace) -> int:
+    from recstream.infra import topics
+
+    report = topics.ensure_topics(settings, topics.planned_topics(settings))
+    for name in report.created:
+        print(f"created  {name}")
+    for name in report.existing:
+        print(f"exists   {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recstream",
+        description="Streaming, event-driven, real-time recommender. "
+        "Settings come from RECSTREAM_* environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"recstream {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    infra = commands.add_parser("infra", help="start, stop or inspect the local Kafka and Redis")
+    infra_actions = infra.add_subparsers(dest="action", required=True, metavar="ACTION")
+    infra_actions.add_parser("up", help="start Kafka and Redis (harmless when already up)")
+    infra_actions.add_parser("down", help="stop what `up` started (by pid file)")
+    infra_actions.add_parser("status", help="say what runs and where (exit 3 if not all answer)")
+    infra_actions.add_parser("fetch", help="download the Kafka broker jars from Maven Central")
+    infra.set_defaults(
+        handlers={
+            "up": _infra_up,
+            "down": _infra_down,
+            "status": _infra_status,
+            "fetch": _infra_fetch,
+        }
+    )
+
+    topics = commands.add_parser("topics", help="manage Kafka topics")
+    topic_actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    topic_actions.add_parser("create", help="create all topics and DLQs (idempotent)")
+    topics.set_defaults(handlers={"create": _topics_create})
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handlers[args.action]
+    try:
+        return handler(load_settings(), args)
+    except RecstreamError as error:
+        print(f"recstream: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

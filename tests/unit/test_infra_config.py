@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from recstream.infra.kafka_server import server_properties
+from recstream.infra.topics import dlq_topic, planned_topics
+from recstream.settings import load_settings
+
+
+def test_server_properties_use_the_configured_ports_and_kraft_combined_mode() -> None:
+    settings = load_settings(
+        {"RECSTREAM_KAFKA_PORT": "29092", "RECSTREAM_KAFKA_CONTROLLER_PORT": "29093"}
+    )
+    lines = dict(
+        line.split("=", 1) for line in server_properties(settings, Path("/data")).splitlines()
+    )
+    assert lines["process.roles"] == "broker,controller"
+    assert lines["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert lines["controller.quorum.bootstrap.servers"] == "127.0.0.1:29093"
+    assert lines["log.dirs"] == "/data"
+    assert lines["offsets.topic.replication.factor"] == "1"
+
+
+def test_every_topic_has_a_single_partition_dlq_with_retention() -> None:
+    settings = load_settings({"RECSTREAM_DLQ_RETENTION_MS": "3600000"})
+    specs = {spec.name: spec for spec in planned_topics(settings)}
+    assert len(specs) == 8
+    assert specs["interactions"].partitions == 12
+    dlq = specs[dlq_topic("interactions")]
+    assert dlq.partitions == 1
+    assert dlq.config == {"retention.ms": "3600000"}
+    assert "retention.ms" not in specs["interactions"].config

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from recstream.cli import main
+from recstream.errors import SettingsError
+from recstream.settings import load_settings
+
+
+def test_defaults_point_clients_at_the_local_services() -> None:
+    settings = load_settings({})
+    assert settings.bootstrap_servers == "127.0.0.1:19092"
+    assert settings.redis_address == "redis://127.0.0.1:16379/0"
+    assert settings.qdrant_embedded_path == settings.state_dir / "qdrant"
+    assert settings.topic_partitions()["interactions"] == 12
+
+
+def test_environment_overrides_and_derived_addresses() -> None:
+    settings = load_settings({"RECSTREAM_KAFKA_PORT": "29092", "RECSTREAM_REDIS_PORT": "26379"})
+    assert settings.bootstrap_servers == "127.0.0.1:29092"
+    assert settings.redis_address == "redis://127.0.0.1:26379/0"
+    explicit = load_settings({"RECSTREAM_KAFKA_BOOTSTRAP_SERVERS": "broker-a:9092,broker-b:9092"})
+    assert explicit.kafka_client_config()["bootstrap.servers"] == "broker-a:9092,broker-b:9092"
+
+
+def test_invalid_value_names_the_variable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"RECSTREAM_KAFKA_PORT": "not-a-port", "RECSTREAM_PARTITIONS_CATALOG": "0"})
+    message = str(caught.value)
+    assert "RECSTREAM_KAFKA_PORT" in message
+    assert "RECSTREAM_PARTITIONS_CATALOG" in message
+
+
+def test_unknown_variable_is_refused_with_a_suggestion() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"RECSTREAM_KAFKA_PROT": "1"})
+    assert "RECSTREAM_KAFKA_PROT: unknown setting (did you mean RECSTREAM_KAFKA_PORT?)" in str(
+        caught.value
+    )
+
+
+def test_secrets_stay_out_of_repr_but_reach_the_client_config() -> None:
+    settings = load_settings(
+        {
+            "RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "RECSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "RECSTREAM_KAFKA_SASL_USERNAME": "svc",
+            "RECSTREAM_KAFKA_SASL_PASSWORD": "hunter2",
+        }
+    )
+    assert "hunter2" not in repr(settings)
+    config = settings.kafka_client_config()
+    assert config["sasl.password"] == "hunter2"
+    assert config["security.protocol"] == "SASL_SSL"
+
+
+def test_cli_reports_invalid_settings_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RECSTREAM_REDIS_PORT", "70000")
+    assert main(["infra", "status"]) == 2
+    assert "RECSTREAM_REDIS_PORT" in capsys.readouterr().err
