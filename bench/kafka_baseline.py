@@ -1,7 +1,8 @@
 """Raw Kafka throughput on this machine: the baseline every recstream benchmark is compared with.
 
 Produces N small JSON records to a fresh topic, then reads them back with one confluent-kafka
-consumer using batch `consume()`. Prints a JSON line; nothing is asserted (benchmarks are not tests).
+consumer using batch `consume()`. Prints a JSON line; nothing is asserted (a benchmark,
+not a test).
 """
 
 from __future__ import annotations

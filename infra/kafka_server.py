@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,25 +53,32 @@ def layout(settings: Settings) -> KafkaLayout:
 
 
 def fetch_jars(settings: Settings) -> Path:
-    """Copy the broker's runtime jars from Maven Central (or ~/.m2) into the state directory."""
+    """Copy the broker's runtime jars from Maven Central (or ~/.m2) into the state directory.
+
+    Maven writes into a fresh temporary folder that is renamed into place at the end, so an
+    interrupted or concurrent fetch never leaves a half-filled libs folder behind.
+    """
     libs = layout(settings).libs
     if any(libs.glob("kafka_2.13-*.jar")):
         return libs
     mvn = require_tool("mvn", "install Maven (apt-get install maven); `make setup` does")
-    libs.mkdir(parents=True, exist_ok=True)
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     command = [
         mvn, "-q", "-B", "-f", str(_RESOURCES / "pom.xml"),
-        "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+        "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        for jar in libs.glob("*.jar"):
-            jar.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
         raise ServiceStartError(
-            "kafka",
-            f"mvn could not fetch the broker jars:\n{result.stdout}{result.stderr}",
+            "kafka", f"mvn could not fetch the broker jars:\n{result.stdout}{result.stderr}",
             str(_RESOURCES / "pom.xml"),
-        )
+        )  # fmt: skip
+    try:
+        staging.rename(libs)
+    except OSError:  # another fetch finished first; its jars are as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
     return libs
 
 
