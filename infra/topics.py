@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -51,45 +52,62 @@ def planned_topics(settings: Settings) -> list[TopicSpec]:
 def ensure_topics(
     settings: Settings, specs: list[TopicSpec], timeout_s: float = 30.0
 ) -> TopicReport:
-    """Create what is missing; report existing topics whose partition count differs.
+    """Create what is missing, then check every topic's partition count against its spec.
 
-    Raises TopicMismatchError after creating the missing ones, so a wrong layout is never
-    silently accepted.
+    Raises TopicMismatchError (after creating the missing ones), so a wrong layout is never
+    silently accepted, including one created concurrently by someone else.
     """
     admin = admin_client(settings)
     existing = cluster_metadata(admin, settings, timeout_s).topics
     report = TopicReport()
-    missing = []
-    for spec in specs:
-        if spec.name not in existing:
-            missing.append(spec)
-            continue
-        report.existing.append(spec.name)
-        actual = len(existing[spec.name].partitions)
-        if actual != spec.partitions:
-            report.mismatched.append(
-                f"{spec.name}: has {actual} partitions, settings ask for {spec.partitions}"
-            )
+    missing = [spec for spec in specs if spec.name not in existing]
+    report.existing = [spec.name for spec in specs if spec.name in existing]
     if missing:
-        _create(admin, missing, timeout_s)
-        report.created.extend(spec.name for spec in missing)
+        report.created = _create(admin, missing, timeout_s)
+        report.existing += [s.name for s in missing if s.name not in report.created]
+    partitions = _partition_counts(admin, settings, [s.name for s in specs], timeout_s)
+    report.mismatched = [
+        f"{spec.name}: has {partitions[spec.name]} partitions, settings ask for {spec.partitions}"
+        for spec in specs
+        if partitions[spec.name] != spec.partitions
+    ]
     if report.mismatched:
         raise TopicMismatchError(report.mismatched)
     return report
 
 
-def _create(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> None:
+def _partition_counts(
+    admin: AdminClient, settings: Settings, names: list[str], timeout_s: float
+) -> dict[str, int]:
+    """Partition count per topic, waiting for metadata to show topics created a moment ago."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = cluster_metadata(admin, settings, timeout_s).topics
+        if all(name in topics for name in names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    missing = [name for name in names if name not in topics]
+    if missing:
+        raise RecstreamError(f"topics not visible in metadata after creation: {missing}")
+    return {name: len(topics[name].partitions) for name in names}
+
+
+def _create(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> list[str]:
+    """Create topics; the names this call created (not those someone else created first)."""
     futures = admin.create_topics(
         [NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in specs],
-        operation_timeout=timeout_s, request_timeout=timeout_s,
-    )  # fmt: skip
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created = []
     for name, future in futures.items():
         try:
             future.result()
+            created.append(name)
         except KafkaException as error:
-            # Another process may have created it between our listing and our request.
             if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise RecstreamError(f"could not create topic {name}: {error}") from error
+    return created
 
 
 def delete_topics(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
