@@ -33,11 +33,11 @@ down: ## stop the Kafka and Redis that `up` started
 status: ## say what runs and where
 	$(BIN)/recstream infra status
 
-test: setup ## all tests (unit + integration against the real Kafka and Redis)
-	$(BIN)/pytest -m "unit or integration"
+test: setup ## all tests: unit, backend contract, and integration against the real Kafka and Redis
+	$(BIN)/pytest -m "unit or contract or integration"
 
-test-unit: setup ## pure-logic tests only, no services
-	$(BIN)/pytest -m unit
+test-unit: setup ## pure-logic and backend-contract tests only, no services
+	$(BIN)/pytest -m "unit or contract"
 
 test-integration: setup ## tests against the real Kafka and Redis
 	$(BIN)/pytest -m integration

@@ -32,12 +32,19 @@ def main() -> None:
         consume_s = _consume(settings.kafka_client_config(), topic, args.messages)
     finally:
         topics.delete_topics(settings, [topic])
-    print(orjson.dumps({
-        "bench": "kafka_baseline", "machine": platform.node(), "cpu": platform.processor(),
-        "messages": args.messages, "partitions": args.partitions,
-        "produce_msg_per_s": round(args.messages / produce_s),
-        "consume_msg_per_s": round(args.messages / consume_s),
-    }).decode())  # fmt: skip
+    print(
+        orjson.dumps(
+            {
+                "bench": "kafka_baseline",
+                "machine": platform.node(),
+                "cpu": platform.processor(),
+                "messages": args.messages,
+                "partitions": args.partitions,
+                "produce_msg_per_s": round(args.messages / produce_s),
+                "consume_msg_per_s": round(args.messages / consume_s),
+            }
+        ).decode()
+    )
 
 
 def _produce(config: dict[str, object], topic: str, count: int) -> float:

@@ -65,16 +65,23 @@ def fetch_jars(settings: Settings) -> Path:
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     command = [
-        mvn, "-q", "-B", "-f", str(_RESOURCES / "pom.xml"),
-        "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
-    ]  # fmt: skip
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(_RESOURCES / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise ServiceStartError(
-            "kafka", f"mvn could not fetch the broker jars:\n{result.stdout}{result.stderr}",
+            "kafka",
+            f"mvn could not fetch the broker jars:\n{result.stdout}{result.stderr}",
             str(_RESOURCES / "pom.xml"),
-        )  # fmt: skip
+        )
     try:
         staging.rename(libs)
     except OSError:  # another fetch finished first; its jars are as good as ours
@@ -112,24 +119,48 @@ def server_properties(settings: Settings, data_dir: Path) -> str:
 def _java_command(settings: Settings, libs: Path, main_class: str, *args: str) -> list[str]:
     java = require_tool("java", _JAVA_HINT)
     return [
-        java, f"-Xmx{settings.kafka_heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        java,
+        f"-Xmx{settings.kafka_heap}",
+        "-Xms128m",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={_RESOURCES / 'log4j2.properties'}",
-        "-cp", f"{libs}/*", main_class, *args,
-    ]  # fmt: skip
+        "-cp",
+        f"{libs}/*",
+        main_class,
+        *args,
+    ]
 
 
 def _format_storage(settings: Settings, kafka: KafkaLayout) -> None:
     if (kafka.data / "meta.properties").exists():
         return
-    uuid = subprocess.run(
-        _java_command(settings, kafka.libs, _STORAGE_TOOL, "random-uuid"),
-        capture_output=True, text=True, check=True,
-    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    uuid = (
+        subprocess.run(
+            _java_command(settings, kafka.libs, _STORAGE_TOOL, "random-uuid"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     result = subprocess.run(
-        _java_command(settings, kafka.libs, _STORAGE_TOOL, "format", "-t", uuid,
-                      "-c", str(kafka.config), "--standalone"),
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        _java_command(
+            settings,
+            kafka.libs,
+            _STORAGE_TOOL,
+            "format",
+            "-t",
+            uuid,
+            "-c",
+            str(kafka.config),
+            "--standalone",
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise ServiceStartError(
             "kafka", f"storage format failed: {result.stderr or result.stdout}", str(kafka.config)

@@ -65,10 +65,24 @@ def start_redis(settings: Settings, timeout_s: float = 15.0) -> bool:
     data = redis_dir(settings)
     data.mkdir(parents=True, exist_ok=True)
     command = [
-        server, "--bind", "127.0.0.1", "--port", str(settings.redis_port), "--dir", str(data),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
-        "--protected-mode", "yes", "--logfile", "",
-    ]  # fmt: skip
+        server,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(settings.redis_port),
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--logfile",
+        "",
+    ]
     if settings.redis_password:
         command += ["--requirepass", settings.redis_password.get_secret_value()]
     process.spawn(command)

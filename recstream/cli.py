@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from recstream import __version__
 from recstream.errors import RecstreamError
@@ -56,6 +57,28 @@ def _topics_create(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream.worker import run_worker
+
+    return run_worker(settings, [role.strip() for role in args.roles.split(",") if role.strip()])
+
+
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream.produce import produce_file
+
+    topic = settings.topic_catalog if args.action == "catalog" else settings.topic_interactions
+    report = produce_file(
+        settings.kafka_client_config(),
+        topic,
+        args.action,
+        args.file,
+        validate=not args.no_validate,
+        progress=not args.quiet,
+    )
+    print(f"sent {report.sent}, invalid {report.invalid}, failed {report.failed} -> {topic}")
+    return 0 if report.invalid == 0 and report.failed == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recstream",
@@ -84,6 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
     topic_actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
     topic_actions.add_parser("create", help="create all topics and DLQs (idempotent)")
     topics.set_defaults(handlers={"create": _topics_create})
+
+    worker = commands.add_parser("worker", help="run processing roles until SIGTERM")
+    worker.add_argument(
+        "--roles",
+        default="catalog,interactions",
+        help="comma-separated: catalog, interactions (default: both)",
+    )
+    worker.set_defaults(handlers={None: _worker}, action=None)
+
+    produce = commands.add_parser("produce", help="publish events from a JSON-lines or CSV file")
+    kinds = produce.add_subparsers(dest="action", required=True, metavar="KIND")
+    for kind in ("catalog", "interactions"):
+        sub = kinds.add_parser(kind, help=f"publish {kind} events")
+        sub.add_argument("file", type=Path, help=".jsonl (one JSON object a line) or .csv")
+        sub.add_argument(
+            "--no-validate",
+            action="store_true",
+            help="send records as they are (bad ones end in the DLQ)",
+        )
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(handlers={"catalog": _produce, "interactions": _produce})
     return parser
 
 

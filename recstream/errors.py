@@ -61,3 +61,12 @@ class TopicMismatchError(RecstreamError):
     def __init__(self, mismatches: list[str]) -> None:
         self.mismatches = mismatches
         super().__init__("existing topics differ from the settings:\n  " + "\n  ".join(mismatches))
+
+
+class InvalidMessageError(RecstreamError):
+    """A message cannot be accepted; `reason` is a stable code for DLQ headers and metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")

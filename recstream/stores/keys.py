@@ -1,0 +1,55 @@
+"""Redis key layout, version 1 (docs/state-layout.md). Keys are built here and nowhere else.
+
+Per-user keys carry the user id in a {hash tag}, so all of a user's keys share a cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAYOUT_VERSION = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    namespace: str = "rs"
+
+    @property
+    def _prefix(self) -> str:
+        return f"{self.namespace}:{LAYOUT_VERSION}"
+
+    def user_state(self, user_id: str) -> str:
+        """Hash: vec (float32 bytes), last, floor, n, ids (JSON), recent (JSON), model."""
+        return f"{self._prefix}:u:{{{user_id}}}:state"
+
+    def user_seen(self, user_id: str) -> str:
+        """Sorted set: item id -> last interaction time (ms), capped to the newest N."""
+        return f"{self._prefix}:u:{{{user_id}}}:seen"
+
+    def user_last_recommendations(self, user_id: str) -> str:
+        """String (JSON), short TTL: the last response served to the user."""
+        return f"{self._prefix}:u:{{{user_id}}}:reco"
+
+    def popularity(self) -> str:
+        """Sorted set: item id -> forward-decayed popularity relative to the landmark."""
+        return f"{self._prefix}:pop"
+
+    def popularity_landmark(self) -> str:
+        """String: the landmark time (ms) of the forward-decayed popularity scores."""
+        return f"{self._prefix}:pop:landmark"
+
+    def category_popularity(self, category: str) -> str:
+        """Sorted set: item id -> forward-decayed popularity within one category."""
+        return f"{self._prefix}:pop:cat:{category}"
+
+    def categories(self) -> str:
+        """Set: every category with a popularity key."""
+        return f"{self._prefix}:pop:cats"
+
+    def covisitation(self, item_id: str) -> str:
+        """Sorted set: other item id -> co-visit count with item_id, capped to the top N."""
+        return f"{self._prefix}:covis:{{{item_id}}}"
+
+    def pattern(self) -> str:
+        """Every key of this namespace and layout version (for tests and resets)."""
+        return f"{self._prefix}:*"

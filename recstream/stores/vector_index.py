@@ -1,0 +1,147 @@
+"""The vector index concern: item vectors and their payload, searched by similarity with filters.
+
+One Protocol, two backends chosen by settings: embedded Qdrant (`qdrant-edge-py`, default) and a
+Qdrant server (`qdrant-client`, when RECSTREAM_QDRANT_URL is set). Both pass tests/contract.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from recstream.settings import Settings
+
+Vector = npt.NDArray[np.float32]
+CONTENT_VECTOR = "content"
+# Payload fields with an index (filters run inside the index, before scoring).
+KEYWORD_FIELDS = ("item_id", "category", "tags")
+# Availability is stored as 0/1: qdrant-edge-py 0.9 does not match boolean payload values.
+INTEGER_FIELDS = ("available", "updated_ms")
+_ID_NAMESPACE = uuid.UUID("9d3c1a52-6c1e-4f55-a0a1-1f1a8bb2b7e4")
+
+
+def point_id(item_id: str) -> str:
+    """Qdrant point ids are UUIDs or integers: derive a stable UUID from the item id."""
+    return str(uuid.uuid5(_ID_NAMESPACE, item_id))
+
+
+def collection_name(model_id: str, dimension: int) -> str:
+    """One collection per embedding model version: the name carries model id and dimension."""
+    safe = re.sub(r"[^A-Za-z0-9]+", "-", model_id).strip("-").lower()
+    return f"items__{safe}__{dimension}"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPayload:
+    item_id: str
+    title: str
+    category: str | None
+    tags: tuple[str, ...]
+    available: bool
+    content_hash: str
+    updated_ms: int
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "title": self.title,
+            "category": self.category,
+            "tags": list(self.tags),
+            "available": int(self.available),
+            "content_hash": self.content_hash,
+            "updated_ms": self.updated_ms,
+            "attributes": dict(self.attributes),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> ItemPayload:
+        return cls(
+            item_id=payload["item_id"],
+            title=payload.get("title", ""),
+            category=payload.get("category"),
+            tags=tuple(payload.get("tags") or ()),
+            available=bool(payload.get("available", 1)),
+            content_hash=payload["content_hash"],
+            updated_ms=int(payload["updated_ms"]),
+            attributes=payload.get("attributes") or {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    payload: ItemPayload
+    vector: Vector | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    payload: ItemPayload
+    score: float
+    vector: Vector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Pre-filters applied inside the index."""
+
+    available_only: bool = True
+    categories_in: tuple[str, ...] = ()
+    categories_out: tuple[str, ...] = ()
+    exclude_item_ids: tuple[str, ...] = ()
+
+
+class VectorIndex(Protocol):
+    """Item vectors and payloads for one collection (one embedding model version)."""
+
+    @property
+    def collection(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def upsert(self, items: Sequence[tuple[ItemPayload, Vector]]) -> None:
+        """Insert or replace items with their vectors."""
+
+    def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
+        """Change availability without touching vectors."""
+
+    def delete(self, item_ids: Sequence[str]) -> None:
+        """Remove items; unknown ids are ignored."""
+
+    def retrieve(self, item_ids: Sequence[str], with_vectors: bool = True) -> dict[str, ItemRecord]:
+        """The stored items among item_ids (missing ones are absent from the result)."""
+
+    def search(
+        self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
+    ) -> list[ScoredItem]:
+        """Nearest items by cosine similarity that pass the filter, best first."""
+
+    def count(self) -> int:
+        """Number of items stored."""
+
+    def close(self) -> None:
+        """Flush and release the index."""
+
+
+def as_vector(values: Any) -> Vector:
+    return np.asarray(values, dtype=np.float32)
+
+
+def open_vector_index(settings: Settings, model_id: str, dimension: int) -> VectorIndex:
+    """The backend the settings choose: a Qdrant server by URL, else embedded Qdrant."""
+    name = collection_name(model_id, dimension)
+    if settings.qdrant_url:
+        from recstream.stores.qdrant_client_index import QdrantClientIndex
+
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantClientIndex.connect(settings.qdrant_url, name, dimension, api_key=api_key)
+    from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+
+    return QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, dimension)

@@ -1,0 +1,221 @@
+"""`recstream worker --roles ...`: one process hosting the chosen roles around one faust app.
+
+Embedded mode: an embedded Qdrant shard can be opened by one process only, so one worker hosts
+every role and shares the index. The catalog processor is a faust agent (its per-event cost is
+irrelevant next to embedding); the interaction processor is a confluent-kafka batch loop in its own
+thread (see streams/interactions.py). Embedding and index writes run in a one-thread pool so the
+event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import faust
+from prometheus_client import start_http_server
+
+from recstream.errors import RecstreamError
+from recstream.infra import topics
+from recstream.schemas.events import EventDecoder, TimeBounds
+from recstream.settings import Settings
+from recstream.stores.keys import KeySpace
+from recstream.stores.session_store import RedisSessionStore
+from recstream.stores.vector_index import VectorIndex, open_vector_index
+from recstream.streams.catalog import CatalogProcessor
+from recstream.streams.dlq import DeadLetterWriter
+from recstream.streams.embedder import SentenceTransformerEmbedder, model_id_for
+from recstream.streams.interactions import InteractionConsumer, InteractionProcessor
+from recstream.streams.messages import RawMessage
+from recstream.streams.session import SessionConfig
+
+log = logging.getLogger(__name__)
+ROLES = ("catalog", "interactions")
+
+
+def session_config(settings: Settings) -> SessionConfig:
+    return SessionConfig(
+        weights=settings.event_weights,
+        rating_center=settings.rating_center,
+        rating_weight_per_point=settings.rating_weight_per_point,
+        half_life_ms=settings.session_half_life_ms,
+        allowed_lateness_ms=settings.allowed_lateness_ms,
+        covis_window=settings.covis_window,
+        popularity_half_life_ms=settings.popularity_half_life_ms,
+    )
+
+
+def event_decoder(settings: Settings) -> EventDecoder:
+    return EventDecoder(TimeBounds(settings.min_event_time_ms, settings.max_clock_skew_ms))
+
+
+def session_store(settings: Settings) -> RedisSessionStore:
+    return RedisSessionStore.from_url(
+        settings.redis_address,
+        KeySpace(settings.redis_namespace),
+        history_cap=settings.history_cap,
+        covis_max_neighbours=settings.covis_max_neighbours,
+        popularity_half_life_ms=settings.popularity_half_life_ms,
+    )
+
+
+@dataclass
+class Runtime:
+    """The adapters one worker process shares between its roles."""
+
+    settings: Settings
+    index: VectorIndex
+    embedder: SentenceTransformerEmbedder
+    store: RedisSessionStore
+    dead_letters: DeadLetterWriter
+    stopping: threading.Event = field(default_factory=threading.Event)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        embedder = SentenceTransformerEmbedder(
+            settings.resolved_model_path,
+            model_id_for(settings.model_path),
+            threads=settings.embed_threads,
+            batch_size=settings.embed_batch_size,
+        )
+        index = open_vector_index(settings, embedder.model_id, embedder.dimension)
+        return cls(
+            settings,
+            index,
+            embedder,
+            session_store(settings),
+            DeadLetterWriter(settings.kafka_client_config()),
+        )
+
+    def close(self) -> None:
+        self.stopping.set()
+        for closer in reversed(self.closers):
+            closer()
+        self.index.close()
+        self.store.close()
+
+
+def retry_until_done(work: Callable[[], Any], stopping: threading.Event, what: str) -> Any:
+    """Run work until it succeeds (a batch must not be acked unapplied) or the worker stops."""
+    delay = 0.5
+    while True:
+        try:
+            return work()
+        except Exception:
+            if stopping.is_set():
+                raise
+            log.exception("%s failed; retrying in %.1fs", what, delay)
+            stopping.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecutor) -> None:
+    settings = runtime.settings
+    processor = CatalogProcessor(
+        runtime.index, runtime.embedder, runtime.dead_letters, event_decoder(settings)
+    )
+    topic = app.topic(settings.topic_catalog, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(topic, name="catalog")
+    async def catalog(stream: Any) -> AsyncIterator[None]:  # faust's StreamT lacks take_events
+        loop = asyncio.get_running_loop()
+        within = settings.catalog_batch_timeout_ms / 1000
+        async for events in stream.take_events(settings.embed_batch_size, within=within):
+            apply_batch = partial(processor.process, [_raw_from_faust(event) for event in events])
+            # take_events acks the batch once this body returns: apply it fully first.
+            await loop.run_in_executor(
+                pool,
+                retry_until_done,
+                apply_batch,
+                runtime.stopping,
+                "catalog batch",
+            )
+            yield None
+
+
+def _raw_from_faust(event: Any) -> RawMessage:
+    message = event.message
+    headers = tuple((k, v or b"") for k, v in (message.headers or ()))
+    return RawMessage(
+        message.topic, message.partition, message.offset, message.key, message.value, headers
+    )
+
+
+def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
+    settings = runtime.settings
+    processor = InteractionProcessor(
+        session_config(settings),
+        runtime.index,
+        runtime.store,
+        runtime.dead_letters,
+        event_decoder(settings),
+        item_cache_size=settings.item_cache_size,
+    )
+    consumer = InteractionConsumer(
+        processor,
+        settings.kafka_client_config(),
+        settings.topic_interactions,
+        group_id=f"{settings.consumer_group}-interactions",
+        batch_size=settings.interaction_batch_size,
+        batch_timeout_s=settings.interaction_batch_timeout_ms / 1000,
+    )
+    thread = threading.Thread(target=consumer.run, name="interactions", daemon=True)
+
+    async def start_interactions() -> None:
+        thread.start()
+
+    app.task(start_interactions)
+
+    def stop() -> None:
+        consumer.stop()
+        if thread.is_alive():
+            thread.join(timeout=30)
+
+    runtime.closers.append(stop)
+
+
+def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
+    settings = runtime.settings
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        web_enabled=False,
+        topic_replication_factor=settings.kafka_replication_factor,
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=False,
+    )
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+    if "catalog" in roles:
+        _add_catalog_agent(app, runtime, pool)
+    if "interactions" in roles:
+        _add_interaction_loop(app, runtime)
+
+    async def _shutdown(_: Any, **__: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, runtime.close)
+        pool.shutdown(wait=False)
+
+    app.on_before_shutdown.connect(_shutdown)  # type: ignore[arg-type]
+    return app
+
+
+def run_worker(settings: Settings, roles: Sequence[str]) -> int:
+    """Create topics, build the adapters, serve metrics, and run until SIGTERM/SIGINT."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise RecstreamError(f"unknown roles {unknown}; choose from {list(ROLES)}")
+    topics.ensure_topics(settings, topics.planned_topics(settings))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    runtime = Runtime.build(settings)
+    app = build_app(runtime, roles)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    worker.execute_from_commandline()
+    return 0

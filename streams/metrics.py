@@ -1,0 +1,53 @@
+"""Prometheus metrics of the stream processors: recstream_<role>_<what>_<unit>."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CATALOG_EVENTS = Counter(
+    "recstream_catalog_events_total",
+    "Catalog events by outcome: embedded, unchanged (skipped by hash), payload_updated, deleted, "
+    "stale (older than stored), superseded (a later event in the batch won), dead_lettered.",
+    ["outcome"],
+)
+CATALOG_EMBED_BATCH = Histogram(
+    "recstream_catalog_embed_batch_items",
+    "Texts per embedding call.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+CATALOG_EMBED_SECONDS = Histogram(
+    "recstream_catalog_embed_seconds",
+    "Wall time of one embedding call.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INTERACTION_EVENTS = Counter(
+    "recstream_interactions_events_total",
+    "Interaction events by outcome: applied, duplicate (event id seen), too_late (older than the "
+    "user's watermark), dead_lettered.",
+    ["outcome"],
+)
+INTERACTION_VECTOR_MISSING = Counter(
+    "recstream_interactions_item_not_embedded_total",
+    "Applied events whose item had no vector yet: history and counters were updated, the session "
+    "vector was not.",
+)
+INTERACTION_BATCH_SECONDS = Histogram(
+    "recstream_interactions_batch_seconds",
+    "Wall time to apply one consumed batch.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+INTERACTION_BATCH_EVENTS = Histogram(
+    "recstream_interactions_batch_events",
+    "Events per applied batch.",
+    buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000),
+)
+DEAD_LETTERS = Counter(
+    "recstream_dead_letters_total",
+    "Messages sent to a DLQ, by source topic and reason.",
+    ["topic", "reason"],
+)
+PROCESSING_LAG = Gauge(
+    "recstream_processing_lag_seconds",
+    "Now minus the event time of the newest event applied, per role.",
+    ["role"],
+)

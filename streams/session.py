@@ -1,0 +1,218 @@
+"""Per-user session state and how a batch of interaction events changes it. Pure: values in,
+values out; no Kafka, Redis or index here.
+
+Session vector: u <- normalize(decay(dt) * u + w(event) * item_vector),
+decay(dt) = 0.5^(dt/half_life).
+An event older than the user's newest (but within the allowed lateness) is folded in with its
+contribution decayed by its age instead, so a late event never rewinds the state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recstream.schemas.events import InteractionEvent
+from recstream.stores.vector_index import Vector
+
+MAX_GUARD_IDS = 1024
+POPULARITY_REBASE_HALF_LIVES = 64  # forward-decay exponent bound before the landmark moves
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    weights: Mapping[str, float]
+    rating_center: float = 3.0
+    rating_weight_per_point: float = 1.0
+    half_life_ms: int = 24 * 3600 * 1000
+    allowed_lateness_ms: int = 3600 * 1000
+    covis_window: int = 5
+    popularity_half_life_ms: int = 7 * 24 * 3600 * 1000
+
+    def weight(self, event: InteractionEvent) -> float:
+        """Session-vector weight: by event type, or by a rating's distance from the centre."""
+        if event.event_type == "rating":
+            return (float(event.value or 0.0) - self.rating_center) * self.rating_weight_per_point
+        return self.weights[event.event_type]
+
+
+@dataclass(slots=True)
+class UserState:
+    vector: Vector | None = None
+    last_time: int = 0  # newest applied event time, ms
+    floor: int = 0  # events older than this are too late to apply
+    count: int = 0
+    guard_ids: dict[str, int] = field(default_factory=dict)  # event id -> event time
+    recent_items: list[str] = field(default_factory=list)  # newest last, for co-visitation
+    model: str = ""  # collection whose vectors built `vector`
+
+    def copy(self) -> UserState:
+        return UserState(
+            self.vector,
+            self.last_time,
+            self.floor,
+            self.count,
+            dict(self.guard_ids),
+            list(self.recent_items),
+            self.model,
+        )
+
+
+@dataclass
+class BatchEffects:
+    """Everything one batch changes, ready for a store to write at once."""
+
+    states: dict[str, UserState] = field(default_factory=dict)
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time
+    popularity: dict[str, float] = field(default_factory=dict)
+    category_popularity: dict[tuple[str, str], float] = field(default_factory=dict)
+    covisits: dict[tuple[str, str], float] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    vector_missing: int = 0
+    newest_time: int = 0
+    landmark: int = 0
+
+
+@dataclass(slots=True)
+class _VectorStep:
+    decay: float
+    weight: float
+    item: str
+
+
+def popularity_landmark(current: int | None, newest_time: int, half_life_ms: int) -> int:
+    """The forward-decay landmark to use: moved forward once scores would grow too large."""
+    if current is None:
+        return newest_time
+    if newest_time - current > POPULARITY_REBASE_HALF_LIVES * half_life_ms:
+        return newest_time
+    return current
+
+
+def apply_batch(
+    events: Sequence[InteractionEvent],
+    states: Mapping[str, UserState],
+    item_vectors: Mapping[str, Vector],
+    item_categories: Mapping[str, str],
+    config: SessionConfig,
+    model: str,
+    dimension: int,
+    landmark: int,
+) -> BatchEffects:
+    """Apply events (in consumed order) to copies of the users' states."""
+    effects = BatchEffects(landmark=landmark)
+    steps: dict[str, list[_VectorStep]] = defaultdict(list)
+    for event in events:
+        state = effects.states.get(event.user_id)
+        if state is None:
+            state = states.get(event.user_id, UserState()).copy()
+            if state.model != model:  # vectors of another model version never mix
+                state.vector, state.model = None, model
+            effects.states[event.user_id] = state
+        outcome = _guard(state, event)
+        effects.outcomes[outcome] += 1
+        if outcome != "applied":
+            continue
+        weight = config.weight(event)
+        _record(effects, state, event, weight, item_categories, config)
+        if event.item_id in item_vectors:
+            steps[event.user_id].append(_step(state, event, weight, config))
+        else:
+            effects.vector_missing += 1
+        _advance(state, event, config)
+    _apply_vector_steps(effects.states, steps, item_vectors, dimension)
+    return effects
+
+
+def _guard(state: UserState, event: InteractionEvent) -> str:
+    if event.event_time < state.floor:
+        return "too_late"
+    if event.event_id in state.guard_ids:
+        return "duplicate"
+    return "applied"
+
+
+def _step(
+    state: UserState, event: InteractionEvent, weight: float, config: SessionConfig
+) -> _VectorStep:
+    age = event.event_time - state.last_time
+    if age >= 0:
+        return _VectorStep(0.5 ** (age / config.half_life_ms), weight, event.item_id)
+    return _VectorStep(1.0, weight * 0.5 ** (-age / config.half_life_ms), event.item_id)
+
+
+def _record(
+    effects: BatchEffects,
+    state: UserState,
+    event: InteractionEvent,
+    weight: float,
+    item_categories: Mapping[str, str],
+    config: SessionConfig,
+) -> None:
+    seen = effects.seen.setdefault(event.user_id, {})
+    seen[event.item_id] = max(seen.get(event.item_id, 0), event.event_time)
+    effects.newest_time = max(effects.newest_time, event.event_time)
+    if weight < 0:
+        return
+    boost = 2.0 ** ((event.event_time - effects.landmark) / config.popularity_half_life_ms)
+    effects.popularity[event.item_id] = effects.popularity.get(event.item_id, 0.0) + boost
+    category = item_categories.get(event.item_id)
+    if category:
+        key = (category, event.item_id)
+        effects.category_popularity[key] = effects.category_popularity.get(key, 0.0) + boost
+    if weight == 0 or config.covis_window == 0:
+        return
+    for other in state.recent_items:
+        if other != event.item_id:
+            for pair in ((event.item_id, other), (other, event.item_id)):
+                effects.covisits[pair] = effects.covisits.get(pair, 0.0) + 1.0
+    if event.item_id in state.recent_items:
+        state.recent_items.remove(event.item_id)
+    state.recent_items.append(event.item_id)
+    del state.recent_items[: -config.covis_window]
+
+
+def _advance(state: UserState, event: InteractionEvent, config: SessionConfig) -> None:
+    state.count += 1
+    state.last_time = max(state.last_time, event.event_time)
+    state.guard_ids[event.event_id] = event.event_time
+    floor = state.last_time - config.allowed_lateness_ms
+    if len(state.guard_ids) > MAX_GUARD_IDS:
+        # Keep the newest ids; everything at or before the oldest dropped one becomes too late.
+        ordered = sorted(state.guard_ids.items(), key=lambda kv: kv[1])
+        dropped = ordered[: len(ordered) - MAX_GUARD_IDS]
+        floor = max(floor, dropped[-1][1] + 1)
+    state.floor = max(state.floor, floor)
+    state.guard_ids = {k: t for k, t in state.guard_ids.items() if t >= state.floor}
+
+
+def _apply_vector_steps(
+    states: dict[str, UserState],
+    steps: Mapping[str, list[_VectorStep]],
+    item_vectors: Mapping[str, Vector],
+    dimension: int,
+) -> None:
+    """The k-th step of every user at once: numpy over users, one round per step depth."""
+    users = list(steps)
+    if not users:
+        return
+    matrix = np.zeros((len(users), dimension), dtype=np.float64)
+    for row, user in enumerate(users):
+        vector = states[user].vector
+        if vector is not None:
+            matrix[row] = vector
+    depth = max(len(s) for s in steps.values())
+    for round_ in range(depth):
+        rows = [r for r, user in enumerate(users) if len(steps[user]) > round_]
+        taken = [steps[users[r]][round_] for r in rows]
+        decay = np.array([s.decay for s in taken])[:, None]
+        weight = np.array([s.weight for s in taken])[:, None]
+        items = np.stack([item_vectors[s.item] for s in taken]).astype(np.float64)
+        updated = decay * matrix[rows] + weight * items
+        norms = np.linalg.norm(updated, axis=1, keepdims=True)
+        matrix[rows] = np.divide(updated, norms, out=np.zeros_like(updated), where=norms > 1e-12)
+    for row, user in enumerate(users):
+        states[user].vector = matrix[row].astype(np.float32)

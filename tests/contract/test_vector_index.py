@@ -1,0 +1,132 @@
+"""One contract every VectorIndex backend must pass: embedded Qdrant (qdrant-edge-py) and the
+Qdrant server API (qdrant-client, in its local mode as the server's stand-in)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recstream.stores.qdrant_client_index import QdrantClientIndex
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_index import (
+    ItemPayload,
+    SearchFilter,
+    Vector,
+    VectorIndex,
+    collection_name,
+)
+
+DIM = 16
+
+
+def _payload(item_id: str, category: str = "a", available: bool = True) -> ItemPayload:
+    return ItemPayload(
+        item_id, f"title {item_id}", category, ("t1",), available, f"h-{item_id}", 1000
+    )
+
+
+def _unit(rng: np.random.Generator) -> Vector:
+    v = rng.normal(size=DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture(params=["edge", "client-local"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
+    name = collection_name("test-model", DIM)
+    backend: VectorIndex
+    if request.param == "edge":
+        backend = QdrantEdgeIndex.open(tmp_path / name, name, DIM)
+    else:
+        backend = QdrantClientIndex.local(str(tmp_path / "client"), name, DIM)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def vectors() -> dict[str, Vector]:
+    rng = np.random.default_rng(7)
+    return {f"i{n}": _unit(rng) for n in range(40)}
+
+
+def _fill(index: VectorIndex, vectors: dict[str, Vector]) -> None:
+    index.upsert(
+        [
+            (_payload(i, "a" if n % 2 else "b", available=n % 5 != 0), v)
+            for n, (i, v) in enumerate(vectors.items())
+        ]
+    )
+
+
+def test_collection_name_carries_model_and_dimension() -> None:
+    assert collection_name("sentence-transformers/all-MiniLM-L6-v2", 384) == (
+        "items__sentence-transformers-all-minilm-l6-v2__384"
+    )
+
+
+def test_upsert_retrieve_round_trip(index: VectorIndex, vectors: dict[str, Vector]) -> None:
+    _fill(index, vectors)
+    assert index.count() == 40
+    got = index.retrieve(["i1", "i2", "missing"])
+    assert set(got) == {"i1", "i2"}
+    assert got["i1"].payload == _payload("i1", "a")
+    assert got["i1"].vector is not None
+    np.testing.assert_allclose(got["i1"].vector, vectors["i1"], atol=1e-6)
+
+
+def test_search_orders_by_cosine_and_matches_brute_force(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill(index, vectors)
+    query = vectors["i3"]
+    hits = index.search(query, 5, SearchFilter(available_only=False))
+    ids = list(vectors)
+    scores = np.stack([vectors[i] for i in ids]) @ query
+    expected = [ids[j] for j in np.argsort(-scores)[:5]]
+    assert [h.payload.item_id for h in hits] == expected
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_filters_availability_categories_and_excluded_ids(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill(index, vectors)
+    hits = index.search(
+        vectors["i3"],
+        40,
+        SearchFilter(available_only=True, categories_in=("a",), exclude_item_ids=("i3", "i7")),
+    )
+    found = {h.payload.item_id for h in hits}
+    expected = {f"i{n}" for n in range(40) if n % 2 and n % 5 and n not in (3, 7)}
+    assert found == expected
+    outside = index.search(
+        vectors["i3"], 40, SearchFilter(available_only=False, categories_out=("a",))
+    )
+    assert {h.payload.category for h in outside} == {"b"}
+
+
+def test_set_available_and_delete(index: VectorIndex, vectors: dict[str, Vector]) -> None:
+    _fill(index, vectors)
+    index.set_available(["i1"], False, 2000)
+    record = index.retrieve(["i1"])["i1"]
+    assert record.payload.available is False
+    assert record.payload.updated_ms == 2000
+    assert "i1" not in {h.payload.item_id for h in index.search(vectors["i1"], 40, SearchFilter())}
+    index.delete(["i1", "never-existed"])
+    assert index.retrieve(["i1"]) == {}
+    assert index.count() == 39
+
+
+def test_reopening_keeps_the_data(tmp_path: Path, vectors: dict[str, Vector]) -> None:
+    name = collection_name("test-model", DIM)
+    first = QdrantEdgeIndex.open(tmp_path / name, name, DIM)
+    _fill(first, vectors)
+    first.close()
+    again = QdrantEdgeIndex.open(tmp_path / name, name, DIM)
+    try:
+        assert again.count() == 40
+        assert again.retrieve(["i5"])["i5"].payload.item_id == "i5"
+    finally:
+        again.close()

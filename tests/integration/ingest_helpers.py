@@ -1,0 +1,169 @@
+"""Shared pieces of the ingest integration tests: isolated settings, producing, draining."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import redis
+from confluent_kafka import Producer
+
+from recstream.infra import topics
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import Settings
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_index import ItemPayload, collection_name
+from recstream.streams.dlq import DeadLetterWriter
+from recstream.streams.interactions import InteractionConsumer, InteractionProcessor
+from recstream.worker import event_decoder, session_config, session_store
+
+DIM = 384
+MODEL_ID = "all-MiniLM-L6-v2"  # the worker's default model: its collection holds our test items
+
+
+def isolated_settings(base: Settings, unique: str, tmp_path: Path, **changes: object) -> Settings:
+    """Settings whose topics, consumer groups, Redis keys and index are this test's own."""
+    return base.model_copy(
+        update={
+            "topic_catalog": f"{unique}.catalog",
+            "topic_interactions": f"{unique}.interactions",
+            "topic_requests": f"{unique}.requests",
+            "topic_responses": f"{unique}.responses",
+            "partitions_interactions": 4,
+            "partitions_catalog": 2,
+            "redis_namespace": unique,
+            "consumer_group": unique,
+            "qdrant_path": tmp_path / "qdrant",
+            "interaction_batch_size": 500,
+        }
+        | changes
+    )
+
+
+def create_topics(settings: Settings) -> list[str]:
+    specs = topics.planned_topics(settings)
+    topics.ensure_topics(settings, specs)
+    return [spec.name for spec in specs]
+
+
+def open_index(settings: Settings) -> QdrantEdgeIndex:
+    name = collection_name(MODEL_ID, DIM)
+    return QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
+
+
+def seed_items(index: QdrantEdgeIndex, count: int, seed: int = 5) -> dict[str, np.ndarray]:
+    """Items with random unit vectors (how vectors were made does not matter here)."""
+    rng = np.random.default_rng(seed)
+    vectors = {}
+    for n in range(count):
+        v = rng.normal(size=DIM).astype(np.float32)
+        vectors[f"item{n}"] = v / np.linalg.norm(v)
+    index.upsert(
+        [
+            (ItemPayload(i, f"Item {i}", "Drama" if n % 2 else "Comedy", (), True, f"h{n}", 1), v)
+            for n, (i, v) in enumerate(vectors.items())
+        ]
+    )
+    return vectors
+
+
+def produce(
+    settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
+) -> None:
+    producer = Producer(settings.kafka_client_config() | {"linger.ms": 5})
+    for key, value in records:
+        producer.produce(topic, value, key=key)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def produce_events(settings: Settings, events: Sequence[InteractionEvent]) -> None:
+    produce(
+        settings, settings.topic_interactions, [(e.user_id.encode(), e.to_json()) for e in events]
+    )
+
+
+def make_consumer(settings: Settings, index: QdrantEdgeIndex) -> InteractionConsumer:
+    processor = InteractionProcessor(
+        session_config(settings),
+        index,
+        session_store(settings),
+        DeadLetterWriter(settings.kafka_client_config()),
+        event_decoder(settings),
+    )
+    return InteractionConsumer(
+        processor,
+        settings.kafka_client_config(),
+        settings.topic_interactions,
+        f"{settings.consumer_group}-interactions",
+        batch_size=settings.interaction_batch_size,
+    )
+
+
+def drain(consumer: InteractionConsumer, expected: int, timeout_s: float = 60.0) -> int:
+    """Run batches until `expected` records were consumed (then one idle poll more)."""
+    seen = 0
+    deadline = time.monotonic() + timeout_s
+    while seen < expected and time.monotonic() < deadline:
+        seen += consumer.run_once()
+    assert seen == expected, f"consumed {seen} of {expected} records"
+    return seen
+
+
+def state_snapshot(
+    settings: Settings, users: Sequence[str], items: Sequence[str], reference_ms: int
+) -> dict[str, object]:
+    """Everything the processor stores for these users and items, comparable across namespaces
+    (popularity is rescaled from the namespace's own landmark to reference_ms)."""
+    store = session_store(settings)
+    try:
+        states = store.load_states(users)
+        landmark = store.popularity_landmark() or 0
+        half_life = settings.popularity_half_life_ms
+        scale = 2 ** ((landmark - reference_ms) / half_life)
+        popularity = {i: s * scale for i, s in store.popularity(10_000).items()}
+        return {
+            "vectors": {u: states[u].vector for u in users if u in states},
+            "counters": {
+                u: (
+                    states[u].count,
+                    states[u].last_time,
+                    states[u].floor,
+                    sorted(states[u].guard_ids),
+                    states[u].recent_items,
+                )
+                for u in users
+                if u in states
+            },
+            "seen": {u: store.seen(u) for u in users},
+            "covis": {i: store.covisitation(i, 1000) for i in items},
+            "popularity": popularity,
+        }
+    finally:
+        store.close()
+
+
+def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
+    assert a["counters"] == b["counters"]
+    assert a["seen"] == b["seen"]
+    assert a["covis"] == b["covis"]
+    pa, pb = a["popularity"], b["popularity"]
+    assert isinstance(pa, dict) and isinstance(pb, dict)
+    assert pa.keys() == pb.keys()
+    for item in pa:
+        assert abs(pa[item] - pb[item]) <= 1e-6 * max(1.0, abs(pa[item])), item
+    va, vb = a["vectors"], b["vectors"]
+    assert isinstance(va, dict) and isinstance(vb, dict)
+    assert va.keys() == vb.keys()
+    for user in va:
+        np.testing.assert_allclose(va[user], vb[user], atol=1e-5)
+
+
+def delete_namespace(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_address)
+    keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    client.close()

@@ -1,0 +1,199 @@
+"""The interaction processor against the real Kafka broker and Redis (in-process consumer)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from confluent_kafka import Consumer
+
+from recstream.infra import topics
+from recstream.infra.topics import dlq_topic
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.streams.dlq import REASON_HEADER
+from recstream.worker import session_store
+from tests.integration.ingest_helpers import (
+    assert_same_state,
+    create_topics,
+    delete_namespace,
+    drain,
+    isolated_settings,
+    make_consumer,
+    open_index,
+    produce,
+    produce_events,
+    seed_items,
+    state_snapshot,
+)
+from tests.session_reference import reference_vector
+
+HOUR = 3600 * 1000
+T0 = int(time.time() * 1000) - 90 * 24 * HOUR  # far enough back for every generated gap
+TYPES = ["view", "click", "add_to_cart", "purchase", "like", "dislike", "skip"]
+
+
+@pytest.fixture
+def env(
+    infra: Settings, unique: str, tmp_path: Path
+) -> Iterator[tuple[Settings, QdrantEdgeIndex, dict]]:
+    settings = isolated_settings(infra, unique, tmp_path)
+    names = create_topics(settings)
+    index = open_index(settings)
+    vectors = seed_items(index, 30)
+    yield settings, index, vectors
+    index.close()
+    topics.delete_topics(settings, names)
+    delete_namespace(settings)
+
+
+def _events(count: int, users: int, seed: int = 1) -> list[InteractionEvent]:
+    rng = random.Random(seed)
+    clock = {f"user{u}": T0 for u in range(users)}
+    events = []
+    for n in range(count):
+        user = f"user{rng.randrange(users)}"
+        clock[user] += rng.choice([1_000, 60_000, 5 * HOUR])  # seconds, minutes and long gaps
+        kind = rng.choice([*TYPES, "rating"])
+        value = rng.choice([0.5, 2.0, 3.5, 5.0]) if kind == "rating" else None
+        events.append(
+            InteractionEvent(
+                f"ev{seed}-{n}", user, f"item{rng.randrange(30)}", kind, clock[user], value=value
+            )
+        )
+    return events
+
+
+def test_session_vectors_history_and_counters_match_the_formula(env) -> None:  # type: ignore[no-untyped-def]
+    settings, index, _ = env
+    events = _events(400, users=6)
+    produce_events(settings, events)
+    consumer = make_consumer(settings, index)
+    drain(consumer, len(events))
+    stored_vectors = {
+        i: r.vector for i, r in index.retrieve([f"item{n}" for n in range(30)]).items()
+    }
+    store = session_store(settings)
+    states = store.load_states({e.user_id for e in events})
+    for user, state in states.items():
+        mine = [e for e in events if e.user_id == user]
+        expected = reference_vector(
+            mine, stored_vectors, DEFAULT_EVENT_WEIGHTS, settings.session_half_life_ms
+        )
+        np.testing.assert_allclose(state.vector, expected, atol=1e-5)
+        assert state.count == len(mine)
+        assert store.seen(user) == {
+            e.item_id: max(x.event_time for x in mine if x.item_id == e.item_id) for e in mine
+        }
+    positive = [
+        e
+        for e in events
+        if e.event_type not in ("dislike", "skip")
+        and not (e.event_type == "rating" and (e.value or 0) < 3)
+    ]
+    assert set(store.popularity(100)) == {e.item_id for e in positive}
+    assert store.covisitation("item3")  # co-visits were recorded
+    store.close()
+
+
+def test_replaying_the_same_events_changes_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    settings, index, _ = env
+    events = _events(300, users=5, seed=2)
+    users = sorted({e.user_id for e in events})
+    items = [f"item{n}" for n in range(30)]
+    produce_events(settings, events)
+    consumer = make_consumer(settings, index)
+    drain(consumer, len(events))
+    before = state_snapshot(settings, users, items, T0)
+    produce_events(settings, events)  # the same events again, at new offsets
+    drain(consumer, len(events))
+    assert_same_state(state_snapshot(settings, users, items, T0), before)
+
+
+def test_bad_events_go_to_the_dlq_with_reasons_and_good_ones_are_applied(env) -> None:  # type: ignore[no-untyped-def]
+    settings, index, _ = env
+    good = _events(20, users=1, seed=3)
+    bad = [
+        b"\x00not json",
+        orjson.dumps({"schema_version": 9}),
+        orjson.dumps({"schema_version": 1, "event_id": "x"}),
+        None,
+    ]
+    records = [(e.user_id.encode(), e.to_json()) for e in good[:10]]
+    records += [(b"k", value) for value in bad]
+    records += [(e.user_id.encode(), e.to_json()) for e in good[10:]]
+    produce(settings, settings.topic_interactions, records)
+    drain(make_consumer(settings, index), len(records))
+    store = session_store(settings)
+    assert store.load_states(["user0"])["user0"].count == 20
+    store.close()
+    reasons = _dead_letters(settings, dlq_topic(settings.topic_interactions), len(bad))
+    assert reasons == [
+        ("undecodable", bad[0]),
+        ("unknown_schema_version", bad[1]),
+        ("schema_violation", bad[2]),
+        ("undecodable", None),
+    ]
+
+
+def _dead_letters(settings: Settings, topic: str, count: int) -> list[tuple[str, bytes | None]]:
+    consumer = Consumer(
+        settings.kafka_client_config()
+        | {"group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[tuple[str, bytes | None]] = []
+    deadline = time.monotonic() + 20
+    while len(found) < count and time.monotonic() < deadline:
+        for message in consumer.consume(10, 0.5):
+            if message.error() is None:
+                headers = dict(message.headers() or [])
+                found.append((headers[REASON_HEADER].decode(), message.value()))
+    consumer.close()
+    return found
+
+
+def test_a_crash_between_write_and_commit_ends_in_the_same_state_as_a_clean_run(
+    env,
+    infra: Settings,
+    unique: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    settings, index, _ = env
+    events = _events(1500, users=20, seed=4)
+    users = sorted({e.user_id for e in events})
+    items = [f"item{n}" for n in range(30)]
+    produce_events(settings, events)
+    crashing = make_consumer(settings, index)
+    crashing._stop.set()
+    applied = 0
+    while applied < 600:
+        messages = crashing._consumer.consume(200, 1.0)
+        crashing._processor.process([_raw(m) for m in messages])
+        applied += len(messages)
+    crashing._consumer.close()
+    drain(make_consumer(settings, index), len(events))  # restarts from the last commit: 0
+
+    clean = isolated_settings(infra, unique + "clean", tmp_path, qdrant_path=settings.qdrant_path)
+    clean_names = create_topics(clean)
+    try:
+        produce_events(clean, events)
+        drain(make_consumer(clean, index), len(events))
+        assert_same_state(
+            state_snapshot(settings, users, items, T0), state_snapshot(clean, users, items, T0)
+        )
+    finally:
+        topics.delete_topics(clean, clean_names)
+        delete_namespace(clean)
+
+
+def _raw(message):  # type: ignore[no-untyped-def]
+    from recstream.streams.interactions import _raw as to_raw
+
+    return to_raw(message)

@@ -1,0 +1,173 @@
+"""`recstream worker` as a real process: catalog events become points in embedded Qdrant, re-sent
+unchanged items are not embedded again, and a worker killed mid-stream resumes to the same state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from recstream.infra import topics
+from recstream.schemas.events import CatalogEvent
+from recstream.settings import Settings
+from tests.integration.ingest_helpers import (
+    assert_same_state,
+    create_topics,
+    delete_namespace,
+    drain,
+    isolated_settings,
+    make_consumer,
+    open_index,
+    produce,
+    produce_events,
+    seed_items,
+    state_snapshot,
+)
+from tests.integration.test_interaction_processor import T0, _events
+from tests.integration.worker_process import WorkerProcess
+
+NOW = int(time.time() * 1000)
+
+
+@pytest.fixture
+def settings(infra: Settings, unique: str, tmp_path: Path) -> Iterator[Settings]:
+    isolated = isolated_settings(infra, unique, tmp_path)
+    names = create_topics(isolated)
+    yield isolated
+    topics.delete_topics(isolated, names)
+    delete_namespace(isolated)
+
+
+def _catalog(n: int, t: int, **changes: object) -> CatalogEvent:
+    fields: dict[str, object] = {
+        "title": f"Movie {n}",
+        "category": "Drama" if n % 2 else "Comedy",
+        "tags": (f"tag{n % 3}",),
+        "description": f"A film about {n}.",
+    }
+    fields.update(changes)
+    return CatalogEvent(f"c{n}-{t}", f"m{n}", "upsert", t, **fields)  # type: ignore[arg-type]
+
+
+def test_catalog_events_become_points_and_unchanged_items_are_not_embedded_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    items = [_catalog(n, NOW) for n in range(12)]
+    no_title = {
+        "schema_version": 1,
+        "event_id": "x",
+        "item_id": "m99",
+        "op": "upsert",
+        "event_time": NOW,
+    }
+    bad = [(b"m-bad", b"{broken"), (b"m-bad", orjson.dumps(no_title))]
+    produce(
+        settings, settings.topic_catalog, [(e.item_id.encode(), e.to_json()) for e in items] + bad
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker1.log", roles="catalog")
+    try:
+        worker.wait_for("recstream_catalog_events_total", 12, outcome="embedded")
+        worker.wait_for("recstream_catalog_events_total", 2, outcome="dead_lettered")
+        assert worker.metric("recstream_catalog_events_total", outcome="embedded") == 12
+    finally:
+        assert worker.stop() == 0
+    index = open_index(settings)
+    try:
+        stored = index.retrieve([e.item_id for e in items])
+        assert set(stored) == {e.item_id for e in items}
+        payload = stored["m3"].payload
+        assert (payload.title, payload.category, payload.tags, payload.available) == (
+            "Movie 3",
+            "Drama",
+            ("tag0",),
+            True,
+        )
+        assert payload.updated_ms == NOW
+        hits = index.search(stored["m3"].vector, 1, flt=_no_filter())  # type: ignore[arg-type]
+        assert hits[0].payload.item_id == "m3"
+    finally:
+        index.close()
+
+    # Re-sent unchanged (newer event time), one hidden, one deleted: nothing is embedded again.
+    resent = [_catalog(n, NOW + 1) for n in range(10)] + [_catalog(10, NOW + 1, available=False)]
+    resent.append(CatalogEvent("del-11", "m11", "delete", NOW + 1))
+    produce(settings, settings.topic_catalog, [(e.item_id.encode(), e.to_json()) for e in resent])
+    again = WorkerProcess(settings, tmp_path / "worker2.log", roles="catalog")
+    try:
+        again.wait_for("recstream_catalog_events_total", 10, outcome="unchanged")
+        again.wait_for("recstream_catalog_events_total", 1, outcome="deleted")
+        assert again.metric("recstream_catalog_events_total", outcome="embedded") == 0
+        assert again.metric("recstream_catalog_events_total", outcome="payload_updated") == 1
+    finally:
+        assert again.stop() == 0
+    index = open_index(settings)
+    try:
+        assert index.count() == 11
+        assert index.retrieve(["m10"])["m10"].payload.available is False
+    finally:
+        index.close()
+
+
+def _no_filter():  # type: ignore[no-untyped-def]
+    from recstream.stores.vector_index import SearchFilter
+
+    return SearchFilter(available_only=False)
+
+
+def _committed_everything(settings: Settings) -> bool:
+    group = f"{settings.consumer_group}-interactions"
+    consumer = Consumer(settings.kafka_client_config() | {"group.id": group})
+    try:
+        parts = [
+            TopicPartition(settings.topic_interactions, p)
+            for p in range(settings.partitions_interactions)
+        ]
+        committed = consumer.committed(parts, timeout=10)
+        for part in committed:
+            _, high = consumer.get_watermark_offsets(part, timeout=10)
+            if part.offset < high:
+                return False
+        return True
+    finally:
+        consumer.close()
+
+
+def test_a_worker_killed_mid_stream_resumes_to_the_state_of_a_clean_run(
+    settings: Settings, infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    index = open_index(settings)
+    seed_items(index, 30)
+    index.close()  # the worker process opens the shard itself
+    events = _events(20_000, users=200, seed=9)
+    produce_events(settings, events)
+    worker = WorkerProcess(settings, tmp_path / "killed.log", roles="interactions")
+    worker.wait_for("recstream_interactions_events_total", 2_000, outcome="applied")
+    worker.kill()  # SIGKILL: no clean shutdown, no final commit
+    restarted = WorkerProcess(settings, tmp_path / "restarted.log", roles="interactions")
+    try:
+        deadline = time.monotonic() + 120
+        while not _committed_everything(settings):
+            assert time.monotonic() < deadline, "worker did not catch up"
+            time.sleep(0.5)
+    finally:
+        assert restarted.stop() == 0
+
+    clean = isolated_settings(infra, unique + "clean", tmp_path, qdrant_path=settings.qdrant_path)
+    names = create_topics(clean)
+    index = open_index(clean)
+    try:
+        produce_events(clean, events)
+        drain(make_consumer(clean, index), len(events))
+        users = sorted({e.user_id for e in events})
+        items = [f"item{n}" for n in range(30)]
+        assert_same_state(
+            state_snapshot(settings, users, items, T0), state_snapshot(clean, users, items, T0)
+        )
+    finally:
+        index.close()
+        topics.delete_topics(clean, names)
+        delete_namespace(clean)

@@ -1,0 +1,100 @@
+"""Run `recstream worker` as a real process with a test's isolated settings and read its metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from recstream.settings import Settings
+
+_ENV_FIELDS = (
+    "topic_catalog",
+    "topic_interactions",
+    "topic_requests",
+    "topic_responses",
+    "partitions_interactions",
+    "partitions_catalog",
+    "redis_namespace",
+    "consumer_group",
+    "qdrant_path",
+    "interaction_batch_size",
+    "kafka_port",
+    "redis_port",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class WorkerProcess:
+    def __init__(
+        self, settings: Settings, log_path: Path, roles: str = "catalog,interactions"
+    ) -> None:
+        self.metrics_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+        env |= {f"RECSTREAM_{name.upper()}": str(getattr(settings, name)) for name in _ENV_FIELDS}
+        env["RECSTREAM_METRICS_PORT"] = str(self.metrics_port)
+        env["RECSTREAM_EMBED_THREADS"] = "1"
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "recstream.cli", "worker", "--roles", roles],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.log_path = log_path
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Current value of a counter/gauge sample (0 when absent or not serving yet)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
+            ) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def wait_for(
+        self, name: str, at_least: float, timeout_s: float = 120.0, **labels: str
+    ) -> float:
+        deadline = time.monotonic() + timeout_s
+        value = 0.0
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (
+                "worker exited:\n" + self.log_path.read_text()[-3000:]
+            )
+            value = self.metric(name, **labels)
+            if value >= at_least:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(
+            f"{name}{labels} = {value} < {at_least}\n" + self.log_path.read_text()[-3000:]
+        )
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM, as an operator would; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()

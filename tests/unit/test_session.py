@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.streams.session import (
+    POPULARITY_REBASE_HALF_LIVES,
+    SessionConfig,
+    UserState,
+    apply_batch,
+    popularity_landmark,
+)
+from tests.session_reference import reference_vector
+
+DIM = 8
+HOUR = 3600 * 1000
+CONFIG = SessionConfig(
+    weights=DEFAULT_EVENT_WEIGHTS,
+    half_life_ms=HOUR,
+    allowed_lateness_ms=HOUR,
+    covis_window=3,
+    popularity_half_life_ms=24 * HOUR,
+)
+T0 = 1_700_000_000_000
+
+
+def _vectors(n: int = 6, seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        v = rng.normal(size=DIM).astype(np.float32)
+        out[f"i{i}"] = v / np.linalg.norm(v)
+    return out
+
+
+def _ev(
+    n: int, user: str, item: str, kind: str, t: int, value: float | None = None
+) -> InteractionEvent:
+    return InteractionEvent(f"e{n}", user, item, kind, t, value=value)
+
+
+def _run(events: list[InteractionEvent], states: dict[str, UserState] | None = None, vectors=None):  # type: ignore[no-untyped-def]
+    vectors = _vectors() if vectors is None else vectors
+    return apply_batch(
+        events,
+        states or {},
+        vectors,
+        {"i0": "Drama", "i1": "Comedy"},
+        CONFIG,
+        "model-a",
+        DIM,
+        landmark=T0,
+    )
+
+
+def test_vector_matches_the_formula_with_decay_and_negative_weights() -> None:
+    vectors = _vectors()
+    events = [
+        _ev(1, "u", "i0", "view", T0),
+        _ev(2, "u", "i1", "purchase", T0 + 10 * 60 * 1000),
+        _ev(3, "u", "i2", "dislike", T0 + 3 * HOUR),  # long gap: decay matters
+        _ev(4, "u", "i3", "rating", T0 + 4 * HOUR, value=4.5),
+        _ev(5, "u", "i4", "skip", T0 + 4 * HOUR + 1),
+    ]
+    got = _run(events, vectors=vectors).states["u"].vector
+    expected = reference_vector(events, vectors, DEFAULT_EVENT_WEIGHTS, HOUR)
+    assert got is not None
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # A negative event pushes the vector away from its item.
+    before = reference_vector(events[:2], vectors, DEFAULT_EVENT_WEIGHTS, HOUR)
+    after = reference_vector(events[:3], vectors, DEFAULT_EVENT_WEIGHTS, HOUR)
+    assert after @ vectors["i2"] < before @ vectors["i2"]
+
+
+def test_splitting_into_batches_gives_the_same_state() -> None:
+    events = [_ev(n, f"u{n % 3}", f"i{n % 6}", "click", T0 + n * 60_000) for n in range(30)]
+    whole = _run(events)
+    first = _run(events[:13])
+    second = _run(events[13:], states=first.states)
+    for user, state in whole.states.items():
+        np.testing.assert_allclose(second.states[user].vector, state.vector, atol=1e-6)
+        assert second.states[user].count == state.count
+        assert second.states[user].recent_items == state.recent_items
+
+
+def test_duplicates_and_events_older_than_the_lateness_are_not_applied() -> None:
+    first = _run([_ev(1, "u", "i0", "click", T0), _ev(2, "u", "i1", "click", T0 + 2 * HOUR)])
+    state = first.states["u"]
+    again = _run(
+        [
+            _ev(2, "u", "i1", "click", T0 + 2 * HOUR),  # replayed
+            _ev(9, "u", "i2", "click", T0 + 30 * 60 * 1000),
+        ],  # 90 min late > 1 h allowed
+        states={"u": state},
+    )
+    assert again.outcomes == {"duplicate": 1, "too_late": 1}
+    np.testing.assert_array_equal(again.states["u"].vector, state.vector)
+    assert again.popularity == {}
+    assert again.seen == {}
+
+
+def test_a_late_event_within_the_lateness_is_folded_in_with_its_age() -> None:
+    vectors = _vectors()
+    first = _run([_ev(1, "u", "i0", "click", T0 + HOUR)], vectors=vectors)
+    late = _run([_ev(2, "u", "i1", "click", T0 + HOUR // 2)], states=first.states, vectors=vectors)
+    assert late.outcomes == {"applied": 1}
+    x = vectors["i0"].astype(np.float64) + 0.5**0.5 * vectors["i1"]
+    np.testing.assert_allclose(late.states["u"].vector, x / np.linalg.norm(x), atol=1e-6)
+    assert late.states["u"].last_time == T0 + HOUR  # the watermark does not move back
+
+
+def test_item_without_vector_still_counts_for_history_and_popularity() -> None:
+    effects = _run([_ev(1, "u", "new-item", "click", T0)])
+    assert effects.vector_missing == 1
+    assert effects.states["u"].vector is None
+    assert effects.seen == {"u": {"new-item": T0}}
+    assert effects.popularity == {"new-item": 1.0}
+
+
+def test_seen_popularity_and_covisitation() -> None:
+    events = [
+        _ev(1, "u", "i0", "click", T0),
+        _ev(2, "u", "i1", "view", T0 + 1),
+        _ev(3, "u", "i2", "dislike", T0 + 2),
+        _ev(4, "u", "i3", "click", T0 + 3),
+        _ev(5, "v", "i0", "purchase", T0 + 4),
+    ]
+    effects = _run(events)
+    assert effects.seen["u"] == {"i0": T0, "i1": T0 + 1, "i2": T0 + 2, "i3": T0 + 3}
+    assert set(effects.popularity) == {"i0", "i1", "i3"}  # a dislike adds no popularity
+    assert effects.popularity["i0"] == pytest.approx(2 * 2 ** (4 / CONFIG.popularity_half_life_ms))
+    assert effects.category_popularity[("Drama", "i0")] == pytest.approx(effects.popularity["i0"])
+    # co-visits among u's positive items i0, i1, i3 (window 3), both directions
+    assert effects.covisits == {
+        (a, b): 1.0 for a in ("i0", "i1", "i3") for b in ("i0", "i1", "i3") if a != b
+    }
+    assert effects.states["u"].recent_items == ["i0", "i1", "i3"]
+
+
+def test_a_new_model_version_resets_the_session_vector() -> None:
+    old = UserState(
+        vector=np.ones(DIM, dtype=np.float32) / np.sqrt(DIM), last_time=T0, model="model-old"
+    )
+    effects = _run([_ev(1, "u", "i0", "click", T0 + 1)], states={"u": old})
+    np.testing.assert_allclose(effects.states["u"].vector, _vectors()["i0"], atol=1e-6)
+    assert effects.states["u"].model == "model-a"
+
+
+def test_popularity_landmark_moves_only_when_scores_would_grow_too_large() -> None:
+    half_life = CONFIG.popularity_half_life_ms
+    assert popularity_landmark(None, T0, half_life) == T0
+    assert popularity_landmark(T0, T0 + 10 * half_life, half_life) == T0
+    far = T0 + (POPULARITY_REBASE_HALF_LIVES + 1) * half_life
+    assert popularity_landmark(T0, far, half_life) == far
+
+
+def test_guard_ids_are_capped_and_raise_the_floor() -> None:
+    events = [_ev(n, "u", "i0", "view", T0 + n) for n in range(1100)]
+    state = _run(events).states["u"]
+    assert len(state.guard_ids) == 1024
+    assert state.floor == T0 + 1100 - 1024
+    replay = _run([events[10]], states={"u": state})
+    assert replay.outcomes == {"too_late": 1}
