@@ -246,10 +246,14 @@ class InteractionConsumer:
             while not self._stop.is_set():
                 self.run_once()
         finally:
-            self._consumer.close()
+            self.close()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def close(self) -> None:
+        """Leave the group and release the consumer (for callers of run_once)."""
+        self._consumer.close()
 
 
 def _is_record(message: Message) -> bool:

@@ -9,6 +9,7 @@ contribution decayed by its age instead, so a late event never rewinds the state
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from recstream.schemas.events import InteractionEvent
 from recstream.stores.vector_index import Vector
 
 MAX_GUARD_IDS = 1024
+_SEQUENTIAL_TAIL = 8  # users left when the vectorised rounds hand over to a plain loop
 POPULARITY_REBASE_HALF_LIVES = 64  # forward-decay exponent bound before the landmark moves
 
 
@@ -112,7 +114,7 @@ def apply_batch(
             if state.model != model:  # vectors of another model version never mix
                 state.vector, state.model = None, model
             effects.states[event.user_id] = state
-        outcome = _guard(state, event)
+        outcome = _guard(state, event, config)
         effects.outcomes[outcome] += 1
         if outcome != "applied":
             continue
@@ -122,13 +124,15 @@ def apply_batch(
             steps[event.user_id].append(_step(state, event, weight, config))
         else:
             effects.vector_missing += 1
-        _advance(state, event, config)
+        _advance(state, event)
+    for state in effects.states.values():
+        _settle_guards(state, config)
     _apply_vector_steps(effects.states, steps, item_vectors, dimension)
     return effects
 
 
-def _guard(state: UserState, event: InteractionEvent) -> str:
-    if event.event_time < state.floor:
+def _guard(state: UserState, event: InteractionEvent, config: SessionConfig) -> str:
+    if event.event_time < max(state.floor, state.last_time - config.allowed_lateness_ms):
         return "too_late"
     if event.event_id in state.guard_ids:
         return "duplicate"
@@ -175,18 +179,22 @@ def _record(
     del state.recent_items[: -config.covis_window]
 
 
-def _advance(state: UserState, event: InteractionEvent, config: SessionConfig) -> None:
+def _advance(state: UserState, event: InteractionEvent) -> None:
     state.count += 1
     state.last_time = max(state.last_time, event.event_time)
     state.guard_ids[event.event_id] = event.event_time
-    floor = state.last_time - config.allowed_lateness_ms
+
+
+def _settle_guards(state: UserState, config: SessionConfig) -> None:
+    """Once per user and batch: raise the floor to the lateness bound and keep at most
+    MAX_GUARD_IDS ids (everything at or before the newest dropped id becomes too late)."""
+    floor = max(state.floor, state.last_time - config.allowed_lateness_ms)
     if len(state.guard_ids) > MAX_GUARD_IDS:
-        # Keep the newest ids; everything at or before the oldest dropped one becomes too late.
-        ordered = sorted(state.guard_ids.items(), key=lambda kv: kv[1])
-        dropped = ordered[: len(ordered) - MAX_GUARD_IDS]
-        floor = max(floor, dropped[-1][1] + 1)
-    state.floor = max(state.floor, floor)
-    state.guard_ids = {k: t for k, t in state.guard_ids.items() if t >= state.floor}
+        times = sorted(state.guard_ids.values())
+        floor = max(floor, times[len(times) - MAX_GUARD_IDS - 1] + 1)
+    state.floor = floor
+    if state.guard_ids and min(state.guard_ids.values()) < floor:
+        state.guard_ids = {k: t for k, t in state.guard_ids.items() if t >= floor}
 
 
 def _apply_vector_steps(
@@ -196,7 +204,8 @@ def _apply_vector_steps(
     dimension: int,
 ) -> None:
     """The k-th step of every user at once: numpy over users, one round per step depth."""
-    users = list(steps)
+    # Deepest users first: the users still active in round k are then a prefix of the rows.
+    users = sorted(steps, key=lambda user: -len(steps[user]))
     if not users:
         return
     matrix = np.zeros((len(users), dimension), dtype=np.float64)
@@ -204,15 +213,29 @@ def _apply_vector_steps(
         vector = states[user].vector
         if vector is not None:
             matrix[row] = vector
-    depth = max(len(s) for s in steps.values())
-    for round_ in range(depth):
-        rows = [r for r, user in enumerate(users) if len(steps[user]) > round_]
-        taken = [steps[users[r]][round_] for r in rows]
+    active = len(users)
+    round_ = 0
+    while True:
+        while active and len(steps[users[active - 1]]) <= round_:
+            active -= 1
+        if active <= _SEQUENTIAL_TAIL:
+            break
+        taken = [steps[users[r]][round_] for r in range(active)]
         decay = np.array([s.decay for s in taken])[:, None]
         weight = np.array([s.weight for s in taken])[:, None]
-        items = np.stack([item_vectors[s.item] for s in taken]).astype(np.float64)
-        updated = decay * matrix[rows] + weight * items
+        items = np.stack([item_vectors[s.item] for s in taken])
+        updated = decay * matrix[:active] + weight * items
         norms = np.linalg.norm(updated, axis=1, keepdims=True)
-        matrix[rows] = np.divide(updated, norms, out=np.zeros_like(updated), where=norms > 1e-12)
+        matrix[:active] = np.divide(updated, norms, out=np.zeros_like(updated), where=norms > 1e-12)
+        round_ += 1
+    # The few deepest users (heavy users in a skewed stream) finish one by one: a plain 1-d
+    # update costs far less than a numpy round with a single active row.
+    for row in range(active):
+        u = matrix[row]
+        for step in steps[users[row]][round_:]:
+            x = step.decay * u + step.weight * item_vectors[step.item]
+            norm = math.sqrt(float(x @ x))
+            u = x / norm if norm > 1e-12 else np.zeros_like(x)
+        matrix[row] = u
     for row, user in enumerate(users):
         states[user].vector = matrix[row].astype(np.float32)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+import msgpack
 import numpy as np
 import orjson
 import redis
@@ -19,6 +21,36 @@ from recstream.streams.session import BatchEffects, UserState
 _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model")
 _TRIM_EVERY = 32  # trim a user's seen set when its event count crosses a multiple of this
 _COVIS_TRIM_CHANCE = 1 / 16
+
+# One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark}.
+# rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, cap, score, member,
+# ...} -> ZADD GT (+ trim to cap when cap > 0); increments: {key, cap, member, inc, ...} -> ZINCRBY
+# (+ trim); sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET.
+_WRITE_BATCH_LUA = """
+local b = cmsgpack.unpack(ARGV[1])
+local CHUNK = 4000
+local function call_chunked(cmd, key, extra, args, from)
+  for i = from, #args, CHUNK do
+    local part = {}
+    for j = i, math.min(i + CHUNK - 1, #args) do part[#part + 1] = args[j] end
+    if extra then redis.call(cmd, key, extra, unpack(part))
+    else redis.call(cmd, key, unpack(part)) end
+  end
+end
+for _, r in ipairs(b[1]) do redis.call('ZUNIONSTORE', r[1], 1, r[1], 'WEIGHTS', r[2]) end
+for _, r in ipairs(b[2]) do call_chunked('HSET', r[1], nil, r, 2) end
+for _, r in ipairs(b[3]) do
+  call_chunked('ZADD', r[1], 'GT', r, 3)
+  if r[2] > 0 then redis.call('ZREMRANGEBYRANK', r[1], 0, -(r[2] + 1)) end
+end
+for _, r in ipairs(b[4]) do
+  for i = 3, #r, 2 do redis.call('ZINCRBY', r[1], r[i + 1], r[i]) end
+  if r[2] > 0 then redis.call('ZREMRANGEBYRANK', r[1], 0, -(r[2] + 1)) end
+end
+for _, r in ipairs(b[5]) do call_chunked('SADD', r[1], nil, r, 2) end
+redis.call('SET', b[6][1], b[6][2])
+return #b[2]
+"""
 
 
 class RedisSessionStore:
@@ -36,6 +68,7 @@ class RedisSessionStore:
         self._covis_max = covis_max_neighbours
         self._popularity_half_life_ms = popularity_half_life_ms
         self._known_categories: set[str] = set()
+        self._write_script = client.register_script(_WRITE_BATCH_LUA)
 
     @classmethod
     def from_url(cls, url: str, keys: KeySpace, **options: int) -> RedisSessionStore:
@@ -60,49 +93,68 @@ class RedisSessionStore:
         return None if raw is None else int(raw)
 
     def write_batch(self, effects: BatchEffects, previous_landmark: int | None) -> None:
-        """Store everything a batch changed, atomically."""
-        pipe = self._redis.pipeline(transaction=True)
-        self._rebase_popularity(pipe, previous_landmark, effects.landmark)
-        for user, state in effects.states.items():
-            pipe.hset(self.keys.user_state(user), mapping=_encode_state(state))
-        for user, items in effects.seen.items():
-            key = self.keys.user_seen(user)
-            pipe.zadd(key, items, gt=True)  # type: ignore[arg-type]
-            count = effects.states[user].count
-            if count // _TRIM_EVERY != (count - len(items)) // _TRIM_EVERY:
-                pipe.zremrangebyrank(key, 0, -(self._history_cap + 1))
-        self._write_counters(pipe, effects)
-        pipe.execute()
+        """Store everything a batch changed in one server-side script call (atomic, one round trip).
 
-    def _rebase_popularity(
-        self, pipe: redis.client.Pipeline[bytes], old: int | None, new: int
-    ) -> None:
-        pipe.set(self.keys.popularity_landmark(), new)
+        A script rather than a MULTI pipeline: the batch is tens of thousands of small writes, and
+        per-command client overhead, not Redis, was the limit (see docs/benchmarks.md).
+        """
+        # use_bin_type=False: the raw format, which the Lua cmsgpack in Redis decodes.
+        payload = msgpack.packb(self._batch_payload(effects, previous_landmark), use_bin_type=False)
+        self._write_script(args=[payload])
+
+    def _batch_payload(self, effects: BatchEffects, previous_landmark: int | None) -> list[Any]:
+        states = [
+            [self.keys.user_state(user), *_flat(_encode_state(state))]
+            for user, state in effects.states.items()
+        ]
+        seen = []
+        for user, items in effects.seen.items():
+            count = effects.states[user].count
+            crossed = count // _TRIM_EVERY != (count - len(items)) // _TRIM_EVERY
+            seen.append(
+                [
+                    self.keys.user_seen(user),
+                    self._history_cap if crossed else 0,
+                    *_flat({item: t for item, t in items.items()}, score_first=True),
+                ]
+            )
+        increments = self._counter_increments(effects)
+        new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
+        self._known_categories |= new_categories
+        sets = [[self.keys.categories(), *sorted(new_categories)]] if new_categories else []
+        return [
+            self._rebase(previous_landmark, effects.landmark),
+            states,
+            seen,
+            increments,
+            sets,
+            [self.keys.popularity_landmark(), str(effects.landmark)],
+        ]
+
+    def _rebase(self, old: int | None, new: int) -> list[list[Any]]:
+        """ZUNIONSTORE weights that rescale every popularity set to a new forward-decay landmark."""
         if old is None or old == new:
-            return
+            return []
         factor = 2.0 ** ((old - new) / self._popularity_half_life_ms)
         keys = [self.keys.popularity()] + [
             self.keys.category_popularity(c.decode())
             for c in self._redis.smembers(self.keys.categories())
         ]
-        for key in keys:
-            pipe.zunionstore(key, {key: factor})
+        return [[key, repr(factor)] for key in keys]
 
-    def _write_counters(self, pipe: redis.client.Pipeline[bytes], effects: BatchEffects) -> None:
-        for item, boost in effects.popularity.items():
-            pipe.zincrby(self.keys.popularity(), boost, item)
+    def _counter_increments(self, effects: BatchEffects) -> list[list[Any]]:
+        by_key: dict[str, dict[str, float]] = {self.keys.popularity(): effects.popularity}
         for (category, item), boost in effects.category_popularity.items():
-            pipe.zincrby(self.keys.category_popularity(category), boost, item)
-            if category not in self._known_categories:
-                pipe.sadd(self.keys.categories(), category)
-                self._known_categories.add(category)
-        touched = set()
+            by_key.setdefault(self.keys.category_popularity(category), {})[item] = boost
         for (item, other), count in effects.covisits.items():
-            pipe.zincrby(self.keys.covisitation(item), count, other)
-            touched.add(item)
-        for item in touched:
-            if random.random() < _COVIS_TRIM_CHANCE:
-                pipe.zremrangebyrank(self.keys.covisitation(item), 0, -(self._covis_max + 1))
+            by_key.setdefault(self.keys.covisitation(item), {})[other] = count
+        rows = []
+        for key, increments in by_key.items():
+            trim = (
+                self._covis_max if ":covis:" in key and random.random() < _COVIS_TRIM_CHANCE else 0
+            )
+            rows.append([key, trim, *_flat(increments)])
+        return rows
 
     # Reads used by the query side and by tests.
     def seen(self, user_id: str) -> dict[str, int]:
@@ -124,11 +176,18 @@ class RedisSessionStore:
         self._redis.close()
 
 
-def _encode_state(state: UserState) -> Mapping[str | bytes, bytes | float | int | str]:
-    fields: dict[str | bytes, bytes | float | int | str] = {
-        "last": state.last_time,
-        "floor": state.floor,
-        "n": state.count,
+def _flat(mapping: Mapping[str, Any], score_first: bool = False) -> list[Any]:
+    out: list[Any] = []
+    for key, value in mapping.items():
+        out += (value, key) if score_first else (key, value)
+    return out
+
+
+def _encode_state(state: UserState) -> dict[str, bytes | str]:
+    fields: dict[str, bytes | str] = {
+        "last": str(state.last_time),
+        "floor": str(state.floor),
+        "n": str(state.count),
         "ids": orjson.dumps(state.guard_ids),
         "recent": orjson.dumps(state.recent_items),
         "model": state.model,

@@ -102,12 +102,18 @@ def make_consumer(settings: Settings, index: QdrantEdgeIndex) -> InteractionCons
     )
 
 
-def drain(consumer: InteractionConsumer, expected: int, timeout_s: float = 60.0) -> int:
-    """Run batches until `expected` records were consumed (then one idle poll more)."""
+def drain(
+    consumer: InteractionConsumer, expected: int, timeout_s: float = 60.0, close: bool = True
+) -> int:
+    """Run batches until `expected` records were consumed; then close the consumer."""
     seen = 0
     deadline = time.monotonic() + timeout_s
-    while seen < expected and time.monotonic() < deadline:
-        seen += consumer.run_once()
+    try:
+        while seen < expected and time.monotonic() < deadline:
+            seen += consumer.run_once()
+    finally:
+        if close:
+            consumer.close()
     assert seen == expected, f"consumed {seen} of {expected} records"
     return seen
 

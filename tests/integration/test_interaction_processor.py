@@ -109,7 +109,7 @@ def test_replaying_the_same_events_changes_nothing(env) -> None:  # type: ignore
     items = [f"item{n}" for n in range(30)]
     produce_events(settings, events)
     consumer = make_consumer(settings, index)
-    drain(consumer, len(events))
+    drain(consumer, len(events), close=False)
     before = state_snapshot(settings, users, items, T0)
     produce_events(settings, events)  # the same events again, at new offsets
     drain(consumer, len(events))

@@ -163,3 +163,16 @@ def test_guard_ids_are_capped_and_raise_the_floor() -> None:
     assert state.floor == T0 + 1100 - 1024
     replay = _run([events[10]], states={"u": state})
     assert replay.outcomes == {"too_late": 1}
+
+
+def test_many_users_take_the_vectorised_rounds_and_still_match_the_formula() -> None:
+    vectors = _vectors(12)
+    events = [
+        _ev(n, f"u{n % 40}", f"i{(n * 7) % 12}", ("click", "view", "dislike")[n % 3], T0 + n * 1000)
+        for n in range(400)
+    ]
+    effects = _run(events, vectors=vectors)
+    for user, state in effects.states.items():
+        mine = [e for e in events if e.user_id == user]
+        expected = reference_vector(mine, vectors, DEFAULT_EVENT_WEIGHTS, HOUR)
+        np.testing.assert_allclose(state.vector, expected, atol=1e-5)

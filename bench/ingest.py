@@ -1,0 +1,347 @@
+"""Ingest benchmark (a benchmark, not a test: it asserts nothing).
+
+1. Interactions: E events (Zipf-distributed users and items) in a 12-partition topic.
+   Baseline: one confluent-kafka consumer reading the same topic raw (batch consume, no work).
+   Measured: the interaction processor's own consumer (the code the worker runs), from Kafka to
+   applied and committed Redis state. Both in this one process, on this machine, in one run.
+2. Catalog: N items through the catalog processor (decode, hash check, all-MiniLM-L6-v2 on the
+   CPU, upsert into embedded Qdrant), consumed from Kafka in batches of 64; then the same items
+   re-sent with a newer event time, which the hash check must skip without embedding.
+
+Prints one JSON object; docs/benchmarks.md records the figures with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+from confluent_kafka import Consumer, Producer
+
+from recstream.infra import topics
+from recstream.schemas.events import CatalogEvent
+from recstream.settings import Settings, load_settings
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_index import ItemPayload, collection_name
+from recstream.streams.catalog import CatalogProcessor
+from recstream.streams.dlq import DeadLetterWriter
+from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
+from recstream.streams.interactions import InteractionConsumer, InteractionProcessor, _raw
+from recstream.worker import event_decoder, session_config, session_store
+
+DIM = 384
+TYPES = np.array(
+    ["view", "view", "view", "click", "click", "add_to_cart", "purchase", "like", "dislike", "skip"]
+)
+
+
+def _isolated(base: Settings, tag: str, qdrant: Path) -> Settings:
+    return base.model_copy(
+        update={
+            "topic_catalog": f"{tag}.catalog",
+            "topic_interactions": f"{tag}.interactions",
+            "topic_requests": f"{tag}.requests",
+            "topic_responses": f"{tag}.responses",
+            "redis_namespace": tag,
+            "consumer_group": tag,
+            "qdrant_path": qdrant,
+        }
+    )
+
+
+def _zipf_ids(rng: np.random.Generator, count: int, universe: int, a: float = 1.1) -> np.ndarray:
+    ranks = rng.zipf(a, size=count * 2)
+    ranks = ranks[ranks <= universe][:count]
+    while len(ranks) < count:  # rare: top up with uniform draws
+        ranks = np.concatenate([ranks, rng.integers(1, universe + 1, size=count - len(ranks))])
+    return ranks - 1
+
+
+def _produce_interactions(settings: Settings, events: int, users: int, items: int) -> float:
+    rng = np.random.default_rng(1)
+    user_ids = _zipf_ids(rng, events, users)
+    item_ids = _zipf_ids(rng, events, items)
+    kinds = TYPES[rng.integers(0, len(TYPES), size=events)]
+    start = int(time.time() * 1000) - 10 * 24 * 3600 * 1000
+    producer = Producer(
+        settings.kafka_client_config() | {"linger.ms": 20, "batch.num.messages": 10000}
+    )
+    began = time.perf_counter()
+    for n in range(events):
+        user = f"u{user_ids[n]}"
+        value = orjson.dumps(
+            {
+                "schema_version": 1,
+                "event_id": f"e{n}",
+                "user_id": user,
+                "item_id": f"i{item_ids[n]}",
+                "event_type": str(kinds[n]),
+                "event_time": start + n * 10,
+            }
+        )
+        while True:
+            try:
+                producer.produce(settings.topic_interactions, value, key=user.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
+    return time.perf_counter() - began
+
+
+def _raw_consume_rate(settings: Settings, events: int) -> float:
+    consumer = Consumer(
+        settings.kafka_client_config()
+        | {
+            "group.id": f"{settings.consumer_group}-raw",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.topic_interactions])
+    seen, began = 0, 0.0
+    while seen < events:
+        batch = consumer.consume(5000, 1.0)
+        if batch and not began:
+            began = time.perf_counter()
+        seen += sum(1 for m in batch if m.error() is None)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    return events / elapsed
+
+
+def _seed_index(settings: Settings, items: int) -> QdrantEdgeIndex:
+    name = collection_name(DEFAULT_MODEL_ID, DIM)
+    index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(items, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for start in range(0, items, 1000):
+        index.upsert(
+            [
+                (ItemPayload(f"i{n}", f"Item {n}", f"c{n % 20}", (), True, "h", 1), vectors[n])
+                for n in range(start, min(items, start + 1000))
+            ]
+        )
+    return index
+
+
+def bench_interactions(
+    base: Settings, events: int, users: int, items: int, batch: int
+) -> dict[str, Any]:
+    tag = f"bench{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _isolated(base, tag, Path(tmp)).model_copy(
+            update={"interaction_batch_size": batch}
+        )
+        specs = topics.planned_topics(settings)
+        topics.ensure_topics(settings, specs)
+        index = _seed_index(settings, items)
+        try:
+            produce_s = _produce_interactions(settings, events, users, items)
+            raw_rate = _raw_consume_rate(settings, events)
+            processor = InteractionProcessor(
+                session_config(settings),
+                index,
+                session_store(settings),
+                DeadLetterWriter(settings.kafka_client_config()),
+                event_decoder(settings),
+                item_cache_size=items,
+            )
+            consumer = InteractionConsumer(
+                processor,
+                settings.kafka_client_config(),
+                settings.topic_interactions,
+                f"{tag}-interactions",
+                batch_size=batch,
+            )
+            applied, began = 0, 0.0
+            while applied < events:
+                count = consumer.run_once()
+                if count and not began:
+                    began = time.perf_counter()  # from the first batch: group join excluded
+                applied += count
+            elapsed = time.perf_counter() - began
+            consumer.close()
+            rate = events / elapsed
+        finally:
+            index.close()
+            topics.delete_topics(settings, [s.name for s in specs])
+            _drop_namespace(settings)
+    return {
+        "events": events,
+        "users": users,
+        "items": items,
+        "batch_size": batch,
+        "produce_events_per_s": round(events / produce_s),
+        "raw_consume_events_per_s": round(raw_rate),
+        "processor_events_per_s": round(rate),
+        "ratio_to_raw_consume": round(rate / raw_rate, 3),
+    }
+
+
+def _drop_namespace(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_address)
+    keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=5000))
+    for start in range(0, len(keys), 5000):
+        client.delete(*keys[start : start + 5000])
+    client.close()
+
+
+def _catalog_texts(count: int, dataset: Path | None) -> list[CatalogEvent]:
+    now = int(time.time() * 1000)
+    movies = dataset / "movies.csv" if dataset else None
+    if movies and movies.exists():
+        import csv
+
+        with movies.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))[:count]
+        return [
+            CatalogEvent(
+                f"c{r['movieId']}",
+                f"m{r['movieId']}",
+                "upsert",
+                now,
+                title=r["title"],
+                category=r["genres"].split("|")[0],
+                tags=tuple(r["genres"].split("|")),
+            )
+            for r in rows
+        ]
+    return [
+        CatalogEvent(
+            f"c{n}",
+            f"m{n}",
+            "upsert",
+            now,
+            title=f"Synthetic item {n}",
+            category=f"c{n % 20}",
+            description=f"A description of item number {n}.",
+        )
+        for n in range(count)
+    ]
+
+
+def _run_catalog(
+    settings: Settings, processor: CatalogProcessor, group: str, count: int
+) -> tuple[float, dict[str, int]]:
+    consumer = Consumer(
+        settings.kafka_client_config()
+        | {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
+    consumer.subscribe([settings.topic_catalog])
+    done, began, outcomes = 0, 0.0, {}
+    while done < count:
+        messages = [
+            m for m in consumer.consume(settings.embed_batch_size, 1.0) if m.error() is None
+        ]
+        if not messages:
+            continue
+        if not began:
+            began = time.perf_counter()
+        plan = processor.process([_raw(m) for m in messages])
+        consumer.commit(asynchronous=False)
+        for key, value in plan.outcomes.items():
+            outcomes[key] = outcomes.get(key, 0) + value
+        done += len(messages)
+    consumer.close()
+    return count / (time.perf_counter() - began), outcomes
+
+
+def bench_catalog(base: Settings, count: int, dataset: Path | None) -> dict[str, Any]:
+    tag = f"bench{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _isolated(base, tag, Path(tmp))
+        specs = topics.planned_topics(settings)
+        topics.ensure_topics(settings, specs)
+        embedder = SentenceTransformerEmbedder(
+            settings.resolved_model_path, DEFAULT_MODEL_ID, threads=settings.embed_threads
+        )
+        name = collection_name(embedder.model_id, embedder.dimension)
+        index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, embedder.dimension)
+        processor = CatalogProcessor(
+            index, embedder, DeadLetterWriter(settings.kafka_client_config())
+        )
+        items = _catalog_texts(count, dataset)
+        producer = Producer(settings.kafka_client_config())
+        try:
+            for event in items:
+                producer.produce(
+                    settings.topic_catalog, event.to_json(), key=event.item_id.encode()
+                )
+            producer.flush()
+            first_rate, first = _run_catalog(settings, processor, f"{tag}-1", len(items))
+            for event in items:  # same content, newer event time
+                newer = CatalogEvent(
+                    event.event_id + "r",
+                    event.item_id,
+                    "upsert",
+                    event.event_time + 1,
+                    title=event.title,
+                    description=event.description,
+                    category=event.category,
+                    tags=event.tags,
+                )
+                producer.produce(
+                    settings.topic_catalog, newer.to_json(), key=event.item_id.encode()
+                )
+            producer.flush()
+            second_rate, second = _run_catalog(settings, processor, f"{tag}-2", 2 * len(items))
+        finally:
+            index.close()
+            topics.delete_topics(settings, [s.name for s in specs])
+    # The second group reads both rounds: round one again (unchanged) and the re-sent items.
+    return {
+        "items": len(items),
+        "source": "movielens titles+genres" if dataset else "synthetic",
+        "embed_threads": settings.embed_threads,
+        "embedded_items_per_s": round(first_rate, 1),
+        "first_pass_outcomes": first,
+        "resent_pass_items_per_s": round(second_rate, 1),
+        "resent_pass_outcomes": second,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--catalog-items", type=int, default=2000)
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=Path(os.environ.get("RECSTREAM_DATASET_DIR", "../shared/datasets/movielens-small")),
+    )
+    parser.add_argument("--skip-catalog", action="store_true")
+    args = parser.parse_args()
+    settings = load_settings()
+    result: dict[str, Any] = {
+        "bench": "ingest",
+        "machine": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    result["interactions"] = bench_interactions(
+        settings, args.events, args.users, args.items, args.batch
+    )
+    if not args.skip_catalog:
+        dataset = args.dataset if args.dataset.exists() else None
+        result["catalog"] = bench_catalog(settings, args.catalog_items, dataset)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
