@@ -51,8 +51,9 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## benchmarks; results go to docs/benchmarks.md by hand
+bench: up ## benchmarks (raw Kafka baseline, ingest); record results in docs/benchmarks.md
 	$(BIN)/python bench/kafka_baseline.py
+	$(BIN)/python bench/ingest.py
 
 demo: ## the main job end to end on MovieLens (lands with the serving issue)
 	@echo "make demo: not yet - it lands with the serving issue (#4)"

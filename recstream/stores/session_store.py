@@ -1,7 +1,8 @@
 """The session state concern in Redis: per-user state, seen history, popularity, co-visitation.
 
-Writes of one batch go in one MULTI/EXEC transaction: either the whole batch (states, guards and
-counters) is stored or none of it, so a replay after a crash re-applies exactly what was lost.
+Writes of one batch go in one Lua script call, which Redis runs without interleaving: the whole
+batch (states, guards and counters) is stored or none of it, so a replay after a crash re-applies
+exactly what was lost. Key layout: docs/state-layout.md.
 """
 
 from __future__ import annotations
