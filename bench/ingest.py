@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 from confluent_kafka import Consumer, Producer
 
 from recstream.infra import topics
@@ -35,7 +34,8 @@ from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
-from recstream.streams.interactions import InteractionConsumer, InteractionProcessor, _raw
+from recstream.streams.interactions import InteractionConsumer, InteractionProcessor
+from recstream.streams.messages import from_kafka
 from recstream.worker import event_decoder, session_config, session_store
 
 DIM = 384
@@ -176,7 +176,9 @@ def bench_interactions(
         finally:
             index.close()
             topics.delete_topics(settings, [s.name for s in specs])
-            _drop_namespace(settings)
+            store = session_store(settings)
+            store.delete_namespace()
+            store.close()
     return {
         "events": events,
         "users": users,
@@ -187,14 +189,6 @@ def bench_interactions(
         "processor_events_per_s": round(rate),
         "ratio_to_raw_consume": round(rate / raw_rate, 3),
     }
-
-
-def _drop_namespace(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_address)
-    keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=5000))
-    for start in range(0, len(keys), 5000):
-        client.delete(*keys[start : start + 5000])
-    client.close()
 
 
 def _catalog_texts(count: int, dataset: Path | None) -> list[CatalogEvent]:
@@ -248,7 +242,7 @@ def _run_catalog(
             continue
         if not began:
             began = time.perf_counter()
-        plan = processor.process([_raw(m) for m in messages])
+        plan = processor.process([from_kafka(m) for m in messages])
         consumer.commit(asynchronous=False)
         for key, value in plan.outcomes.items():
             outcomes[key] = outcomes.get(key, 0) + value

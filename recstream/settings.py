@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recstream.errors import SettingsError
 
@@ -110,6 +110,19 @@ class Settings(BaseSettings):
             )
         return dict(DEFAULT_EVENT_WEIGHTS) | value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `load_settings` reads the environment itself (to refuse unknown variables and name bad
+        # ones), so the model takes only the values it is given.
+        return (init_settings,)
+
     @property
     def bootstrap_servers(self) -> str:
         """Where Kafka clients connect: the explicit setting, else the local broker."""
@@ -194,7 +207,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     }
     values.update(overrides)
     try:
-        # Values are passed explicitly so `env` fully decides; the env source is then not read.
-        return Settings.model_validate(values)
+        return Settings(**values)
     except ValidationError as error:
         raise SettingsError(_describe(error)) from error

@@ -25,7 +25,7 @@ from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import Vector, VectorIndex
 from recstream.streams import metrics
 from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.messages import RawMessage
+from recstream.streams.messages import RawMessage, from_kafka
 from recstream.streams.session import (
     BatchEffects,
     SessionConfig,
@@ -42,6 +42,13 @@ class _LRU(OrderedDict[str, Any]):
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = capacity
+
+    def lookup(self, key: str) -> Any:
+        """The value (now most recently used), or None."""
+        if key not in self:
+            return None
+        self.move_to_end(key)
+        return self[key]
 
     def put(self, key: str, value: Any) -> None:
         self[key] = value
@@ -143,13 +150,13 @@ class InteractionProcessor:
         return effects
 
     def _user_states(self, users: set[str]) -> dict[str, UserState]:
-        states = {u: self._users[u] for u in users if u in self._users}
+        states = {u: state for u in users if (state := self._users.lookup(u)) is not None}
         states.update(self._store.load_states(users - states.keys()))
         return states
 
     def _item_infos(self, item_ids: set[str]) -> dict[str, _ItemInfo]:
         now = time.monotonic()
-        found = {i: self._items[i] for i in item_ids if i in self._items}
+        found = {i: info for i in item_ids if (info := self._items.lookup(i)) is not None}
         wanted = [i for i in item_ids - found.keys() if self._missing_until.get(i, 0.0) <= now]
         for item_id, record in self._index.retrieve(wanted, with_vectors=True).items():
             if record.vector is not None:  # hidden items keep a meaningful vector
@@ -215,7 +222,7 @@ class InteractionConsumer:
     def run_once(self) -> int:
         """Consume, apply and commit one batch; the number of records in it."""
         messages = self._consumer.consume(self._batch_size, self._batch_timeout_s)
-        raws = [_raw(m) for m in messages if _is_record(m)]
+        raws = [from_kafka(m) for m in messages if _is_record(m)]
         if not raws:
             return 0
         delay = 0.5
@@ -263,22 +270,3 @@ def _is_record(message: Message) -> bool:
     if error.code() != KafkaError._PARTITION_EOF:
         log.warning("consumer error: %s", error)
     return False
-
-
-def _raw(message: Message) -> RawMessage:
-    return RawMessage(
-        message.topic() or "",
-        message.partition() or 0,
-        message.offset() or 0,
-        message.key(),
-        message.value(),
-        _headers(message),
-    )
-
-
-def _headers(message: Message) -> tuple[tuple[str, bytes], ...]:
-    out = []
-    for pair in message.headers() or []:
-        key, value = pair[0], pair[1]
-        out.append((key, value if isinstance(value, bytes) else (value or "").encode()))
-    return tuple(out)

@@ -173,6 +173,19 @@ class RedisSessionStore:
         pairs = self._redis.zrevrange(key, 0, limit - 1, withscores=True)
         return {item.decode(): float(score) for item, score in pairs}
 
+    def delete_namespace(self) -> int:
+        """Remove every key of this namespace and layout version; the number removed."""
+        removed = 0
+        batch: list[bytes] = []
+        for key in self._redis.scan_iter(match=self.keys.pattern(), count=5000):
+            batch.append(key)
+            if len(batch) == 5000:
+                removed += int(self._redis.delete(*batch))
+                batch = []
+        if batch:
+            removed += int(self._redis.delete(*batch))
+        return removed
+
     def close(self) -> None:
         self._redis.close()
 

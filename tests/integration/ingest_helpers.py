@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import redis
 from confluent_kafka import Producer
 
 from recstream.infra import topics
@@ -168,8 +167,6 @@ def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
 
 
 def delete_namespace(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_address)
-    keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
-    client.close()
+    store = session_store(settings)
+    store.delete_namespace()
+    store.close()

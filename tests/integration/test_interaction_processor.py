@@ -18,6 +18,7 @@ from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.streams.dlq import REASON_HEADER
+from recstream.streams.messages import from_kafka
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import (
     assert_same_state,
@@ -175,7 +176,7 @@ def test_a_crash_between_write_and_commit_ends_in_the_same_state_as_a_clean_run(
     applied = 0
     while applied < 600:
         messages = crashing._consumer.consume(200, 1.0)
-        crashing._processor.process([_raw(m) for m in messages])
+        crashing._processor.process([from_kafka(m) for m in messages])
         applied += len(messages)
     crashing._consumer.close()
     drain(make_consumer(settings, index), len(events))  # restarts from the last commit: 0
@@ -191,9 +192,3 @@ def test_a_crash_between_write_and_commit_ends_in_the_same_state_as_a_clean_run(
     finally:
         topics.delete_topics(clean, clean_names)
         delete_namespace(clean)
-
-
-def _raw(message):  # type: ignore[no-untyped-def]
-    from recstream.streams.interactions import _raw as to_raw
-
-    return to_raw(message)
