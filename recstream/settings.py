@@ -200,7 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     problems = _unknown_variables(environ)
     if problems:
         raise SettingsError(problems)
-    values = {
+    values: dict[str, Any] = {
         name: environ[ENV_PREFIX + name.upper()]
         for name in Settings.model_fields
         if ENV_PREFIX + name.upper() in environ
