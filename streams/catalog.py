@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from recstream.errors import InvalidMessageError
 from recstream.schemas.events import CatalogEvent, EventDecoder
 from recstream.stores.vector_index import ItemPayload, ItemRecord, VectorIndex
 from recstream.streams import metrics
@@ -129,16 +128,12 @@ class CatalogProcessor:
         return plan
 
     def _decode(self, messages: Sequence[RawMessage]) -> list[CatalogEvent]:
-        events = []
         now = self._clock_ms()
-        for message in messages:
-            try:
-                events.append(self._decoder.catalog(message.value, now))
-            except InvalidMessageError as error:
-                self._dead_letters.send(message, error)
-                metrics.CATALOG_EVENTS.labels("dead_lettered").inc()
-                metrics.DEAD_LETTERS.labels(message.topic, error.reason).inc()
-        return events
+        return self._dead_letters.decode_all(
+            messages,
+            lambda value: self._decoder.catalog(value, now),
+            metrics.CATALOG_EVENTS.labels("dead_lettered"),
+        )
 
     def _write(self, plan: CatalogPlan, stored: Mapping[str, ItemRecord]) -> None:
         if plan.embed:

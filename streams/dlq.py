@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, Message, Producer
+from prometheus_client import Counter
 
 from recstream.errors import InvalidMessageError, RecstreamError
 from recstream.infra.topics import dlq_topic
+from recstream.streams import metrics
 from recstream.streams.messages import RawMessage
+
+T = TypeVar("T")
 
 REASON_HEADER = "x-recstream-error-reason"
 DETAIL_HEADER = "x-recstream-error-detail"
@@ -44,6 +49,23 @@ class DeadLetterWriter:
     def _on_delivery(self, error: KafkaError | None, _: Message) -> None:
         if error is not None:
             self._failures.append(str(error))
+
+    def decode_all(
+        self,
+        messages: Sequence[RawMessage],
+        decode: Callable[[bytes | None], T],
+        refused: Counter,
+    ) -> list[T]:
+        """Decode each message; a refused one is dead-lettered and counted, never raised."""
+        decoded = []
+        for message in messages:
+            try:
+                decoded.append(decode(message.value))
+            except InvalidMessageError as error:
+                self.send(message, error)
+                refused.inc()
+                metrics.DEAD_LETTERS.labels(message.topic, error.reason).inc()
+        return decoded
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every dead letter is acknowledged; raise if any was not."""

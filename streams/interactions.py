@@ -19,7 +19,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from recstream.errors import InvalidMessageError
 from recstream.schemas.events import EventDecoder, InteractionEvent
 from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import Vector, VectorIndex
@@ -115,16 +114,12 @@ class InteractionProcessor:
         return effects
 
     def _decode(self, messages: Sequence[RawMessage]) -> list[InteractionEvent]:
-        events = []
         now = self._clock_ms()
-        for message in messages:
-            try:
-                events.append(self._decoder.interaction(message.value, now))
-            except InvalidMessageError as error:
-                self._dead_letters.send(message, error)
-                metrics.INTERACTION_EVENTS.labels("dead_lettered").inc()
-                metrics.DEAD_LETTERS.labels(message.topic, error.reason).inc()
-        return events
+        return self._dead_letters.decode_all(
+            messages,
+            lambda value: self._decoder.interaction(value, now),
+            metrics.INTERACTION_EVENTS.labels("dead_lettered"),
+        )
 
     def _apply(self, events: list[InteractionEvent]) -> BatchEffects:
         if not events:

@@ -17,8 +17,8 @@ from recstream.stores.vector_index import (
     ScoredItem,
     SearchFilter,
     Vector,
-    as_vector,
     point_id,
+    vector_from,
 )
 
 
@@ -106,7 +106,9 @@ class QdrantClientIndex:
             with_vectors=with_vectors,
         )
         return {
-            r.payload["item_id"]: ItemRecord(ItemPayload.from_payload(r.payload), _vector(r.vector))
+            r.payload["item_id"]: ItemRecord(
+                ItemPayload.from_payload(r.payload), vector_from(r.vector)
+            )
             for r in records
             if r.payload
         }
@@ -124,7 +126,7 @@ class QdrantClientIndex:
             with_vectors=with_vectors,
         )
         return [
-            ScoredItem(ItemPayload.from_payload(p.payload), float(p.score), _vector(p.vector))
+            ScoredItem(ItemPayload.from_payload(p.payload), float(p.score), vector_from(p.vector))
             for p in response.points
             if p.payload
         ]
@@ -134,12 +136,6 @@ class QdrantClientIndex:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _vector(raw: Any) -> Vector | None:
-    if raw is None:
-        return None
-    return as_vector(raw[CONTENT_VECTOR] if isinstance(raw, dict) else raw)
 
 
 def _client_filter(flt: SearchFilter) -> models.Filter | None:

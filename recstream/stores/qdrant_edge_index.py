@@ -19,8 +19,8 @@ from recstream.stores.vector_index import (
     ScoredItem,
     SearchFilter,
     Vector,
-    as_vector,
     point_id,
+    vector_from,
 )
 
 
@@ -86,7 +86,9 @@ class QdrantEdgeIndex:
         with self._lock:
             records = self._shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
         return {
-            r.payload["item_id"]: ItemRecord(ItemPayload.from_payload(r.payload), _vector(r.vector))
+            r.payload["item_id"]: ItemRecord(
+                ItemPayload.from_payload(r.payload), vector_from(r.vector)
+            )
             for r in records
             if r.payload
         }
@@ -104,7 +106,7 @@ class QdrantEdgeIndex:
         with self._lock:
             hits = self._shard.query(request)
         return [
-            ScoredItem(ItemPayload.from_payload(h.payload), float(h.score), _vector(h.vector))
+            ScoredItem(ItemPayload.from_payload(h.payload), float(h.score), vector_from(h.vector))
             for h in hits
             if h.payload
         ]
@@ -124,12 +126,6 @@ def _create_payload_indexes(shard: qe.EdgeShard) -> None:
         shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
     for name in INTEGER_FIELDS:
         shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
-
-
-def _vector(raw: Any) -> Vector | None:
-    if raw is None:
-        return None
-    return as_vector(raw[CONTENT_VECTOR] if isinstance(raw, dict) else raw)
 
 
 def _edge_filter(flt: SearchFilter) -> qe.Filter | None:

@@ -134,6 +134,13 @@ def as_vector(values: Any) -> Vector:
     return np.asarray(values, dtype=np.float32)
 
 
+def vector_from(raw: Any) -> Vector | None:
+    """The content vector of a Qdrant record's vector field (named or plain), if any."""
+    if raw is None:
+        return None
+    return as_vector(raw[CONTENT_VECTOR] if isinstance(raw, dict) else raw)
+
+
 def open_vector_index(settings: Settings, model_id: str, dimension: int) -> VectorIndex:
     """The backend the settings choose: a Qdrant server by URL, else embedded Qdrant."""
     name = collection_name(model_id, dimension)
