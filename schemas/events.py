@@ -54,7 +54,7 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def _compile(name: str) -> Validator:
+def compile_schema(name: str) -> Validator:
     validator: Validator = fastjsonschema.compile(load_schema(name))
     return validator
 
@@ -145,7 +145,7 @@ def parse_json_object(raw: bytes | None) -> dict[str, Any]:
     return message
 
 
-def _validate(validator: Validator, message: dict[str, Any]) -> None:
+def validate_against(validator: Validator, message: dict[str, Any]) -> None:
     try:
         validator(message)
     except fastjsonschema.JsonSchemaValueException as error:
@@ -158,15 +158,15 @@ class EventDecoder:
 
     def __init__(self, bounds: TimeBounds | None = None) -> None:
         self.bounds = bounds or TimeBounds()
-        self._interaction = _compile("interaction_event")
-        self._catalog = _compile("catalog_event")
+        self._interaction = compile_schema("interaction_event")
+        self._catalog = compile_schema("catalog_event")
 
     def interaction(self, raw: bytes | None, now_ms: int) -> InteractionEvent:
         message = parse_json_object(raw)
         # The hot path: a plain-Python check that accepts only messages the schema accepts
         # (tests/unit/test_events.py holds it to that); anything else gets the full validator.
         if not _plainly_valid_interaction(message):
-            _validate(self._interaction, message)
+            validate_against(self._interaction, message)
         self.bounds.check(message["event_time"], now_ms)
         return InteractionEvent(
             event_id=message["event_id"],
@@ -181,7 +181,7 @@ class EventDecoder:
 
     def catalog(self, raw: bytes | None, now_ms: int) -> CatalogEvent:
         message = parse_json_object(raw)
-        _validate(self._catalog, message)
+        validate_against(self._catalog, message)
         self.bounds.check(message["event_time"], now_ms)
         return CatalogEvent(
             event_id=message["event_id"],

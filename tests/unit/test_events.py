@@ -11,8 +11,8 @@ from recstream.schemas.events import (
     EventDecoder,
     InteractionEvent,
     TimeBounds,
-    _compile,
     _plainly_valid_interaction,
+    compile_schema,
 )
 
 NOW = 1_795_000_000_000
@@ -133,7 +133,7 @@ def _mutations(rng: random.Random) -> dict[str, object]:
 
 
 def test_fast_path_never_accepts_what_the_schema_refuses() -> None:
-    full = _compile("interaction_event")
+    full = compile_schema("interaction_event")
     rng = random.Random(11)
     accepted_fast = 0
     for _ in range(3000):

@@ -1,0 +1,133 @@
+"""Ranking policy, pure: candidates with their signals in, an ordered, diversified, explained list
+out. Similarity finds candidates; this decides what a user should see next.
+
+score = w_sim * sim + w_covis * covis + w_pop * pop, each signal first brought to [0, 1] so the
+weights mean what they say: cosine similarity mapped from [-1, 1], co-visitation and popularity
+(heavy-tailed counts) as log1p(x) / log1p(max among the candidates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from recstream.stores.vector_index import Vector
+
+Scores = npt.NDArray[np.float64]
+NEAR_DUPLICATE_COSINE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class RankingWeights:
+    similarity: float = 0.6
+    covisitation: float = 0.3
+    popularity: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One item that may be recommended, with the raw signals gathered for it."""
+
+    item_id: str
+    title: str
+    category: str | None
+    vector: Vector  # unit length
+    similarity: float = 0.0  # cosine to the query vector
+    covisitation: float = 0.0  # co-visit count with the user's recent items (or the seed item)
+    popularity: float = 0.0  # decayed popularity score
+    similar_to: str | None = None  # title of the engaged item it is most similar to
+    covisited_with: str | None = None  # title of the item it was most often seen with
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    candidate: Candidate
+    score: float
+    reasons: tuple[str, ...]
+
+
+def _log_share(values: Scores) -> Scores:
+    top = float(values.max(initial=0.0))
+    if top <= 0:
+        return np.zeros_like(values)
+    shares: Scores = np.log1p(np.maximum(values, 0.0)) / np.log1p(top)
+    return shares
+
+
+def hybrid_scores(candidates: Sequence[Candidate], weights: RankingWeights) -> Scores:
+    """The weighted sum of the three normalised signals, one score per candidate, in [0, 1]
+    when the weights sum to 1."""
+    if not candidates:
+        return np.zeros(0)
+    similarity = (np.array([c.similarity for c in candidates]) + 1.0) / 2.0
+    covis = _log_share(np.array([c.covisitation for c in candidates], dtype=np.float64))
+    popularity = _log_share(np.array([c.popularity for c in candidates], dtype=np.float64))
+    return (
+        weights.similarity * np.clip(similarity, 0.0, 1.0)
+        + weights.covisitation * covis
+        + weights.popularity * popularity
+    )
+
+
+def diversify(
+    candidates: Sequence[Candidate],
+    scores: Scores,
+    k: int,
+    relevance_weight: float,
+    duplicate_cosine: float = NEAR_DUPLICATE_COSINE,
+) -> list[int]:
+    """Maximal marginal relevance: repeatedly take the candidate maximising
+    `lambda * score - (1 - lambda) * max cosine to those already taken`. A candidate closer than
+    duplicate_cosine to a taken one is a near-duplicate and never taken. Returns indices."""
+    if not candidates or k <= 0:
+        return []
+    vectors = np.stack([c.vector for c in candidates]).astype(np.float64)
+    closest = np.full(len(candidates), -1.0)  # max cosine to the selection so far
+    open_ = np.ones(len(candidates), dtype=bool)
+    chosen: list[int] = []
+    while len(chosen) < k and open_.any():
+        penalty = np.maximum(closest, 0.0)  # redundancy with what is already chosen
+        value = relevance_weight * scores - (1.0 - relevance_weight) * penalty
+        value = np.where(open_, value, -np.inf)
+        best = int(np.argmax(value))
+        chosen.append(best)
+        open_[best] = False
+        closest = np.maximum(closest, vectors @ vectors[best])
+        open_ &= closest <= duplicate_cosine
+    return chosen
+
+
+def reasons_for(candidate: Candidate, popular_threshold: float, strategy: str) -> tuple[str, ...]:
+    """Why this item: similar to X, often seen with Y, popular in C, trending. Never empty."""
+    reasons = []
+    if candidate.similar_to:
+        reasons.append(f"similar to {candidate.similar_to}")
+    if candidate.covisited_with and candidate.covisitation > 0:
+        reasons.append(f"often seen with {candidate.covisited_with}")
+    if candidate.popularity > 0 and candidate.popularity >= popular_threshold:
+        reasons.append(f"popular in {candidate.category}" if candidate.category else "trending")
+    if not reasons:
+        reasons.append("trending" if strategy == "popular" else "matches your recent interests")
+    return tuple(reasons)
+
+
+def rank(
+    candidates: Sequence[Candidate],
+    k: int,
+    weights: RankingWeights,
+    relevance_weight: float,
+    strategy: str = "personalised",
+) -> list[Ranked]:
+    """Score, diversify and explain: the final list, best first."""
+    scores = hybrid_scores(candidates, weights)
+    order = diversify(candidates, scores, k, relevance_weight)
+    popularity = sorted((c.popularity for c in candidates), reverse=True)
+    # "Popular" means in the top fifth of the candidates by popularity.
+    threshold = popularity[max(0, len(popularity) // 5 - 1)] if popularity else 0.0
+    return [
+        Ranked(candidates[i], float(scores[i]), reasons_for(candidates[i], threshold, strategy))
+        for i in order
+    ]

@@ -1,0 +1,160 @@
+"""RecommendRequest and RecommendResponse: the query contract, validated like the events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from recstream.schemas.events import (
+    SCHEMA_VERSION,
+    Validator,
+    compile_schema,
+    encode,
+    parse_json_object,
+    validate_against,
+)
+
+STATUSES = ("ok", "error", "overloaded", "expired")
+DEFAULT_DIVERSITY = 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendRequest:
+    request_id: str
+    k: int
+    user_id: str | None = None
+    item_id: str | None = None
+    categories_in: tuple[str, ...] = ()
+    categories_out: tuple[str, ...] = ()
+    available_only: bool = True
+    exclude: tuple[str, ...] = ()
+    diversity: float = DEFAULT_DIVERSITY
+    preference_text: str | None = None
+    preference_categories: tuple[str, ...] = ()
+    reply_to: str | None = None
+    reply_partition: int | None = None
+    deadline_ms: int | None = None
+
+    def to_json(self) -> bytes:
+        message: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "request_id": self.request_id,
+            "k": self.k,
+            "diversity": self.diversity,
+        }
+        for name in ("user_id", "item_id", "reply_to", "reply_partition", "deadline_ms"):
+            if getattr(self, name) is not None:
+                message[name] = getattr(self, name)
+        filters: dict[str, Any] = {"available_only": self.available_only}
+        if self.categories_in:
+            filters["categories_in"] = list(self.categories_in)
+        if self.categories_out:
+            filters["categories_out"] = list(self.categories_out)
+        message["filters"] = filters
+        if self.exclude:
+            message["exclude"] = list(self.exclude)
+        preferences: dict[str, Any] = {}
+        if self.preference_text:
+            preferences["text"] = self.preference_text
+        if self.preference_categories:
+            preferences["categories"] = list(self.preference_categories)
+        if preferences:
+            message["preferences"] = preferences
+        return encode(message)
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendedItem:
+    item_id: str
+    score: float
+    reasons: tuple[str, ...]
+    title: str = ""
+    category: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendResponse:
+    request_id: str
+    status: str
+    items: tuple[RecommendedItem, ...] = ()
+    error: str | None = None
+    model_version: str = ""
+    strategy: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        message: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "request_id": self.request_id,
+            "status": self.status,
+            "items": [
+                {
+                    "item_id": i.item_id,
+                    "score": round(i.score, 6),
+                    "reasons": list(i.reasons),
+                    "title": i.title,
+                    "category": i.category,
+                }
+                for i in self.items
+            ],
+            "model_version": self.model_version,
+            "timings_ms": self.timings_ms,
+        }
+        if self.error is not None:
+            message["error"] = self.error
+        if self.strategy is not None:
+            message["strategy"] = self.strategy
+        return encode(message)
+
+
+class RequestCodec:
+    """Decodes requests (an InvalidMessageError names what is wrong) and responses."""
+
+    def __init__(self) -> None:
+        self._request: Validator = compile_schema("recommend_request")
+        self._response: Validator = compile_schema("recommend_response")
+
+    def request(self, raw: bytes | None) -> RecommendRequest:
+        message = parse_json_object(raw)
+        validate_against(self._request, message)
+        filters = message.get("filters", {})
+        preferences = message.get("preferences", {})
+        return RecommendRequest(
+            request_id=message["request_id"],
+            k=message["k"],
+            user_id=message.get("user_id"),
+            item_id=message.get("item_id"),
+            categories_in=tuple(filters.get("categories_in", ())),
+            categories_out=tuple(filters.get("categories_out", ())),
+            available_only=filters.get("available_only", True),
+            exclude=tuple(message.get("exclude", ())),
+            diversity=float(message.get("diversity", DEFAULT_DIVERSITY)),
+            preference_text=preferences.get("text"),
+            preference_categories=tuple(preferences.get("categories", ())),
+            reply_to=message.get("reply_to"),
+            reply_partition=message.get("reply_partition"),
+            deadline_ms=message.get("deadline_ms"),
+        )
+
+    def response(self, raw: bytes | None) -> RecommendResponse:
+        message = parse_json_object(raw)
+        validate_against(self._response, message)
+        items = tuple(
+            RecommendedItem(
+                i["item_id"],
+                float(i["score"]),
+                tuple(i["reasons"]),
+                i.get("title", ""),
+                i.get("category"),
+            )
+            for i in message["items"]
+        )
+        return RecommendResponse(
+            message["request_id"],
+            message["status"],
+            items,
+            message.get("error"),
+            message.get("model_version", ""),
+            message.get("strategy"),
+            message.get("timings_ms", {}),
+        )

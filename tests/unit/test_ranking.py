@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recstream.consumers.ranking import (
+    Candidate,
+    RankingWeights,
+    diversify,
+    hybrid_scores,
+    rank,
+    reasons_for,
+)
+
+
+def _unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _cand(
+    item: str,
+    vector: np.ndarray,
+    sim: float = 0.0,
+    covis: float = 0.0,
+    pop: float = 0.0,
+    **extra: object,
+) -> Candidate:
+    return Candidate(item, f"Title {item}", "Drama", vector, sim, covis, pop, **extra)  # type: ignore[arg-type]
+
+
+def test_signals_are_normalised_so_the_weights_mean_what_they_say() -> None:
+    same = _unit(1, 0, 0)
+    candidates = [
+        _cand("a", same, sim=1.0, covis=0, pop=0),
+        _cand("b", same, sim=-1.0, covis=50, pop=0),
+        _cand("c", same, sim=-1.0, covis=0, pop=1e6),
+    ]
+    scores = hybrid_scores(candidates, RankingWeights(0.6, 0.3, 0.1))
+    np.testing.assert_allclose(scores, [0.6, 0.3, 0.1])
+    assert hybrid_scores([], RankingWeights()).shape == (0,)
+
+
+def test_equal_similarity_is_broken_by_covisitation_then_popularity() -> None:
+    v = _unit(1, 0, 0)
+    candidates = [
+        _cand("plain", v, sim=0.5),
+        _cand("popular", v, sim=0.5, pop=10),
+        _cand("covisited", v, sim=0.5, covis=3),
+    ]
+    ranked = rank(candidates, 3, RankingWeights(), relevance_weight=1.0, strategy="personalised")
+    # identical vectors are near-duplicates: only the best of them survives
+    assert [r.candidate.item_id for r in ranked] == ["covisited"]
+
+
+def test_mmr_with_lambda_one_is_score_order_and_lower_lambda_diversifies() -> None:
+    near_a1, near_a2 = _unit(1, 0, 0), _unit(1, 0.75, 0)  # cosine 0.8: related, not duplicates
+    far = _unit(0, 0, 1)
+    candidates = [_cand("a1", near_a1), _cand("a2", near_a2), _cand("far", far)]
+    scores = np.array([0.9, 0.85, 0.6])
+    cosine = float(near_a1 @ near_a2)
+    assert 0.5 < cosine < 0.95  # related, not duplicates
+    assert diversify(candidates, scores, 3, relevance_weight=1.0) == [0, 1, 2]
+    assert diversify(candidates, scores, 3, relevance_weight=0.5) == [0, 2, 1]
+
+
+def test_near_duplicates_are_collapsed_whatever_lambda() -> None:
+    base = _unit(1, 0, 0)
+    dup = _unit(1, 0.01, 0)
+    other = _unit(0, 1, 0)
+    candidates = [_cand("x", base), _cand("x-copy", dup), _cand("y", other)]
+    picked = diversify(candidates, np.array([0.9, 0.89, 0.1]), 3, relevance_weight=1.0)
+    assert picked == [0, 2]
+
+
+def test_every_item_carries_reasons() -> None:
+    v = _unit(1, 0, 0)
+    full = _cand("a", v, covis=4, pop=100, similar_to="Heat", covisited_with="Ronin")
+    assert reasons_for(full, popular_threshold=50, strategy="personalised") == (
+        "similar to Heat",
+        "often seen with Ronin",
+        "popular in Drama",
+    )
+    assert reasons_for(_cand("b", v), 50, "popular") == ("trending",)
+    assert reasons_for(_cand("c", v), 50, "personalised") == ("matches your recent interests",)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5])
+def test_rank_returns_at_most_k(k: int) -> None:
+    rng = np.random.default_rng(0)
+    candidates = [
+        _cand(f"i{n}", _unit(*rng.normal(size=8)), sim=float(rng.uniform(-1, 1))) for n in range(20)
+    ]
+    ranked = rank(candidates, k, RankingWeights(), relevance_weight=0.7)
+    assert len(ranked) == k
+    assert len({r.candidate.item_id for r in ranked}) == k
