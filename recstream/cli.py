@@ -9,6 +9,7 @@ from pathlib import Path
 
 from recstream import __version__
 from recstream.errors import RecstreamError
+from recstream.schemas.requests import RecommendResponse
 from recstream.settings import Settings, load_settings
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -79,6 +80,35 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.invalid == 0 and report.failed == 0 else 1
 
 
+def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream.consumers.client import RecClient
+
+    options: dict[str, object] = {"diversity": args.diversity}
+    if args.category:
+        options["categories_in"] = tuple(args.category)
+    if args.not_category:
+        options["categories_out"] = tuple(args.not_category)
+    with RecClient(settings, timeout_s=args.timeout) as client:
+        if args.command == "recommend":
+            response = client.recommend(args.target, args.k, **options)
+        else:
+            response = client.similar(args.target, args.k, **options)
+    print(format_response(response))
+    return 0 if response.status == "ok" else 1
+
+
+def format_response(response: RecommendResponse) -> str:
+    """A readable table: rank, title, score, reasons."""
+    head = f"{response.status} ({response.strategy or '-'}), {len(response.items)} items"
+    if response.error:
+        head += f": {response.error}"
+    lines = [head]
+    for rank, item in enumerate(response.items, start=1):
+        title = (item.title or item.item_id)[:48]
+        lines.append(f"{rank:>3}. {title:<48} {item.score:6.3f}  {'; '.join(item.reasons)}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recstream",
@@ -111,10 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run processing roles until SIGTERM")
     worker.add_argument(
         "--roles",
-        default="catalog,interactions",
-        help="comma-separated: catalog, interactions (default: both)",
+        default="catalog,interactions,query",
+        help="comma-separated: catalog, interactions, query (default: all)",
     )
     worker.set_defaults(handlers={None: _worker}, action=None)
+
+    for name, target, about in (
+        ("recommend", "user", "recommendations for a user"),
+        ("similar", "item", "items like this one (more-like-this)"),
+    ):
+        ask = commands.add_parser(name, help=about + " (needs a running worker)")
+        ask.add_argument("target", metavar=target.upper(), help=f"{target} id")
+        ask.add_argument("--k", type=int, default=10, help="how many (1..100)")
+        ask.add_argument("--category", action="append", help="only this category (repeatable)")
+        ask.add_argument("--not-category", action="append", help="never this category (repeatable)")
+        ask.add_argument(
+            "--diversity", type=float, default=0.7, help="MMR lambda, 1 = no diversity"
+        )
+        ask.add_argument(
+            "--timeout", type=float, default=10.0, help="seconds to wait for the answer"
+        )
+        ask.set_defaults(handlers={None: _ask}, action=None)
 
     produce = commands.add_parser("produce", help="publish events from a JSON-lines or CSV file")
     kinds = produce.add_subparsers(dest="action", required=True, metavar="KIND")

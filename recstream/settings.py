@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     embed_threads: int = Field(2, ge=1, le=64)
     consumer_group: str = Field("recstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     catalog_batch_timeout_ms: int = Field(200, ge=1, le=60_000)
+    rank_weight_similarity: float = Field(0.6, ge=0)
+    rank_weight_covisitation: float = Field(0.3, ge=0)
+    rank_weight_popularity: float = Field(0.1, ge=0)
+    query_max_queue_ms: int = Field(2000, ge=1)
     min_event_time_ms: int = Field(631_152_000_000, ge=0)
     max_clock_skew_ms: int = Field(5 * 60 * 1000, ge=0)
 

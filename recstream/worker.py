@@ -21,6 +21,9 @@ from typing import Any
 import faust
 from prometheus_client import start_http_server
 
+from recstream.consumers.query_worker import QueryWorker
+from recstream.consumers.ranking import RankingWeights
+from recstream.consumers.recommender import QueryConfig, Recommender
 from recstream.errors import RecstreamError
 from recstream.infra import topics
 from recstream.schemas.events import EventDecoder, TimeBounds
@@ -36,7 +39,7 @@ from recstream.streams.messages import RawMessage
 from recstream.streams.session import SessionConfig
 
 log = logging.getLogger(__name__)
-ROLES = ("catalog", "interactions")
+ROLES = ("catalog", "interactions", "query")
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -166,19 +169,50 @@ def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
         batch_size=settings.interaction_batch_size,
         batch_timeout_s=settings.interaction_batch_timeout_ms / 1000,
     )
-    thread = threading.Thread(target=consumer.run, name="interactions", daemon=True)
+    _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
 
-    async def start_interactions() -> None:
+
+def recommender(runtime: Runtime) -> Recommender:
+    settings = runtime.settings
+    weights = RankingWeights(
+        settings.rank_weight_similarity,
+        settings.rank_weight_covisitation,
+        settings.rank_weight_popularity,
+    )
+    return Recommender(runtime.index, runtime.store, runtime.embedder, QueryConfig(weights=weights))
+
+
+def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
+    settings = runtime.settings
+    worker = QueryWorker(
+        recommender(runtime),
+        settings.kafka_client_config(),
+        settings.topic_requests,
+        settings.topic_responses,
+        f"{settings.consumer_group}-query",
+        runtime.dead_letters,
+        max_queue_ms=settings.query_max_queue_ms,
+    )
+    _run_in_thread(app, runtime, "query", worker.run, worker.stop)
+
+
+def _run_in_thread(
+    app: faust.App, runtime: Runtime, name: str, run: Callable[[], None], stop: Callable[[], None]
+) -> None:
+    """Start `run` in its own thread when the app starts; `stop` and join it on shutdown."""
+    thread = threading.Thread(target=run, name=name, daemon=True)
+
+    async def start() -> None:
         thread.start()
 
-    app.task(start_interactions)
+    app.task(start)
 
-    def stop() -> None:
-        consumer.stop()
+    def stop_and_join() -> None:
+        stop()
         if thread.is_alive():
             thread.join(timeout=30)
 
-    runtime.closers.append(stop)
+    runtime.closers.append(stop_and_join)
 
 
 def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
@@ -197,6 +231,8 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
         _add_catalog_agent(app, runtime, pool)
     if "interactions" in roles:
         _add_interaction_loop(app, runtime)
+    if "query" in roles:
+        _add_query_loop(app, runtime)
 
     async def _shutdown(_: Any, **__: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(None, runtime.close)

@@ -173,6 +173,21 @@ class RedisSessionStore:
         pairs = self._redis.zrevrange(key, 0, limit - 1, withscores=True)
         return {item.decode(): float(score) for item, score in pairs}
 
+    def popularity_of(self, item_ids: list[str]) -> dict[str, float]:
+        """Stored popularity of the given items (0 for items never engaged with)."""
+        if not item_ids:
+            return {}
+        scores = self._redis.zmscore(self.keys.popularity(), item_ids)  # type: ignore[no-untyped-call]
+        return {item: float(score or 0.0) for item, score in zip(item_ids, scores, strict=True)}
+
+    def remember_response(self, user_id: str, response: bytes, ttl_s: int) -> None:
+        """Keep the last response served to a user for a short while (debugging, dedup)."""
+        self._redis.set(self.keys.user_last_recommendations(user_id), response, ex=ttl_s)
+
+    def last_response(self, user_id: str) -> bytes | None:
+        value = self._redis.get(self.keys.user_last_recommendations(user_id))
+        return None if value is None else bytes(value)
+
     def delete_namespace(self) -> int:
         """Remove every key of this namespace and layout version; the number removed."""
         removed = 0

@@ -1,0 +1,29 @@
+"""Prometheus metrics of the query worker: recstream_query_<what>_<unit>."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+REQUESTS = Counter("recstream_query_requests_total", "Requests answered, by status.", ["status"])
+STRATEGIES = Counter(
+    "recstream_query_strategy_total",
+    "Answered requests by strategy (onboarding + popular = the cold-start share).",
+    ["strategy"],
+)
+END_TO_END_SECONDS = Histogram(
+    "recstream_query_end_to_end_seconds",
+    "From the request's Kafka timestamp to its response being handed to the producer.",
+    buckets=_LATENCY_BUCKETS,
+)
+SERVICE_SECONDS = Histogram(
+    "recstream_query_service_seconds",
+    "Time the worker spent computing one answer.",
+    buckets=_LATENCY_BUCKETS,
+)
+ITEMS_RETURNED = Histogram(
+    "recstream_query_items_returned",
+    "Items in each ok response.",
+    buckets=(0, 1, 5, 10, 20, 50, 100),
+)

@@ -1,0 +1,261 @@
+"""The query logic: a RecommendRequest in, a RecommendResponse out. Reaches the index, Redis and
+the embedder through their adapters; the policy itself is consumers/ranking.py.
+
+Strategies: personalised (the user's session vector), more_like_this (an item's vector),
+onboarding (a user with no vector but preferences: text embedded, categories as a filter),
+popular (neither: decayed popularity). A personalised or onboarding list that comes out short is
+topped up with popular items, so a user never gets an empty list while eligible items exist.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from recstream.consumers.ranking import Candidate, Ranked, RankingWeights, rank, reasons_for
+from recstream.errors import RecstreamError
+from recstream.schemas.requests import RecommendedItem, RecommendRequest, RecommendResponse
+from recstream.stores.session_store import RedisSessionStore
+from recstream.stores.vector_index import ItemRecord, ScoredItem, SearchFilter, Vector, VectorIndex
+from recstream.streams.embedder import Embedder
+
+
+class UnknownItemError(RecstreamError):
+    """More-like-this for an item the index does not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryConfig:
+    weights: RankingWeights = field(default_factory=RankingWeights)
+    overfetch: int = 4  # ANN candidates fetched per requested item
+    covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates
+    covis_per_seed: int = 30
+    cache_ttl_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    """An item the user engaged with recently (or the seed item): used for reasons and co-visits."""
+
+    item_id: str
+    title: str
+    vector: Vector
+
+
+class Recommender:
+    def __init__(
+        self,
+        index: VectorIndex,
+        store: RedisSessionStore,
+        embedder: Embedder | None,
+        config: QueryConfig | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._index = index
+        self._store = store
+        self._embedder = embedder
+        self._config = config or QueryConfig()
+        self._clock_ms = clock_ms
+
+    def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        """Answer one request. Raises UnknownItemError for more-like-this on an unknown item."""
+        started = time.perf_counter()
+        if request.deadline_ms is not None and self._clock_ms() > request.deadline_ms:
+            return RecommendResponse(
+                request.request_id, "expired", model_version=self._index.collection
+            )
+        if request.item_id is not None:
+            ranked, strategy = self._more_like_this(request, request.item_id), "more_like_this"
+        else:
+            ranked, strategy = self._for_user(request, request.user_id or "")
+        items = tuple(
+            RecommendedItem(
+                r.candidate.item_id, r.score, r.reasons, r.candidate.title, r.candidate.category
+            )
+            for r in ranked
+        )
+        response = RecommendResponse(
+            request.request_id,
+            "ok",
+            items,
+            model_version=self._index.collection,
+            strategy=strategy,
+            timings_ms={"service": round((time.perf_counter() - started) * 1000, 3)},
+        )
+        if request.user_id is not None:
+            self._store.remember_response(
+                request.user_id, response.to_json(), self._config.cache_ttl_s
+            )
+        return response
+
+    def _filter(self, request: RecommendRequest, exclude: Iterable[str]) -> SearchFilter:
+        return SearchFilter(
+            available_only=request.available_only,
+            categories_in=request.categories_in,
+            categories_out=request.categories_out,
+            exclude_item_ids=tuple(sorted(set(request.exclude) | set(exclude))),
+        )
+
+    def _for_user(self, request: RecommendRequest, user_id: str) -> tuple[list[Ranked], str]:
+        state = self._store.load_states([user_id]).get(user_id)
+        flt = self._filter(request, self._store.seen(user_id))
+        if state is not None and state.vector is not None and np.linalg.norm(state.vector) > 0:
+            anchors = self._anchors(state.recent_items[-self._config.covis_seeds :])
+            ranked = self._rank_around(request, state.vector, anchors, flt, "personalised")
+            return self._top_up(request, ranked, flt), "personalised"
+        query = self._preference_vector(request)
+        if query is not None:
+            if request.preference_categories and not request.categories_in:
+                flt = replace(flt, categories_in=request.preference_categories)
+            ranked = self._rank_around(request, query, [], flt, "onboarding")
+            return self._top_up(request, ranked, flt), "onboarding"
+        return self._top_up(request, [], flt), "popular"
+
+    def _more_like_this(self, request: RecommendRequest, item_id: str) -> list[Ranked]:
+        record = self._index.retrieve([item_id], with_vectors=True).get(item_id)
+        if record is None or record.vector is None:
+            raise UnknownItemError(f"unknown item_id {item_id!r}")
+        anchor = _Anchor(item_id, record.payload.title, record.vector)
+        flt = self._filter(request, [item_id])
+        return self._rank_around(request, record.vector, [anchor], flt, "more_like_this")
+
+    def _preference_vector(self, request: RecommendRequest) -> Vector | None:
+        text = request.preference_text or " ".join(request.preference_categories)
+        if not text or self._embedder is None:
+            return None
+        vector: Vector = self._embedder.embed([text])[0]
+        return vector
+
+    def _anchors(self, item_ids: Sequence[str]) -> list[_Anchor]:
+        records = self._index.retrieve(list(item_ids), with_vectors=True)
+        return [
+            _Anchor(i, records[i].payload.title, v)
+            for i in reversed(item_ids)
+            if i in records and (v := records[i].vector) is not None
+        ]
+
+    def _rank_around(
+        self,
+        request: RecommendRequest,
+        query: Vector,
+        anchors: list[_Anchor],
+        flt: SearchFilter,
+        strategy: str,
+    ) -> list[Ranked]:
+        hits = self._index.search(query, request.k * self._config.overfetch, flt, with_vectors=True)
+        covisited = self._covisited(anchors, flt)
+        candidates = self._candidates(query, anchors, hits, covisited, flt)
+        return rank(candidates, request.k, self._config.weights, request.diversity, strategy)
+
+    def _covisited(self, anchors: list[_Anchor], flt: SearchFilter) -> dict[str, tuple[float, str]]:
+        """Co-visited neighbours of the anchors, not excluded: item -> (count, anchor title)."""
+        found: dict[str, tuple[float, str]] = {}
+        excluded = set(flt.exclude_item_ids) | {a.item_id for a in anchors}
+        for anchor in anchors:
+            for item, count in self._store.covisitation(
+                anchor.item_id, self._config.covis_per_seed
+            ).items():
+                if item in excluded:
+                    continue
+                total, best = found.get(item, (0.0, anchor.title))
+                found[item] = (total + count, best)
+        return found
+
+    def _candidates(
+        self,
+        query: Vector,
+        anchors: list[_Anchor],
+        hits: list[ScoredItem],
+        covisited: dict[str, tuple[float, str]],
+        flt: SearchFilter,
+    ) -> list[Candidate]:
+        records: dict[str, tuple[ItemRecord | ScoredItem, Vector]] = {
+            h.payload.item_id: (h, h.vector) for h in hits if h.vector is not None
+        }
+        missing = [i for i in covisited if i not in records]
+        # Co-visited items come from Redis, not from the filtered search: filter them here.
+        for item_id, record in self._index.retrieve(missing, with_vectors=True).items():
+            if record.vector is not None and _passes(record, flt):
+                records[item_id] = (record, record.vector)
+        popularity = self._store.popularity_of(list(records))
+        anchor_matrix = np.stack([a.vector for a in anchors]) if anchors else None
+        candidates = []
+        for item_id, (found, vector) in records.items():
+            similar_to = None
+            if anchor_matrix is not None:
+                similar_to = anchors[int(np.argmax(anchor_matrix @ vector))].title
+            count, seen_with = covisited.get(item_id, (0.0, None))
+            candidates.append(
+                Candidate(
+                    item_id,
+                    found.payload.title,
+                    found.payload.category,
+                    vector,
+                    similarity=float(query @ vector),
+                    covisitation=count,
+                    popularity=popularity.get(item_id, 0.0),
+                    similar_to=similar_to,
+                    covisited_with=seen_with,
+                )
+            )
+        return candidates
+
+    def _top_up(
+        self, request: RecommendRequest, ranked: list[Ranked], flt: SearchFilter
+    ) -> list[Ranked]:
+        """Fill a short list with the most popular eligible items (in the requested categories)."""
+        missing = request.k - len(ranked)
+        if missing <= 0:
+            return ranked
+        taken = set(flt.exclude_item_ids) | {r.candidate.item_id for r in ranked}
+        category = flt.categories_in[0] if len(flt.categories_in) == 1 else None
+        pool = self._store.popularity(limit=4 * request.k + len(taken), category=category)
+        records = self._index.retrieve([i for i in pool if i not in taken], with_vectors=True)
+        eligible: list[tuple[str, ItemRecord | ScoredItem]] = [
+            (i, r) for i, r in records.items() if r.vector is not None and _passes(r, flt)
+        ]
+        eligible.sort(key=lambda pair: -pool[pair[0]])
+        if len(eligible) < missing:  # nothing popular yet (a new system): any eligible items
+            hits = self._index.search(
+                _any_direction(self._index.dimension),
+                request.k + len(taken),
+                flt,
+                with_vectors=True,
+            )
+            eligible += [
+                (h.payload.item_id, h)
+                for h in hits
+                if h.payload.item_id not in taken and h.payload.item_id not in records
+            ]
+        top = pool and max(pool.values())
+        extra = []
+        for item_id, record in eligible[:missing]:
+            assert record.vector is not None
+            candidate = Candidate(
+                item_id,
+                record.payload.title,
+                record.payload.category,
+                record.vector,
+                popularity=pool.get(item_id, 0.0),
+            )
+            score = pool.get(item_id, 0.0) / top if top else 0.0
+            extra.append(Ranked(candidate, score, reasons_for(candidate, 0.0, "popular")))
+        return ranked + extra
+
+
+def _passes(record: ItemRecord | ScoredItem, flt: SearchFilter) -> bool:
+    payload = record.payload
+    if flt.available_only and not payload.available:
+        return False
+    if flt.categories_in and payload.category not in flt.categories_in:
+        return False
+    return not (flt.categories_out and payload.category in flt.categories_out)
+
+
+def _any_direction(dimension: int) -> Vector:
+    vector = np.zeros(dimension, dtype=np.float32)
+    vector[0] = 1.0
+    return vector

@@ -1,0 +1,236 @@
+"""The read side end to end through the real topics: a RecClient asks over Kafka, a query worker
+answers from embedded Qdrant and the real Redis, fed by the real interaction processor."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from recstream.consumers.client import RecClient
+from recstream.consumers.query_worker import QueryWorker
+from recstream.consumers.recommender import Recommender
+from recstream.infra import topics
+from recstream.infra.topics import dlq_topic
+from recstream.schemas.events import InteractionEvent
+from recstream.schemas.requests import RecommendRequest
+from recstream.settings import Settings
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_index import ItemPayload, collection_name
+from recstream.streams.dlq import DeadLetterWriter
+from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
+from recstream.worker import session_store
+from tests.integration.ingest_helpers import (
+    create_topics,
+    delete_namespace,
+    drain,
+    isolated_settings,
+    make_consumer,
+)
+from tests.integration.test_interaction_processor import _dead_letters
+
+NOW = int(time.time() * 1000)
+CATALOG = {
+    "Space": [
+        "Galaxy war among the stars",
+        "Astronauts stranded on Mars",
+        "Alien invasion of Earth",
+        "Starship crew explores a black hole",
+        "Robots rebel on a space station",
+    ],
+    "Romance": [
+        "Two strangers fall in love in Paris",
+        "A wedding that goes wrong",
+        "Lovers separated by war write letters",
+        "A summer romance by the sea",
+        "Childhood sweethearts meet again",
+    ],
+    "Cooking": [
+        "A chef opens a tiny restaurant",
+        "Baking bread with grandmother",
+        "Street food tour of Bangkok",
+        "The perfect pasta sauce",
+        "A cooking contest final",
+    ],
+}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    index: QdrantEdgeIndex
+    client: RecClient
+    titles: dict[str, str]  # item id -> title
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    settings = Settings()
+    return SentenceTransformerEmbedder(settings.resolved_model_path, DEFAULT_MODEL_ID, threads=1)
+
+
+def _seed(index: QdrantEdgeIndex, embedder: SentenceTransformerEmbedder) -> dict[str, str]:
+    titles = {
+        f"{cat[:3].lower()}{n}": title
+        for cat, items in CATALOG.items()
+        for n, title in enumerate(items)
+    }
+    titles["spa0-copy"] = CATALOG["Space"][0]  # a near-duplicate of spa0
+    titles["hidden"] = "Galaxy war among the stars, the sequel"
+    vectors = embedder.embed(list(titles.values()))
+    category = {"spa": "Space", "rom": "Romance", "coo": "Cooking", "hid": "Space"}
+    index.upsert(
+        [
+            (
+                ItemPayload(item, title, category[item[:3]], (), item != "hidden", "h", NOW),
+                vectors[n],
+            )
+            for n, (item, title) in enumerate(titles.items())
+        ]
+    )
+    return titles
+
+
+@pytest.fixture
+def stack(
+    infra: Settings, unique: str, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> Iterator[Stack]:
+    settings = isolated_settings(infra, unique, tmp_path)
+    names = create_topics(settings)
+    name = collection_name(embedder.model_id, embedder.dimension)
+    index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, embedder.dimension)
+    titles = _seed(index, embedder)
+    store = session_store(settings)
+    worker = QueryWorker(
+        Recommender(index, store, embedder),
+        settings.kafka_client_config(),
+        settings.topic_requests,
+        settings.topic_responses,
+        f"{unique}-query",
+        DeadLetterWriter(settings.kafka_client_config()),
+        max_queue_ms=3000,
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    client = RecClient(settings, timeout_s=20)
+    try:
+        client.recommend("warm-up", 1)  # the worker has joined its group and answers
+        yield Stack(settings, index, client, titles)
+    finally:
+        client.close()
+        worker.stop()
+        thread.join(10)
+        index.close()
+        store.close()
+        topics.delete_topics(settings, names)
+        delete_namespace(settings)
+
+
+def _track(stack: Stack, user: str, items: list[str], kind: str = "click") -> None:
+    for n, item in enumerate(items):
+        stack.client.track(InteractionEvent(f"{user}-{item}-{kind}", user, item, kind, NOW + n))
+    stack.client.flush()
+    drain(make_consumer(stack.settings, stack.index), len(items))
+
+
+def _ids(response) -> list[str]:  # type: ignore[no-untyped-def]
+    assert response.status == "ok", response.error
+    return [item.item_id for item in response.items]
+
+
+def test_personalised_list_follows_the_session_skips_seen_and_explains(stack: Stack) -> None:
+    _track(stack, "ann", ["spa1", "spa2"])
+    response = stack.client.recommend("ann", k=3, diversity=1.0)
+    ids = _ids(response)
+    assert response.strategy == "personalised"
+    assert not {"spa1", "spa2"} & set(ids)  # seen items are never returned
+    assert all(i.startswith("spa") for i in ids)  # the session is about space
+    assert "hidden" not in ids  # unavailable items never
+    assert all(item.reasons for item in response.items)
+    assert any(r.startswith("similar to ") for item in response.items for r in item.reasons)
+
+
+def test_filters_are_respected(stack: Stack) -> None:
+    _track(stack, "bob", ["spa1"])
+    only = _ids(stack.client.recommend("bob", k=5, categories_in=("Cooking",)))
+    assert only and all(i.startswith("coo") for i in only)
+    never = _ids(stack.client.recommend("bob", k=10, categories_out=("Space",), exclude=("rom0",)))
+    assert never and not any(i.startswith("spa") or i == "rom0" for i in never)
+
+
+def test_more_like_this_excludes_the_item_and_collapses_near_duplicates(stack: Stack) -> None:
+    ids = _ids(stack.client.similar("spa3", k=6, diversity=1.0))
+    assert "spa3" not in ids
+    assert not {"spa0", "spa0-copy"} <= set(ids)  # identical titles: one of them at most
+    unknown = stack.client.similar("no-such-item", k=3)
+    assert unknown.status == "error" and "unknown item_id" in (unknown.error or "")
+
+
+def test_lower_lambda_diversifies_the_list(stack: Stack) -> None:
+    _track(stack, "cat", ["spa1", "rom1"])
+    focused = _ids(stack.client.recommend("cat", k=4, diversity=1.0))
+    diverse = _ids(stack.client.recommend("cat", k=4, diversity=0.3))
+    assert focused != diverse
+    categories = {i[:3] for i in diverse}
+    assert len(categories) >= len({i[:3] for i in focused})
+
+
+def test_cold_start_with_and_without_preferences(stack: Stack) -> None:
+    onboarding = stack.client.recommend(
+        "newbie", k=3, preference_text="cooking and baking food", diversity=1.0
+    )
+    assert onboarding.strategy == "onboarding"
+    assert all(i.startswith("coo") for i in _ids(onboarding))
+    by_category = stack.client.recommend("newbie2", k=3, preference_categories=("Romance",))
+    assert all(i.startswith("rom") for i in _ids(by_category))
+    _track(stack, "someone", ["rom2", "coo1"])  # some popularity exists now
+    _track(stack, "other", ["rom2"])
+    plain = stack.client.recommend("stranger", k=4)
+    assert plain.strategy == "popular" and len(_ids(plain)) == 4
+    assert _ids(plain)[0] == "rom2"  # the most popular item first
+
+
+def test_freshness_an_interaction_changes_the_next_list(stack: Stack) -> None:
+    _track(stack, "dan", ["coo1", "coo2"])
+    before = _ids(stack.client.recommend("dan", k=3, diversity=1.0))
+    _track(stack, "dan", ["spa1", "spa2", "spa3", "spa4"], kind="purchase")
+    after = _ids(stack.client.recommend("dan", k=3, diversity=1.0))
+    assert before != after
+    assert sum(i.startswith("spa") for i in after) > sum(i.startswith("spa") for i in before)
+
+
+def _send_raw(settings: Settings, value: bytes, timestamp_ms: int | None = None) -> None:
+    producer = Producer(settings.kafka_client_config())
+    if timestamp_ms is None:
+        producer.produce(settings.topic_requests, value)
+    else:
+        producer.produce(settings.topic_requests, value, timestamp=timestamp_ms)
+    producer.flush(10)
+
+
+def test_invalid_expired_and_overloaded_requests_get_a_clear_status(stack: Stack) -> None:
+    client, settings = stack.client, stack.settings
+    bad = RecommendRequest("bad-k", 500, user_id="ann")  # k out of range
+    assert client.ask(bad).status == "error"
+    assert "k" in (client.ask(bad).error or "")
+    expired = client.ask(RecommendRequest("late", 3, user_id="ann", deadline_ms=NOW - 1000))
+    assert expired.status == "expired" and expired.items == ()
+    # A request that waited in Kafka longer than the worker's budget (3 s) is refused, not served.
+    old = RecommendRequest(
+        "old",
+        3,
+        user_id="ann",
+        reply_to=settings.topic_responses,
+        reply_partition=client.reply_partition,
+    )
+    _send_raw(settings, old.to_json(), timestamp_ms=int(time.time() * 1000) - 60_000)
+    assert client.ask(RecommendRequest("probe", 1, user_id="ann")).status == "ok"
+    # Garbage with no request id cannot be answered: it is dead-lettered.
+    _send_raw(settings, b"\xffnot json")
+    reasons = _dead_letters(settings, dlq_topic(settings.topic_requests), 1)
+    assert reasons == [("undecodable", b"\xffnot json")]
