@@ -55,8 +55,8 @@ bench: up ## benchmarks (raw Kafka baseline, ingest); record results in docs/ben
 	$(BIN)/python bench/kafka_baseline.py
 	$(BIN)/python bench/ingest.py
 
-demo: ## the main job end to end on MovieLens (lands with the serving issue)
-	@echo "make demo: not yet - it lands with the serving issue (#4)"
+demo: up ## the main job on MovieLens: worker, catalog + ratings through Kafka, recommendations printed
+	$(BIN)/recstream demo
 
 clean: down ## remove the venv and all local state (Kafka data, Redis AOF, Qdrant)
 	rm -rf $(VENV) .state

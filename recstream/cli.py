@@ -9,7 +9,6 @@ from pathlib import Path
 
 from recstream import __version__
 from recstream.errors import RecstreamError
-from recstream.schemas.requests import RecommendResponse
 from recstream.settings import Settings, load_settings
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -81,6 +80,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream.cli_format import format_response
     from recstream.consumers.client import RecClient
 
     options: dict[str, object] = {"diversity": args.diversity}
@@ -97,16 +97,10 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if response.status == "ok" else 1
 
 
-def format_response(response: RecommendResponse) -> str:
-    """A readable table: rank, title, score, reasons."""
-    head = f"{response.status} ({response.strategy or '-'}), {len(response.items)} items"
-    if response.error:
-        head += f": {response.error}"
-    lines = [head]
-    for rank, item in enumerate(response.items, start=1):
-        title = (item.title or item.item_id)[:48]
-        lines.append(f"{rank:>3}. {title:<48} {item.score:6.3f}  {'; '.join(item.reasons)}")
-    return "\n".join(lines)
+def _demo(settings: Settings, _: argparse.Namespace) -> int:
+    from recstream.demo import run_demo
+
+    return run_demo(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=10.0, help="seconds to wait for the answer"
         )
         ask.set_defaults(handlers={None: _ask}, action=None)
+
+    demo = commands.add_parser("demo", help="the whole job on MovieLens (what `make demo` runs)")
+    demo.set_defaults(handlers={None: _demo}, action=None)
 
     produce = commands.add_parser("produce", help="publish events from a JSON-lines or CSV file")
     kinds = produce.add_subparsers(dest="action", required=True, metavar="KIND")

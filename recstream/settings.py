@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     qdrant_path: Path | None = None
     model_path: Path | None = None
+    dataset_dir: Path | None = None  # MovieLens files for `make demo` (docs: recstream/datasets.py)
 
     topic_catalog: str = Field("catalog.events", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     topic_interactions: str = Field("interactions", pattern=r"^[A-Za-z0-9._-]{1,200}$")

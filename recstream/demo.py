@@ -1,0 +1,211 @@
+"""`recstream demo` (`make demo`): the whole job on MovieLens ml-latest-small.
+
+Starts a worker (all roles), publishes the 9,742 movies as catalog events and the 100,836 ratings
+as interaction events in time order, waits until the worker has applied them, then asks for
+recommendations for a few users and for movies like Toy Story, and prints them with reasons.
+Run twice, it is fast: unchanged movies are not embedded again and replayed ratings are duplicates.
+
+Ratings become event types (docs/demo.md): 4.5-5 like, 3.5-4 click, 2.5-3 view, 1.5-2 skip,
+0.5-1 dislike.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+from confluent_kafka import Producer
+from tqdm import tqdm
+
+from recstream.cli_format import format_response
+from recstream.consumers.client import RecClient
+from recstream.datasets import movielens_dir
+from recstream.errors import RecstreamError
+from recstream.infra import topics
+from recstream.metrics_probe import metric_total
+from recstream.schemas.events import CatalogEvent, InteractionEvent
+from recstream.settings import Settings
+
+CATALOG_TIME_MS = 1_537_920_000_000  # 2018-09-26, when the dataset was generated
+DEMO_USERS = ("1", "414", "599")
+CATALOG_DONE = ("embedded", "unchanged", "payload_updated", "stale", "superseded", "dead_lettered")
+INTERACTIONS_DONE = ("applied", "duplicate", "too_late", "dead_lettered")
+
+
+def rating_event_type(rating: float) -> str:
+    """MovieLens stars (0.5-5) as interaction events."""
+    if rating >= 4.5:
+        return "like"
+    if rating >= 3.5:
+        return "click"
+    if rating >= 2.5:
+        return "view"
+    if rating >= 1.5:
+        return "skip"
+    return "dislike"
+
+
+def _rows(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)
+
+
+def movie_events(folder: Path) -> list[CatalogEvent]:
+    """Movies with their genres and the users' most frequent tags as item text."""
+    tags: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in _rows(folder / "tags.csv"):
+        tags[row["movieId"]][row["tag"].strip().lower()[:64]] += 1
+    events = []
+    for row in _rows(folder / "movies.csv"):
+        genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
+        user_tags = [t for t, _ in tags[row["movieId"]].most_common(8) if t and t not in genres]
+        events.append(
+            CatalogEvent(
+                f"ml-movie-{row['movieId']}",
+                f"m{row['movieId']}",
+                "upsert",
+                CATALOG_TIME_MS,
+                title=row["title"][:512],
+                category=genres[0] if genres else None,
+                tags=tuple(dict.fromkeys(genres + user_tags)),
+                attributes={"genres": ", ".join(genres)},
+            )
+        )
+    return events
+
+
+def rating_events(folder: Path) -> list[InteractionEvent]:
+    """Ratings in time order as interaction events."""
+    events = [
+        InteractionEvent(
+            f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}",
+            f"u{row['userId']}",
+            f"m{row['movieId']}",
+            rating_event_type(float(row["rating"])),
+            int(row["timestamp"]) * 1000,
+        )
+        for row in _rows(folder / "ratings.csv")
+    ]
+    events.sort(key=lambda e: e.event_time)
+    return events
+
+
+def _publish(
+    settings: Settings, topic: str, records: list[tuple[bytes, bytes]], label: str
+) -> None:
+    producer = Producer(
+        settings.kafka_client_config() | {"linger.ms": 20, "enable.idempotence": True}
+    )
+    for key, value in tqdm(records, desc=f"publish {label}", unit=" ev", mininterval=0.5):
+        while True:
+            try:
+                producer.produce(topic, value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(60) != 0:
+        raise RecstreamError(f"could not publish all {label} events")
+
+
+def _wait_for(
+    worker: subprocess.Popen[bytes],
+    port: int,
+    metric: str,
+    outcomes: tuple[str, ...],
+    total: int,
+    label: str,
+    log: Path,
+) -> None:
+    done = 0.0
+    with tqdm(total=total, desc=f"apply {label}", unit=" ev", mininterval=0.5) as bar:
+        while done < total:
+            if worker.poll() is not None:
+                raise RecstreamError(f"the worker exited ({worker.returncode}); see {log}")
+            now = sum(metric_total(port, metric, outcome=o) for o in outcomes)
+            bar.update(int(now - done))
+            done = now
+            time.sleep(0.5)
+
+
+def _start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
+    log = settings.state_dir.resolve() / "demo-worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "recstream.cli", "worker"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    return worker, log
+
+
+def _show(settings: Settings, client: RecClient, folder: Path) -> None:
+    titles = {f"m{r['movieId']}": r["title"] for r in _rows(folder / "movies.csv")}
+    for user in DEMO_USERS:
+        response = client.recommend(f"u{user}", k=10)
+        print(f"\nRecommendations for user {user}:")
+        print(format_response(response))
+    response = client.similar("m1", k=10)
+    print(f"\nMore like {titles['m1']}:")
+    print(format_response(response))
+    print(
+        f"\nMetrics: http://127.0.0.1:{settings.metrics_port}/metrics  "
+        f"(worker log: {settings.state_dir.resolve() / 'demo-worker.log'})"
+    )
+
+
+def run_demo(settings: Settings) -> int:
+    if not settings.metrics_port:
+        raise RecstreamError("the demo watches the worker's metrics: set RECSTREAM_METRICS_PORT")
+    started = time.monotonic()
+    folder = movielens_dir(settings.dataset_dir, settings.state_dir / "datasets")
+    print(f"MovieLens from {folder}")
+    movies, ratings = movie_events(folder), rating_events(folder)
+    topics.ensure_topics(settings, topics.planned_topics(settings))
+    worker, log = _start_worker(settings)
+    try:
+        _publish(
+            settings,
+            settings.topic_catalog,
+            [(e.item_id.encode(), e.to_json()) for e in movies],
+            "movies",
+        )
+        _wait_for(
+            worker,
+            settings.metrics_port,
+            "recstream_catalog_events_total",
+            CATALOG_DONE,
+            len(movies),
+            "movies",
+            log,
+        )
+        _publish(
+            settings,
+            settings.topic_interactions,
+            [(e.user_id.encode(), e.to_json()) for e in ratings],
+            "ratings",
+        )
+        _wait_for(
+            worker,
+            settings.metrics_port,
+            "recstream_interactions_events_total",
+            INTERACTIONS_DONE,
+            len(ratings),
+            "ratings",
+            log,
+        )
+        with RecClient(settings, timeout_s=30) as client:
+            _show(settings, client, folder)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    print(f"\ndemo took {time.monotonic() - started:.0f}s")
+    return 0
