@@ -24,11 +24,12 @@ SHARED_COPY = Path("../shared/datasets/movielens-small")
 def movielens_dir(explicit: Path | None, cache_dir: Path) -> Path:
     """The folder holding movies.csv, ratings.csv and tags.csv: explicit, else the shared copy,
     else the download cached under cache_dir (fetched once, verified every time)."""
-    for candidate in (explicit, SHARED_COPY):
-        if candidate is not None and (candidate / "ratings.csv").exists():
-            return candidate
     if explicit is not None:
-        raise RecstreamError(f"RECSTREAM_DATASET_DIR={explicit} has no ratings.csv")
+        if not (explicit / "ratings.csv").exists():
+            raise RecstreamError(f"RECSTREAM_DATASET_DIR={explicit} has no ratings.csv")
+        return explicit
+    if (SHARED_COPY / "ratings.csv").exists():
+        return SHARED_COPY
     target = cache_dir / "ml-latest-small"
     if not all((target / name).exists() for name in MOVIELENS_SHA256):
         _download(target)
