@@ -19,13 +19,14 @@ from functools import partial
 from typing import Any
 
 import faust
-from prometheus_client import start_http_server
 
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import QueryConfig, Recommender
 from recstream.errors import RecstreamError
+from recstream.http import HealthChecks, serve
 from recstream.infra import topics
+from recstream.infra.kafka_server import kafka_answers
 from recstream.schemas.events import EventDecoder, TimeBounds
 from recstream.settings import Settings
 from recstream.stores.keys import KeySpace
@@ -96,6 +97,13 @@ class Runtime:
             session_store(settings),
             DeadLetterWriter(settings.kafka_client_config()),
         )
+
+    def health_checks(self) -> dict[str, Callable[[], bool]]:
+        return {
+            "kafka": lambda: kafka_answers(self.settings, timeout_s=1.0),
+            "redis": self.store.ping,
+            "index": lambda: self.index.count() >= 0,
+        }
 
     def close(self) -> None:
         self.stopping.set()
@@ -248,9 +256,11 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     if unknown:
         raise RecstreamError(f"unknown roles {unknown}; choose from {list(ROLES)}")
     topics.ensure_topics(settings, topics.planned_topics(settings))
+    health = HealthChecks({})
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        serve(settings.metrics_port, health)  # up at once: /health says 503 while we load
     runtime = Runtime.build(settings)
+    health.add_checks(runtime.health_checks())
     app = build_app(runtime, roles)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()

@@ -188,6 +188,9 @@ class RedisSessionStore:
         value = self._redis.get(self.keys.user_last_recommendations(user_id))
         return None if value is None else bytes(value)
 
+    def ping(self) -> bool:
+        return bool(self._redis.ping())
+
     def delete_namespace(self) -> int:
         """Remove every key of this namespace and layout version; the number removed."""
         removed = 0

@@ -73,6 +73,7 @@ def test_catalog_events_become_points_and_unchanged_items_are_not_embedded_again
         worker.wait_for("recstream_catalog_events_total", 12, outcome="embedded")
         worker.wait_for("recstream_catalog_events_total", 2, outcome="dead_lettered")
         assert worker.metric("recstream_catalog_events_total", outcome="embedded") == 12
+        assert worker.health() == 200  # Kafka, Redis and the index all answer
     finally:
         assert worker.stop() == 0
     index = open_index(settings)

@@ -8,11 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from recstream.metrics_probe import metric_total
 from recstream.settings import Settings
 
 _ENV_FIELDS = (
@@ -57,20 +57,16 @@ class WorkerProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """Current value of a counter/gauge sample (0 when absent or not serving yet)."""
+        return metric_total(self.metrics_port, name, **labels)
+
+    def health(self) -> int:
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
+                f"http://127.0.0.1:{self.metrics_port}/health", timeout=5
             ) as r:
-                text = r.read().decode()
-        except OSError:
-            return 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        return 0.0
+                return int(r.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
 
     def wait_for(
         self, name: str, at_least: float, timeout_s: float = 120.0, **labels: str

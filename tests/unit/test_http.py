@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+
+import orjson
+
+from recstream.http import HealthChecks, serve
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_health_is_not_ready_until_every_check_answers() -> None:
+    redis_up = {"value": False}
+
+    def broken() -> bool:
+        raise ConnectionError("down")
+
+    health = HealthChecks({}, cache_s=0.0)
+    port = _port()
+    server = serve(port, health)
+    try:
+        assert _get(port, "/health") == (503, orjson.dumps({"ready": False, "checks": {}}))
+        health.add_checks(
+            {"kafka": lambda: True, "redis": lambda: redis_up["value"], "index": broken}
+        )
+        status, body = _get(port, "/health")
+        assert status == 503
+        assert orjson.loads(body)["checks"] == {"kafka": True, "redis": False, "index": False}
+        redis_up["value"] = True
+        health.add_checks({"index": lambda: True})
+        assert _get(port, "/health")[0] == 200
+        status, metrics = _get(port, "/metrics")
+        assert status == 200 and b"python_info" in metrics
+    finally:
+        server.shutdown()
