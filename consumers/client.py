@@ -22,6 +22,7 @@ from recstream.errors import RecstreamError
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 from recstream.settings import Settings
+from recstream.streams.messages import poll_available
 
 
 class RequestTimeoutError(RecstreamError):
@@ -81,7 +82,7 @@ class RecClient:
         self._producer.flush(self._timeout_s)
         deadline = time.monotonic() + (timeout_s or self._timeout_s)
         while time.monotonic() < deadline:
-            for message in self._consumer.consume(16, 0.05):
+            for message in poll_available(self._consumer, 16, 0.05):
                 if message.error() is None:
                     response = self._codec.response(message.value())
                     if response.request_id == request.request_id:

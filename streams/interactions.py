@@ -24,7 +24,7 @@ from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import Vector, VectorIndex
 from recstream.streams import metrics
 from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.messages import RawMessage, from_kafka
+from recstream.streams.messages import RawMessage, from_kafka, poll_available
 from recstream.streams.session import (
     BatchEffects,
     SessionConfig,
@@ -216,7 +216,7 @@ class InteractionConsumer:
 
     def run_once(self) -> int:
         """Consume, apply and commit one batch; the number of records in it."""
-        messages = self._consumer.consume(self._batch_size, self._batch_timeout_s)
+        messages = poll_available(self._consumer, self._batch_size, self._batch_timeout_s)
         raws = [from_kafka(m) for m in messages if _is_record(m)]
         if not raws:
             return 0

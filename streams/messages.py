@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +31,13 @@ def from_kafka(message: Message) -> RawMessage:
         message.value(),
         tuple(headers),
     )
+
+
+def poll_available(consumer: Consumer, limit: int, timeout_s: float) -> list[Message]:
+    """Wait up to timeout_s for one message, then take what else is already there without
+    waiting. (`consume(n, timeout)` waits for n messages or the whole timeout: at low request
+    rates that wait is the latency.)"""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)]

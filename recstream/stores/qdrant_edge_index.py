@@ -111,6 +111,11 @@ class QdrantEdgeIndex:
             if h.payload
         ]
 
+    def optimize(self) -> None:
+        """Build the HNSW index and merge segments now (blocking), instead of on the fly."""
+        with self._lock:
+            self._shard.optimize()
+
     def count(self) -> int:
         with self._lock:
             return int(self._shard.info().points_count)

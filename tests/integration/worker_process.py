@@ -15,21 +15,6 @@ from pathlib import Path
 from recstream.metrics_probe import metric_total
 from recstream.settings import Settings
 
-_ENV_FIELDS = (
-    "topic_catalog",
-    "topic_interactions",
-    "topic_requests",
-    "topic_responses",
-    "partitions_interactions",
-    "partitions_catalog",
-    "redis_namespace",
-    "consumer_group",
-    "qdrant_path",
-    "interaction_batch_size",
-    "kafka_port",
-    "redis_port",
-)
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -43,7 +28,7 @@ class WorkerProcess:
     ) -> None:
         self.metrics_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
-        env |= {f"RECSTREAM_{name.upper()}": str(getattr(settings, name)) for name in _ENV_FIELDS}
+        env |= settings.to_environment()
         env["RECSTREAM_METRICS_PORT"] = str(self.metrics_port)
         env["RECSTREAM_EMBED_THREADS"] = "1"
         with log_path.open("ab") as log:

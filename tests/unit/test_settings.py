@@ -60,3 +60,15 @@ def test_cli_reports_invalid_settings_and_exits_2(
     monkeypatch.setenv("RECSTREAM_REDIS_PORT", "70000")
     assert main(["infra", "status"]) == 2
     assert "RECSTREAM_REDIS_PORT" in capsys.readouterr().err
+
+
+def test_settings_survive_the_trip_through_the_environment() -> None:
+    original = load_settings(
+        {
+            "RECSTREAM_KAFKA_SASL_PASSWORD": "s3cret",
+            "RECSTREAM_EVENT_WEIGHTS": '{"view": 0.25}',
+            "RECSTREAM_QDRANT_PATH": "/tmp/q",
+            "RECSTREAM_RATING_CENTER": "2.5",
+        }
+    )
+    assert load_settings(original.to_environment()) == original

@@ -1,0 +1,279 @@
+"""Serving benchmark (a benchmark, not a test: it asserts nothing).
+
+For each catalog size: items with random 384-d unit vectors in embedded Qdrant (HNSW built),
+users given session vectors, seen sets and co-visits by real interaction events, then a real
+`recstream worker --roles interactions,query` process. From this process, open-loop load: requests
+are sent on a fixed schedule whatever the answers do, at each rate; end-to-end latency is from the
+scheduled send to the response's arrival; service time is what the worker reports. Freshness: a
+user's purchase is published and the user is asked again every 20 ms until the list changes.
+Baseline in the same run: brute-force numpy top-k over the same vectors (one query vector).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from recstream.consumers.client import RecClient
+from recstream.infra import topics
+from recstream.metrics_probe import metric_total
+from recstream.schemas.events import InteractionEvent
+from recstream.schemas.requests import RecommendRequest, RequestCodec
+from recstream.settings import Settings, load_settings
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_index import ItemPayload, collection_name
+from recstream.streams.embedder import DEFAULT_MODEL_ID
+from recstream.streams.messages import poll_available
+from recstream.worker import session_store
+
+DIM = 384
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    array = np.array(values)
+    return {f"p{q}": round(float(np.percentile(array, q)), 2) for q in (50, 95, 99)}
+
+
+def _seed_items(settings: Settings, items: int) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(items, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    name = collection_name(DEFAULT_MODEL_ID, DIM)
+    index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
+    for start in range(0, items, 2000):
+        index.upsert(
+            [
+                (ItemPayload(f"i{n}", f"Item {n}", f"c{n % 20}", (), True, "h", 1), vectors[n])
+                for n in range(start, min(items, start + 2000))
+            ]
+        )
+    index.optimize()
+    index.close()
+    return vectors
+
+
+def _seed_users(settings: Settings, users: int, items: int) -> None:
+    rng = np.random.default_rng(4)
+    start = int(time.time() * 1000) - 3600_000
+    producer = Producer(settings.kafka_client_config() | {"linger.ms": 20})
+    for u in range(users):
+        for n in range(20):
+            event = InteractionEvent(
+                f"seed-{u}-{n}", f"u{u}", f"i{rng.integers(items)}", "click", start + n * 1000
+            )
+            producer.produce(
+                settings.topic_interactions, event.to_json(), key=event.user_id.encode()
+            )
+        producer.poll(0)
+    producer.flush()
+
+
+def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env |= settings.to_environment()
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "recstream.cli", "worker", "--roles", "interactions,query"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_applied(settings: Settings, count: int) -> None:
+    while (
+        metric_total(
+            settings.metrics_port, "recstream_interactions_events_total", outcome="applied"
+        )
+        < count
+    ):
+        time.sleep(0.5)
+
+
+def _open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dict[str, Any]:
+    codec = RequestCodec()
+    sent: dict[str, float] = {}
+    received: dict[str, tuple[float, str, float]] = {}
+    consumer = Consumer(
+        settings.kafka_client_config()
+        | {"group.id": f"bench-{uuid.uuid4().hex}", "fetch.wait.max.ms": 5}
+    )
+    parts = [
+        TopicPartition(settings.topic_responses, p) for p in range(settings.partitions_responses)
+    ]
+    for part in parts:
+        part.offset = consumer.get_watermark_offsets(part, timeout=10)[1]
+    consumer.assign(parts)
+    total = int(rate * seconds)
+    done = threading.Event()
+
+    def collect() -> None:
+        while not done.is_set() and len(received) < total:
+            for message in poll_available(consumer, 100, 0.05):
+                if message.error() is None:
+                    response = codec.response(message.value())
+                    received[response.request_id] = (
+                        time.perf_counter(),
+                        response.status,
+                        response.timings_ms.get("service", 0.0),
+                    )
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    producer = Producer(settings.kafka_client_config() | {"linger.ms": 0})
+    rng = np.random.default_rng(rate)
+    began = time.perf_counter()
+    for n in range(total):
+        due = began + n / rate
+        while (wait := due - time.perf_counter()) > 0:
+            time.sleep(min(wait, 0.002))
+        request = RecommendRequest(
+            f"r{rate}-{n}", 10, user_id=f"u{rng.integers(users)}", reply_to=settings.topic_responses
+        )
+        producer.produce(settings.topic_requests, request.to_json(), key=request.user_id.encode())
+        producer.poll(0)
+        sent[request.request_id] = due
+    producer.flush()
+    deadline = time.perf_counter() + 15
+    while len(received) < total and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    done.set()
+    reader.join(2)
+    consumer.close()
+    ok = {k: v for k, v in received.items() if v[1] == "ok"}
+    return {
+        "rate_per_s": rate,
+        "sent": total,
+        "answered": len(received),
+        "statuses": {
+            s: sum(1 for v in received.values() if v[1] == s)
+            for s in {v[1] for v in received.values()}
+        },
+        "end_to_end_ms": _percentiles([(v[0] - sent[k]) * 1000 for k, v in ok.items()]),
+        "service_ms": _percentiles([v[2] for v in ok.values()]),
+    }
+
+
+def _freshness(settings: Settings, samples: int, items: int) -> dict[str, float]:
+    results = []
+    with RecClient(settings, timeout_s=10) as client:
+        for n in range(samples):
+            user = f"fresh{n}"
+            before = [i.item_id for i in client.recommend(user, 10).items]
+            item = f"i{(n * 7919) % items}"
+            published = time.perf_counter()
+            client.track(
+                InteractionEvent(
+                    f"fresh-{uuid.uuid4().hex}", user, item, "purchase", int(time.time() * 1000)
+                )
+            )
+            client.flush()
+            while time.perf_counter() - published < 10:
+                after = [i.item_id for i in client.recommend(user, 10).items]
+                if after != before:
+                    results.append((time.perf_counter() - published) * 1000)
+                    break
+                time.sleep(0.02)
+    return _percentiles(results) | {"samples": len(results)}
+
+
+def _brute_force_us(vectors: np.ndarray, queries: int = 200) -> float:
+    rng = np.random.default_rng(5)
+    timings = []
+    for _ in range(queries):
+        q = rng.normal(size=DIM).astype(np.float32)
+        started = time.perf_counter()
+        scores = vectors @ q
+        top = np.argpartition(-scores, 40)[:40]
+        top[np.argsort(-scores[top])]
+        timings.append((time.perf_counter() - started) * 1e6)
+    return float(np.percentile(timings, 50))
+
+
+def bench_catalog(
+    base: Settings, items: int, users: int, rates: list[int], seconds: float
+) -> dict[str, Any]:
+    tag = f"serve{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = base.model_copy(
+            update={
+                "topic_catalog": f"{tag}.catalog",
+                "topic_interactions": f"{tag}.interactions",
+                "topic_requests": f"{tag}.requests",
+                "topic_responses": f"{tag}.responses",
+                "redis_namespace": tag,
+                "consumer_group": tag,
+                "qdrant_path": Path(tmp) / "qdrant",
+                "metrics_port": 29600 + (items % 97),
+                "embed_threads": 1,
+            }
+        )
+        specs = topics.planned_topics(settings)
+        topics.ensure_topics(settings, specs)
+        seeded = time.perf_counter()
+        vectors = _seed_items(settings, items)
+        seed_s = time.perf_counter() - seeded
+        _seed_users(settings, users, items)
+        worker = _start_worker(settings, Path(tmp) / "worker.log")
+        try:
+            _wait_applied(settings, users * 20)
+            with RecClient(settings, timeout_s=60) as client:
+                client.recommend("warm-up", 10)
+            loads = [_open_loop(settings, rate, seconds, users) for rate in rates]
+            fresh = _freshness(settings, 30, items)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+            topics.delete_topics(settings, [s.name for s in specs])
+            store = session_store(settings)
+            store.delete_namespace()
+            store.close()
+        return {
+            "items": items,
+            "users": users,
+            "index_build_s": round(seed_s, 1),
+            "load": loads,
+            "freshness_ms": fresh,
+            "brute_force_numpy_top40_p50_us": round(_brute_force_us(vectors), 1),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rates", type=int, nargs="+", default=[50, 200, 500])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    settings = load_settings()
+    result = {
+        "bench": "serve",
+        "machine": platform.node(),
+        "cpus": os.cpu_count(),
+        "catalogs": [
+            bench_catalog(settings, n, args.users, args.rates, args.seconds) for n in args.items
+        ],
+    }
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
