@@ -80,15 +80,20 @@ class RecClient:
         key = (request.user_id or request.item_id or "").encode()
         self._producer.produce(self._settings.topic_requests, routed.to_json(), key=key)
         self._producer.flush(self._timeout_s)
+        return self.wait_for(request.request_id, timeout_s)
+
+    def wait_for(self, request_id: str, timeout_s: float | None = None) -> RecommendResponse:
+        """The answer to request_id on our reply partition (e.g. for a request sent elsewhere
+        with our reply_partition); other answers are skipped."""
         deadline = time.monotonic() + (timeout_s or self._timeout_s)
         while time.monotonic() < deadline:
             for message in poll_available(self._consumer, 16, 0.05):
                 if message.error() is None:
                     response = self._codec.response(message.value())
-                    if response.request_id == request.request_id:
+                    if response.request_id == request_id:
                         return response
         raise RequestTimeoutError(
-            f"no response to {request.request_id} within "
+            f"no response to {request_id} within "
             f"{timeout_s or self._timeout_s:g}s (is a query worker running?)"
         )
 

@@ -22,6 +22,15 @@ SERVICE_SECONDS = Histogram(
     "Time the worker spent computing one answer.",
     buckets=_LATENCY_BUCKETS,
 )
+CANDIDATES = Histogram(
+    "recstream_query_candidates",
+    "Candidates scored per request (ANN hits + co-visited items).",
+    buckets=(0, 10, 20, 40, 80, 160, 320, 640),
+)
+CACHE_HITS = Counter(
+    "recstream_query_cache_hits_total",
+    "Retried requests (same request_id) answered from the cached last response.",
+)
 ITEMS_RETURNED = Histogram(
     "recstream_query_items_returned",
     "Items in each ok response.",

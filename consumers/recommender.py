@@ -15,9 +15,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from recstream.consumers import metrics
 from recstream.consumers.ranking import Candidate, Ranked, RankingWeights, rank, reasons_for
 from recstream.errors import RecstreamError
-from recstream.schemas.requests import RecommendedItem, RecommendRequest, RecommendResponse
+from recstream.schemas.requests import (
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    RequestCodec,
+)
 from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import ItemRecord, ScoredItem, SearchFilter, Vector, VectorIndex
 from recstream.streams.embedder import Embedder
@@ -59,6 +65,7 @@ class Recommender:
         self._embedder = embedder
         self._config = config or QueryConfig()
         self._clock_ms = clock_ms
+        self._codec = RequestCodec()
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Answer one request. Raises UnknownItemError for more-like-this on an unknown item."""
@@ -67,6 +74,9 @@ class Recommender:
             return RecommendResponse(
                 request.request_id, "expired", model_version=self._index.collection
             )
+        cached = self._answer_given(request)
+        if cached is not None:
+            return cached
         if request.item_id is not None:
             ranked, strategy = self._more_like_this(request, request.item_id), "more_like_this"
         else:
@@ -90,6 +100,20 @@ class Recommender:
                 request.user_id, response.to_json(), self._config.cache_ttl_s
             )
         return response
+
+    def _answer_given(self, request: RecommendRequest) -> RecommendResponse | None:
+        """A retried request (same request_id, e.g. after a client timeout) gets the answer
+        already given, from the short-lived cache, instead of a fresh and different list."""
+        if request.user_id is None:
+            return None
+        raw = self._store.last_response(request.user_id)
+        if raw is None:
+            return None
+        cached = self._codec.response(raw)
+        if cached.request_id != request.request_id:
+            return None
+        metrics.CACHE_HITS.inc()
+        return cached
 
     def _filter(self, request: RecommendRequest, exclude: Iterable[str]) -> SearchFilter:
         return SearchFilter(
@@ -148,21 +172,24 @@ class Recommender:
         hits = self._index.search(query, request.k * self._config.overfetch, flt, with_vectors=True)
         covisited = self._covisited(anchors, flt)
         candidates = self._candidates(query, anchors, hits, covisited, flt)
+        metrics.CANDIDATES.observe(len(candidates))
         return rank(candidates, request.k, self._config.weights, request.diversity, strategy)
 
     def _covisited(self, anchors: list[_Anchor], flt: SearchFilter) -> dict[str, tuple[float, str]]:
-        """Co-visited neighbours of the anchors, not excluded: item -> (count, anchor title)."""
-        found: dict[str, tuple[float, str]] = {}
+        """Co-visited neighbours of the anchors, not excluded: item -> (total count, title of
+        the anchor it was seen with most)."""
+        totals: dict[str, float] = {}
+        strongest: dict[str, tuple[float, str]] = {}  # item -> (count, title) of its top anchor
         excluded = set(flt.exclude_item_ids) | {a.item_id for a in anchors}
         for anchor in anchors:
-            for item, count in self._store.covisitation(
-                anchor.item_id, self._config.covis_per_seed
-            ).items():
+            neighbours = self._store.covisitation(anchor.item_id, self._config.covis_per_seed)
+            for item, count in neighbours.items():
                 if item in excluded:
                     continue
-                total, best = found.get(item, (0.0, anchor.title))
-                found[item] = (total + count, best)
-        return found
+                totals[item] = totals.get(item, 0.0) + count
+                if count > strongest.get(item, (0.0, ""))[0]:
+                    strongest[item] = (count, anchor.title)
+        return {item: (total, strongest[item][1]) for item, total in totals.items()}
 
     def _candidates(
         self,

@@ -229,8 +229,19 @@ def test_invalid_expired_and_overloaded_requests_get_a_clear_status(stack: Stack
         reply_partition=client.reply_partition,
     )
     _send_raw(settings, old.to_json(), timestamp_ms=int(time.time() * 1000) - 60_000)
-    assert client.ask(RecommendRequest("probe", 1, user_id="ann")).status == "ok"
+    overloaded = client.wait_for("old")
+    assert overloaded.status == "overloaded" and overloaded.items == ()
     # Garbage with no request id cannot be answered: it is dead-lettered.
     _send_raw(settings, b"\xffnot json")
     reasons = _dead_letters(settings, dlq_topic(settings.topic_requests), 1)
     assert reasons == [("undecodable", b"\xffnot json")]
+
+
+def test_a_retried_request_gets_the_answer_already_given(stack: Stack) -> None:
+    _track(stack, "eve", ["spa1"])
+    request = RecommendRequest("retry-1", 5, user_id="eve", diversity=1.0)
+    first = stack.client.ask(request)
+    _track(stack, "eve", ["coo1", "coo2", "coo3"], kind="purchase")
+    assert stack.client.ask(request) == first  # a retry (same id) is not answered anew
+    fresh = stack.client.ask(RecommendRequest("retry-2", 5, user_id="eve", diversity=1.0))
+    assert _ids(fresh) != _ids(first)
