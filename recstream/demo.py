@@ -35,6 +35,7 @@ from recstream.settings import Settings
 
 CATALOG_TIME_MS = 1_537_920_000_000  # 2018-09-26, when the dataset was generated
 DEMO_USERS = ("1", "414", "599")
+STALL_TIMEOUT_S = 180  # model loading and group joins fit well inside this
 CATALOG_DONE = ("embedded", "unchanged", "payload_updated", "stale", "superseded", "dead_lettered")
 INTERACTIONS_DONE = ("applied", "duplicate", "too_late", "dead_lettered")
 
@@ -124,25 +125,31 @@ def _wait_for(
     log: Path,
 ) -> None:
     done = 0.0
+    progressed_at = time.monotonic()
     with tqdm(total=total, desc=f"apply {label}", unit=" ev", mininterval=0.5) as bar:
         while done < total:
             if worker.poll() is not None:
                 raise RecstreamError(f"the worker exited ({worker.returncode}); see {log}")
             now = sum(metric_total(port, metric, outcome=o) for o in outcomes)
-            bar.update(int(now - done))
-            done = now
+            if now > done:
+                bar.update(int(now - done))
+                done, progressed_at = now, time.monotonic()
+            elif time.monotonic() - progressed_at > STALL_TIMEOUT_S:
+                raise RecstreamError(f"no progress on {label} for {STALL_TIMEOUT_S}s; see {log}")
             time.sleep(0.5)
 
 
 def _start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
     log = settings.state_dir.resolve() / "demo-worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env |= settings.to_environment()  # the worker sees exactly the demo's settings
     with log.open("ab") as handle:
         worker = subprocess.Popen(
             [sys.executable, "-m", "recstream.cli", "worker"],
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env=env,
         )
     return worker, log
 
