@@ -44,20 +44,6 @@ TYPES = np.array(
 )
 
 
-def _isolated(base: Settings, tag: str, qdrant: Path) -> Settings:
-    return base.model_copy(
-        update={
-            "topic_catalog": f"{tag}.catalog",
-            "topic_interactions": f"{tag}.interactions",
-            "topic_requests": f"{tag}.requests",
-            "topic_responses": f"{tag}.responses",
-            "redis_namespace": tag,
-            "consumer_group": tag,
-            "qdrant_path": qdrant,
-        }
-    )
-
-
 def _zipf_ids(rng: np.random.Generator, count: int, universe: int, a: float = 1.1) -> np.ndarray:
     ranks = rng.zipf(a, size=count * 2)
     ranks = ranks[ranks <= universe][:count]
@@ -140,7 +126,7 @@ def bench_interactions(
 ) -> dict[str, Any]:
     tag = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _isolated(base, tag, Path(tmp)).model_copy(
+        settings = base.isolated(tag, qdrant_path=Path(tmp)).model_copy(
             update={"interaction_batch_size": batch}
         )
         specs = topics.planned_topics(settings)
@@ -254,7 +240,7 @@ def _run_catalog(
 def bench_catalog(base: Settings, count: int, dataset: Path | None) -> dict[str, Any]:
     tag = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _isolated(base, tag, Path(tmp))
+        settings = base.isolated(tag, qdrant_path=Path(tmp))
         specs = topics.planned_topics(settings)
         topics.ensure_topics(settings, specs)
         embedder = SentenceTransformerEmbedder(

@@ -211,18 +211,11 @@ def bench_catalog(
 ) -> dict[str, Any]:
     tag = f"serve{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = base.model_copy(
-            update={
-                "topic_catalog": f"{tag}.catalog",
-                "topic_interactions": f"{tag}.interactions",
-                "topic_requests": f"{tag}.requests",
-                "topic_responses": f"{tag}.responses",
-                "redis_namespace": tag,
-                "consumer_group": tag,
-                "qdrant_path": Path(tmp) / "qdrant",
-                "metrics_port": 29600 + (items % 97),
-                "embed_threads": 1,
-            }
+        settings = base.isolated(
+            tag,
+            qdrant_path=Path(tmp) / "qdrant",
+            metrics_port=29600 + (items % 97),
+            embed_threads=1,
         )
         specs = topics.planned_topics(settings)
         topics.ensure_topics(settings, specs)

