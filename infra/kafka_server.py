@@ -13,7 +13,7 @@ from confluent_kafka import KafkaException
 
 from recstream.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
 from recstream.infra.admin import admin_client
-from recstream.infra.process import ManagedProcess, port_is_free, require_tool, tail
+from recstream.infra.process import ManagedProcess, has_exited, port_is_free, require_tool, tail
 from recstream.settings import Settings
 
 _RESOURCES = Path(__file__).parent / "kafka"
@@ -177,14 +177,17 @@ def kafka_answers(settings: Settings, timeout_s: float = 2.0) -> bool:
 
 
 def wait_for_kafka(
-    settings: Settings, timeout_s: float, process: ManagedProcess | None = None
+    settings: Settings,
+    timeout_s: float,
+    process: ManagedProcess | None = None,
+    child: subprocess.Popen[bytes] | None = None,
 ) -> None:
     """Block until the broker answers; fail early if our process died, or after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if kafka_answers(settings, timeout_s=min(2.0, max(0.1, deadline - time.monotonic()))):
             return
-        if process is not None and process.running_pid() is None:
+        if process is not None and has_exited(process, child):
             raise ServiceStartError(
                 "kafka", "the broker exited:\n" + tail(process.log_file), str(process.log_file)
             )
@@ -211,8 +214,8 @@ def start_kafka(settings: Settings) -> bool:
     kafka.data.mkdir(parents=True, exist_ok=True)
     kafka.config.write_text(server_properties(settings, kafka.data))
     _format_storage(settings, kafka)
-    kafka.process.spawn(command)
-    wait_for_kafka(settings, settings.kafka_start_timeout_s, kafka.process)
+    child = kafka.process.spawn(command)
+    wait_for_kafka(settings, settings.kafka_start_timeout_s, kafka.process, child)
     return True
 
 

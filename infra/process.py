@@ -125,3 +125,11 @@ def _alive(pid: int) -> bool:
 def _signal(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
+
+
+def has_exited(process: ManagedProcess, child: subprocess.Popen[bytes] | None) -> bool:
+    """Whether a service died. For a child we just spawned ask the child itself: between fork and
+    exec its command line is still ours, which running_pid would take for a stale pid file."""
+    if child is not None:
+        return child.poll() is not None
+    return process.running_pid() is None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import redis
 
 from recstream.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
-from recstream.infra.process import ManagedProcess, port_is_free, require_tool, tail
+from recstream.infra.process import ManagedProcess, has_exited, port_is_free, require_tool, tail
 from recstream.settings import Settings
 
 
@@ -37,13 +38,18 @@ def redis_answers(settings: Settings) -> bool:
 
 
 def wait_for_redis(
-    settings: Settings, timeout_s: float, process: ManagedProcess | None = None
+    settings: Settings,
+    timeout_s: float,
+    process: ManagedProcess | None = None,
+    child: subprocess.Popen[bytes] | None = None,
 ) -> None:
+    """Block until Redis answers; fail early if our process died (`child` when we just started
+    it: its command line may not show redis-server yet), or after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if redis_answers(settings):
             return
-        if process is not None and process.running_pid() is None:
+        if process is not None and has_exited(process, child):
             raise ServiceStartError(
                 "redis", "redis-server exited:\n" + tail(process.log_file), str(process.log_file)
             )
@@ -85,8 +91,8 @@ def start_redis(settings: Settings, timeout_s: float = 15.0) -> bool:
     ]
     if settings.redis_password:
         command += ["--requirepass", settings.redis_password.get_secret_value()]
-    process.spawn(command)
-    wait_for_redis(settings, timeout_s, process)
+    child = process.spawn(command)
+    wait_for_redis(settings, timeout_s, process, child)
     return True
 
 
