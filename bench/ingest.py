@@ -34,9 +34,8 @@ from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
-from recstream.streams.interactions import InteractionConsumer, InteractionProcessor
 from recstream.streams.messages import from_kafka
-from recstream.worker import event_decoder, session_config, session_store
+from recstream.worker import interaction_consumer, session_store
 
 DIM = 384
 TYPES = np.array(
@@ -135,20 +134,11 @@ def bench_interactions(
         try:
             produce_s = _produce_interactions(settings, events, users, items)
             raw_rate = _raw_consume_rate(settings, events)
-            processor = InteractionProcessor(
-                session_config(settings),
+            consumer = interaction_consumer(
+                settings.model_copy(update={"item_cache_size": items}),
                 index,
                 session_store(settings),
                 DeadLetterWriter(settings.kafka_client_config()),
-                event_decoder(settings),
-                item_cache_size=items,
-            )
-            consumer = InteractionConsumer(
-                processor,
-                settings.kafka_client_config(),
-                settings.topic_interactions,
-                f"{tag}-interactions",
-                batch_size=batch,
             )
             applied, began = 0, 0.0
             while applied < events:

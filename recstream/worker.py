@@ -159,23 +159,31 @@ def _raw_from_faust(event: Any) -> RawMessage:
     )
 
 
-def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
-    settings = runtime.settings
+def interaction_consumer(
+    settings: Settings, index: VectorIndex, store: RedisSessionStore, dead_letters: DeadLetterWriter
+) -> InteractionConsumer:
+    """The interaction processor and its Kafka loop, configured from the settings."""
     processor = InteractionProcessor(
         session_config(settings),
-        runtime.index,
-        runtime.store,
-        runtime.dead_letters,
+        index,
+        store,
+        dead_letters,
         event_decoder(settings),
         item_cache_size=settings.item_cache_size,
     )
-    consumer = InteractionConsumer(
+    return InteractionConsumer(
         processor,
         settings.kafka_client_config(),
         settings.topic_interactions,
         group_id=f"{settings.consumer_group}-interactions",
         batch_size=settings.interaction_batch_size,
         batch_timeout_s=settings.interaction_batch_timeout_ms / 1000,
+    )
+
+
+def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
+    consumer = interaction_consumer(
+        runtime.settings, runtime.index, runtime.store, runtime.dead_letters
     )
     _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
 

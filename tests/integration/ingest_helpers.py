@@ -15,8 +15,8 @@ from recstream.settings import Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.interactions import InteractionConsumer, InteractionProcessor
-from recstream.worker import event_decoder, session_config, session_store
+from recstream.streams.interactions import InteractionConsumer
+from recstream.worker import interaction_consumer, session_store
 
 DIM = 384
 MODEL_ID = "all-MiniLM-L6-v2"  # the worker's default model: its collection holds our test items
@@ -80,20 +80,8 @@ def produce_events(settings: Settings, events: Sequence[InteractionEvent]) -> No
 
 
 def make_consumer(settings: Settings, index: QdrantEdgeIndex) -> InteractionConsumer:
-    processor = InteractionProcessor(
-        session_config(settings),
-        index,
-        session_store(settings),
-        DeadLetterWriter(settings.kafka_client_config()),
-        event_decoder(settings),
-    )
-    return InteractionConsumer(
-        processor,
-        settings.kafka_client_config(),
-        settings.topic_interactions,
-        f"{settings.consumer_group}-interactions",
-        batch_size=settings.interaction_batch_size,
-    )
+    dead_letters = DeadLetterWriter(settings.kafka_client_config())
+    return interaction_consumer(settings, index, session_store(settings), dead_letters)
 
 
 def drain(
