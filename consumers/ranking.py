@@ -3,7 +3,9 @@ out. Similarity finds candidates; this decides what a user should see next.
 
 score = w_sim * sim + w_covis * covis + w_pop * pop, each signal first brought to [0, 1] so the
 weights mean what they say: cosine similarity mapped from [-1, 1], co-visitation and popularity
-(heavy-tailed counts) as log1p(x) / log1p(max among the candidates).
+(heavy-tailed counts) as log1p(C * x / max) / log1p(C) over the candidates. Dividing by the max
+first makes the share independent of the signal's scale: forward-decayed popularity is stored
+relative to a landmark that moves, and a moved landmark must not change a ranking.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from recstream.stores.vector_index import Vector
 
 Scores = npt.NDArray[np.float64]
 NEAR_DUPLICATE_COSINE = 0.95
+LOG_SHARE_SPREAD = 100.0  # C above: a signal at 1% of the top still gets a share of ~0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ def _log_share(values: Scores) -> Scores:
     top = float(values.max(initial=0.0))
     if top <= 0:
         return np.zeros_like(values)
-    shares: Scores = np.log1p(np.maximum(values, 0.0)) / np.log1p(top)
+    relative = np.maximum(values, 0.0) / top
+    shares: Scores = np.log1p(LOG_SHARE_SPREAD * relative) / np.log1p(LOG_SHARE_SPREAD)
     return shares
 
 

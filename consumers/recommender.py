@@ -24,7 +24,7 @@ from recstream.schemas.requests import (
     RecommendResponse,
     RequestCodec,
 )
-from recstream.stores.session_store import RedisSessionStore
+from recstream.stores.session_store import SessionStore
 from recstream.stores.vector_index import ItemRecord, ScoredItem, SearchFilter, Vector, VectorIndex
 from recstream.streams.embedder import Embedder
 
@@ -55,7 +55,7 @@ class Recommender:
     def __init__(
         self,
         index: VectorIndex,
-        store: RedisSessionStore,
+        store: SessionStore,
         embedder: Embedder | None,
         config: QueryConfig | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from recstream.schemas.events import EventDecoder, InteractionEvent
-from recstream.stores.session_store import RedisSessionStore
+from recstream.stores.session_store import SessionStore
 from recstream.stores.vector_index import Vector, VectorIndex
 from recstream.streams import metrics
 from recstream.streams.dlq import DeadLetterWriter
@@ -74,7 +74,7 @@ class InteractionProcessor:
         self,
         config: SessionConfig,
         index: VectorIndex,
-        store: RedisSessionStore,
+        store: SessionStore,
         dead_letters: DeadLetterWriter,
         decoder: EventDecoder | None = None,
         item_cache_size: int = 100_000,

@@ -7,9 +7,8 @@ exactly what was lost. Key layout: docs/state-layout.md.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import numpy as np
@@ -20,13 +19,12 @@ from recstream.stores.keys import KeySpace
 from recstream.streams.session import BatchEffects, UserState
 
 _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model")
-_TRIM_EVERY = 32  # trim a user's seen set when its event count crosses a multiple of this
-_COVIS_TRIM_CHANCE = 1 / 16
 
 # One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark}.
-# rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, cap, score, member,
-# ...} -> ZADD GT (+ trim to cap when cap > 0); increments: {key, cap, member, inc, ...} -> ZINCRBY
-# (+ trim); sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET.
+# rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above, score,
+# member, ...} -> ZADD GT; increments: {key, keep, above, member, inc, ...} -> ZINCRBY; a sorted set
+# with more than `above` members (when above > 0) is then cut to its top `keep`; sets: {key,
+# member, ...} -> SADD; landmark: {key, value} -> SET.
 _WRITE_BATCH_LUA = """
 local b = cmsgpack.unpack(ARGV[1])
 local CHUNK = 4000
@@ -38,20 +36,54 @@ local function call_chunked(cmd, key, extra, args, from)
     else redis.call(cmd, key, unpack(part)) end
   end
 end
+local function trim(r)
+  if r[3] > 0 and redis.call('ZCARD', r[1]) > r[3] then
+    redis.call('ZREMRANGEBYRANK', r[1], 0, -(r[2] + 1))
+  end
+end
 for _, r in ipairs(b[1]) do redis.call('ZUNIONSTORE', r[1], 1, r[1], 'WEIGHTS', r[2]) end
 for _, r in ipairs(b[2]) do call_chunked('HSET', r[1], nil, r, 2) end
 for _, r in ipairs(b[3]) do
-  call_chunked('ZADD', r[1], 'GT', r, 3)
-  if r[2] > 0 then redis.call('ZREMRANGEBYRANK', r[1], 0, -(r[2] + 1)) end
+  call_chunked('ZADD', r[1], 'GT', r, 4)
+  trim(r)
 end
 for _, r in ipairs(b[4]) do
-  for i = 3, #r, 2 do redis.call('ZINCRBY', r[1], r[i + 1], r[i]) end
-  if r[2] > 0 then redis.call('ZREMRANGEBYRANK', r[1], 0, -(r[2] + 1)) end
+  for i = 4, #r, 2 do redis.call('ZINCRBY', r[1], r[i + 1], r[i]) end
+  trim(r)
 end
 for _, r in ipairs(b[5]) do call_chunked('SADD', r[1], nil, r, 2) end
 redis.call('SET', b[6][1], b[6][2])
 return #b[2]
 """
+
+
+class SessionStore(Protocol):
+    """What the interaction processor writes and the recommender reads. Two implementations
+    with the same semantics: Redis (the services) and in memory (the offline evaluation)."""
+
+    def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]: ...
+
+    def popularity_landmark(self) -> int | None: ...
+
+    def write_batch(self, effects: BatchEffects, previous_landmark: int | None) -> None: ...
+
+    def seen(self, user_id: str) -> dict[str, int]: ...
+
+    def covisitation(self, item_id: str, limit: int = 50) -> dict[str, float]: ...
+
+    def popularity(self, limit: int = 100, category: str | None = None) -> dict[str, float]: ...
+
+    def popularity_of(self, item_ids: list[str]) -> dict[str, float]: ...
+
+    def remember_response(self, user_id: str, response: bytes, ttl_s: int) -> None: ...
+
+    def last_response(self, user_id: str) -> bytes | None: ...
+
+
+def covis_trim_above(keep: int) -> int:
+    """A co-visitation set is cut back to `keep` neighbours only once it holds a quarter more:
+    new neighbours get a few batches to gather counts before they compete for a place."""
+    return keep + keep // 4
 
 
 class RedisSessionStore:
@@ -108,17 +140,15 @@ class RedisSessionStore:
             [self.keys.user_state(user), *_flat(_encode_state(state))]
             for user, state in effects.states.items()
         ]
-        seen = []
-        for user, items in effects.seen.items():
-            count = effects.states[user].count
-            crossed = count // _TRIM_EVERY != (count - len(items)) // _TRIM_EVERY
-            seen.append(
-                [
-                    self.keys.user_seen(user),
-                    self._history_cap if crossed else 0,
-                    *_flat({item: t for item, t in items.items()}, score_first=True),
-                ]
-            )
+        seen = [
+            [
+                self.keys.user_seen(user),
+                self._history_cap,
+                self._history_cap,
+                *_flat({item: t for item, t in items.items()}, score_first=True),
+            ]
+            for user, items in effects.seen.items()
+        ]
         increments = self._counter_increments(effects)
         new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
         self._known_categories |= new_categories
@@ -149,13 +179,11 @@ class RedisSessionStore:
             by_key.setdefault(self.keys.category_popularity(category), {})[item] = boost
         for (item, other), count in effects.covisits.items():
             by_key.setdefault(self.keys.covisitation(item), {})[other] = count
-        rows = []
-        for key, increments in by_key.items():
-            trim = (
-                self._covis_max if ":covis:" in key and random.random() < _COVIS_TRIM_CHANCE else 0
-            )
-            rows.append([key, trim, *_flat(increments)])
-        return rows
+        covis_above = covis_trim_above(self._covis_max)
+        return [
+            [key, self._covis_max, covis_above if ":covis:" in key else 0, *_flat(increments)]
+            for key, increments in by_key.items()
+        ]
 
     # Reads used by the query side and by tests.
     def seen(self, user_id: str) -> dict[str, int]:

@@ -1,5 +1,6 @@
-"""One contract every VectorIndex backend must pass: embedded Qdrant (qdrant-edge-py) and the
-Qdrant server API (qdrant-client, in its local mode as the server's stand-in)."""
+"""One contract every VectorIndex backend must pass: embedded Qdrant (qdrant-edge-py), the
+Qdrant server API (qdrant-client, in its local mode as the server's stand-in) and the in-memory
+numpy index the offline evaluation uses."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.qdrant_client_index import QdrantClientIndex
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.stores.vector_index import (
@@ -33,14 +35,16 @@ def _unit(rng: np.random.Generator) -> Vector:
     return v / np.linalg.norm(v)
 
 
-@pytest.fixture(params=["edge", "client-local"])
+@pytest.fixture(params=["edge", "client-local", "memory"])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     name = collection_name("test-model", DIM)
     backend: VectorIndex
     if request.param == "edge":
         backend = QdrantEdgeIndex.open(tmp_path / name, name, DIM)
-    else:
+    elif request.param == "client-local":
         backend = QdrantClientIndex.local(str(tmp_path / "client"), name, DIM)
+    else:
+        backend = InMemoryVectorIndex(name, DIM)
     yield backend
     backend.close()
 

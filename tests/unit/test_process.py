@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from recstream.infra.process import ManagedProcess, has_exited
@@ -24,6 +25,10 @@ def test_a_just_spawned_child_counts_as_alive_before_its_command_line_shows_the_
 def test_stop_ends_our_process_and_removes_the_pid_file(tmp_path: Path) -> None:
     service = ManagedProcess("svc", tmp_path / "svc.pid", tmp_path / "svc.log", "sleep")
     child = service.spawn(["sleep", "30"])
+    deadline = time.monotonic() + 5
+    # Until the child has exec'd, its command line is ours, without the marker (see above).
+    while service.running_pid() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert service.running_pid() == child.pid
     assert service.stop(timeout_s=5)
     assert child.wait(timeout=5) is not None  # it ends (stop may see it mid-exit)

@@ -41,6 +41,20 @@ def test_signals_are_normalised_so_the_weights_mean_what_they_say() -> None:
     assert hybrid_scores([], RankingWeights()).shape == (0,)
 
 
+def test_rescaled_signals_give_the_same_scores() -> None:
+    """Popularity stored against another forward-decay landmark is the same popularity."""
+    v = _unit(1, 0, 0)
+    signals = [(0.2, 3.0, 5.0), (0.4, 0.0, 80.0), (0.1, 9.0, 0.5)]
+    for scale in (1e-6, 3.0, 2.0**40):
+        scaled = [
+            _cand(f"i{n}", v, sim=s, covis=c, pop=p * scale) for n, (s, c, p) in enumerate(signals)
+        ]
+        plain = [_cand(f"i{n}", v, sim=s, covis=c, pop=p) for n, (s, c, p) in enumerate(signals)]
+        np.testing.assert_allclose(
+            hybrid_scores(scaled, RankingWeights()), hybrid_scores(plain, RankingWeights())
+        )
+
+
 def test_equal_similarity_is_broken_by_covisitation_then_popularity() -> None:
     v = _unit(1, 0, 0)
     candidates = [

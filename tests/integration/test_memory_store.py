@@ -1,0 +1,105 @@
+"""The in-memory session store (offline evaluation) against the Redis store (services): the same
+batches must leave the same readable state in both, trimming and popularity rebase included."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
+from recstream.stores.memory_store import InMemorySessionStore
+from recstream.stores.session_store import SessionStore
+from recstream.streams.session import SessionConfig, apply_batch
+from recstream.worker import session_store
+from tests.integration.ingest_helpers import delete_namespace, isolated_settings
+
+HOUR = 3600 * 1000
+ITEMS = [f"item{n}" for n in range(24)]
+TYPES = ["view", "click", "like", "purchase", "dislike", "skip"]
+
+
+def _batches(seed: int = 3) -> list[list[InteractionEvent]]:
+    rng = random.Random(seed)
+    clock = 1_600_000_000_000
+    batches = []
+    for b in range(12):
+        batch = []
+        for n in range(60):
+            clock += rng.choice([1_000, HOUR, 20 * HOUR])  # crosses several popularity half-lives
+            user = f"user{rng.randrange(5)}"
+            item = rng.choice(ITEMS)
+            batch.append(InteractionEvent(f"e{b}-{n}", user, item, rng.choice(TYPES), clock))
+        batches.append(batch)
+    return batches
+
+
+def _replay(store: SessionStore, vectors: dict[str, np.ndarray], config: SessionConfig) -> None:
+    categories = {item: f"cat{n % 3}" for n, item in enumerate(ITEMS)}
+    for batch in _batches():
+        users = {e.user_id for e in batch}
+        previous = store.popularity_landmark()
+        # The landmark moves after 64 popularity half-lives (2 h here): several rebases.
+        newest = max(e.event_time for e in batch)
+        landmark = previous if previous and newest - previous < 64 * 2 * HOUR else newest
+        effects = apply_batch(
+            batch, store.load_states(users), vectors, categories, config, "m", 8, landmark
+        )
+        store.write_batch(effects, previous)
+
+
+def test_memory_store_reads_like_redis_after_the_same_batches(
+    infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(
+        infra,
+        unique,
+        tmp_path,
+        history_cap=6,
+        covis_max_neighbours=4,
+        popularity_half_life_ms=2 * HOUR,
+    )
+    rng = np.random.default_rng(1)
+    vectors = {i: _unit(rng) for i in ITEMS}
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS, covis_window=4, popularity_half_life_ms=2 * HOUR)
+    redis_store = session_store(settings)
+    memory = InMemorySessionStore(6, 4, 2 * HOUR)
+    try:
+        _replay(redis_store, vectors, config)
+        _replay(memory, vectors, config)
+        users = [f"user{u}" for u in range(5)]
+        assert redis_store.popularity_landmark() == memory.popularity_landmark()
+        for user in users:
+            assert redis_store.seen(user) == memory.seen(user)
+            assert len(memory.seen(user)) == 6
+            a, b = redis_store.load_states([user])[user], memory.load_states([user])[user]
+            assert (a.count, a.last_time, a.floor, a.guard_ids, a.recent_items) == (
+                b.count,
+                b.last_time,
+                b.floor,
+                b.guard_ids,
+                b.recent_items,
+            )
+            np.testing.assert_array_equal(a.vector, b.vector)
+        for item in ITEMS:
+            assert redis_store.covisitation(item, 100) == memory.covisitation(item, 100)
+        assert any(len(memory.covisitation(i, 100)) > 4 for i in ITEMS)  # some left to trim
+        assert all(len(memory.covisitation(i, 100)) <= 5 for i in ITEMS)  # 4 + 4 // 4
+        _assert_close(redis_store.popularity(100), memory.popularity(100))
+        _assert_close(redis_store.popularity(100, "cat1"), memory.popularity(100, "cat1"))
+        _assert_close(redis_store.popularity_of(ITEMS), memory.popularity_of(ITEMS))
+    finally:
+        delete_namespace(settings)
+        redis_store.close()
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=8)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _assert_close(a: dict[str, float], b: dict[str, float]) -> None:
+    assert list(a) == list(b)  # same order, ties included
+    np.testing.assert_allclose(list(a.values()), list(b.values()), rtol=1e-12)
