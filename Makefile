@@ -14,10 +14,10 @@ help: ## list every target
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,eval]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## venv + pip install -e '.[dev]', redis-server (apt), Kafka jars (Maven)
+setup: $(STAMP) ## venv + pip install -e '.[dev,eval]', redis-server (apt), Kafka jars (Maven)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
 	@command -v mvn >/dev/null || { apt-get update -qq && apt-get install -y -qq maven; }

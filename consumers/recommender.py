@@ -37,7 +37,7 @@ class UnknownItemError(RecstreamError):
 class QueryConfig:
     weights: RankingWeights = field(default_factory=RankingWeights)
     overfetch: int = 4  # ANN candidates fetched per requested item
-    covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates
+    covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates (0: none)
     covis_per_seed: int = 30
     cache_ttl_s: int = 300
 
@@ -127,7 +127,7 @@ class Recommender:
         state = self._store.load_states([user_id]).get(user_id)
         flt = self._filter(request, self._store.seen(user_id))
         if state is not None and state.vector is not None and np.linalg.norm(state.vector) > 0:
-            anchors = self._anchors(state.recent_items[-self._config.covis_seeds :])
+            anchors = self._anchors(state.recent_items)
             ranked = self._rank_around(request, state.vector, anchors, flt, "personalised")
             return self._top_up(request, ranked, flt), "personalised"
         query = self._preference_vector(request)
@@ -170,7 +170,7 @@ class Recommender:
         strategy: str,
     ) -> list[Ranked]:
         hits = self._index.search(query, request.k * self._config.overfetch, flt, with_vectors=True)
-        covisited = self._covisited(anchors, flt)
+        covisited = self._covisited(anchors[: self._config.covis_seeds], flt)
         candidates = self._candidates(query, anchors, hits, covisited, flt)
         metrics.CANDIDATES.observe(len(candidates))
         return rank(candidates, request.k, self._config.weights, request.diversity, strategy)

@@ -103,6 +103,27 @@ def _demo(settings: Settings, _: argparse.Namespace) -> int:
     return run_demo(settings)
 
 
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream.evaluation.run import EvalOptions, run_eval
+    from recstream.worker import load_embedder
+
+    options = EvalOptions(
+        datasets=tuple(args.dataset or ("movielens", "restaurant")),
+        splits=tuple(args.split or ("last-n", "global")),
+        out=args.out,
+        data_dir=args.data_dir,
+        holdout=args.holdout,
+        cutoff=args.cutoff,
+        tune=not args.no_tune,
+        live_users=args.live,
+    )
+    report, live_ok = run_eval(settings, options, load_embedder(settings))
+    print(f"report: {report} (results.json and plots beside it)")
+    if not live_ok:
+        print("live check: the real path gave other lists than the offline one", file=sys.stderr)
+    return 0 if live_ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recstream",
@@ -159,6 +180,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole job on MovieLens (what `make demo` runs)")
     demo.set_defaults(handlers={None: _demo}, action=None)
+
+    evaluation = commands.add_parser(
+        "eval", help="offline quality against baselines, report and plots (docs/evaluation.md)"
+    )
+    evaluation.add_argument(
+        "--dataset",
+        action="append",
+        choices=("movielens", "restaurant"),
+        help="repeatable (default: both)",
+    )
+    evaluation.add_argument(
+        "--split", action="append", choices=("last-n", "global"), help="repeatable (default: both)"
+    )
+    evaluation.add_argument(
+        "--data-dir", type=Path, help="the dataset's folder (default: ../shared/datasets/...)"
+    )
+    evaluation.add_argument("--out", type=Path, default=Path("reports/eval"), help="report folder")
+    evaluation.add_argument(
+        "--holdout", type=float, default=0.2, help="last-n: share of each user's events held out"
+    )
+    evaluation.add_argument(
+        "--cutoff", type=float, default=0.8, help="global: time quantile where training ends"
+    )
+    evaluation.add_argument(
+        "--no-tune", action="store_true", help="defaults instead of tuning on validation"
+    )
+    evaluation.add_argument(
+        "--live",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="also run this many users through the real topics and worker (needs `make up`) "
+        "and check their lists equal the offline ones",
+    )
+    evaluation.set_defaults(handlers={None: _eval}, action=None)
 
     produce = commands.add_parser("produce", help="publish events from a JSON-lines or CSV file")
     kinds = produce.add_subparsers(dest="action", required=True, metavar="KIND")

@@ -60,3 +60,29 @@ def _verify(folder: Path) -> None:
                 f"{folder / name}: sha256 {actual} is not the expected {expected} (GroupLens calls "
                 "ml-latest-small a development dataset that may change); set RECSTREAM_DATASET_DIR"
             )
+
+
+RESTAURANT_SHARED_COPY = Path("../shared/datasets/restaurant-consumer")
+RESTAURANT_SOURCE = "https://archive.ics.uci.edu/dataset/232/restaurant+consumer+data"
+# sha256 of the UCI "RCdata" files the restaurant evaluation reads.
+RESTAURANT_SHA256 = {
+    "rating_final.csv": "fc994ea4e872365fc63e7f0bc970b36f86edeb4e80218d6a674a3d0e51181901",
+    "geoplaces2.csv": "4eff7a908fd21a95a6058fbecf6143ebda31bec1ff5b726d9a23a486d6eaac5c",
+    "chefmozcuisine.csv": "70fb1c59250039f00792b49d1c38e64c424935288f10564c463797dc828d533a",
+}
+
+
+def restaurant_dir(explicit: Path | None) -> Path:
+    """The folder holding the restaurant-consumer CSVs: explicit, else the shared copy. No
+    download: UCI serves it behind a web page, so a missing folder is an error saying where."""
+    folder = explicit or RESTAURANT_SHARED_COPY
+    if not (folder / "rating_final.csv").exists():
+        raise RecstreamError(
+            f"no restaurant dataset at {folder}: download RCdata from {RESTAURANT_SOURCE} and "
+            "pass its folder with --data-dir"
+        )
+    for name, expected in RESTAURANT_SHA256.items():
+        actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        if actual != expected:
+            raise RecstreamError(f"{folder / name}: sha256 {actual} is not the expected {expected}")
+    return folder

@@ -5,20 +5,16 @@ as interaction events in time order, waits until the worker has applied them, th
 recommendations for a few users and for movies like Toy Story, and prints them with reasons.
 Run twice, it is fast: unchanged movies are not embedded again and replayed ratings are duplicates.
 
-Ratings become event types (docs/demo.md): 4.5-5 like, 3.5-4 click, 2.5-3 view, 1.5-2 skip,
-0.5-1 dislike.
+Ratings become event types as recstream/movielens.py says (docs/demo.md).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -30,77 +26,16 @@ from recstream.datasets import movielens_dir
 from recstream.errors import RecstreamError
 from recstream.infra import topics
 from recstream.metrics_probe import metric_total
-from recstream.schemas.events import CatalogEvent, InteractionEvent
+from recstream.movielens import movie_events, rating_events, rows
 from recstream.settings import Settings
 
-CATALOG_TIME_MS = 1_537_920_000_000  # 2018-09-26, when the dataset was generated
 DEMO_USERS = ("1", "414", "599")
 STALL_TIMEOUT_S = 180  # model loading and group joins fit well inside this
 CATALOG_DONE = ("embedded", "unchanged", "payload_updated", "stale", "superseded", "dead_lettered")
 INTERACTIONS_DONE = ("applied", "duplicate", "too_late", "dead_lettered")
 
 
-def rating_event_type(rating: float) -> str:
-    """MovieLens stars (0.5-5) as interaction events."""
-    if rating >= 4.5:
-        return "like"
-    if rating >= 3.5:
-        return "click"
-    if rating >= 2.5:
-        return "view"
-    if rating >= 1.5:
-        return "skip"
-    return "dislike"
-
-
-def _rows(path: Path) -> Iterator[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)
-
-
-def movie_events(folder: Path) -> list[CatalogEvent]:
-    """Movies with their genres and the users' most frequent tags as item text."""
-    tags: dict[str, Counter[str]] = defaultdict(Counter)
-    for row in _rows(folder / "tags.csv"):
-        tags[row["movieId"]][row["tag"].strip().lower()[:64]] += 1
-    events = []
-    for row in _rows(folder / "movies.csv"):
-        genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
-        user_tags = [t for t, _ in tags[row["movieId"]].most_common(8) if t and t not in genres]
-        events.append(
-            CatalogEvent(
-                f"ml-movie-{row['movieId']}",
-                f"m{row['movieId']}",
-                "upsert",
-                CATALOG_TIME_MS,
-                title=row["title"][:512],
-                category=genres[0] if genres else None,
-                tags=tuple(dict.fromkeys(genres + user_tags)),
-                attributes={"genres": ", ".join(genres)},
-            )
-        )
-    return events
-
-
-def rating_events(folder: Path) -> list[InteractionEvent]:
-    """Ratings in time order as interaction events."""
-    events = [
-        InteractionEvent(
-            f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}",
-            f"u{row['userId']}",
-            f"m{row['movieId']}",
-            rating_event_type(float(row["rating"])),
-            int(row["timestamp"]) * 1000,
-        )
-        for row in _rows(folder / "ratings.csv")
-    ]
-    events.sort(key=lambda e: e.event_time)
-    return events
-
-
-def _publish(
-    settings: Settings, topic: str, records: list[tuple[bytes, bytes]], label: str
-) -> None:
+def publish(settings: Settings, topic: str, records: list[tuple[bytes, bytes]], label: str) -> None:
     producer = Producer(
         settings.kafka_client_config() | {"linger.ms": 20, "enable.idempotence": True}
     )
@@ -115,7 +50,7 @@ def _publish(
         raise RecstreamError(f"could not publish all {label} events")
 
 
-def _wait_for(
+def wait_for(
     worker: subprocess.Popen[bytes],
     port: int,
     metric: str,
@@ -139,7 +74,7 @@ def _wait_for(
             time.sleep(0.5)
 
 
-def _start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
+def start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
     log = settings.state_dir.resolve() / "demo-worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
@@ -155,7 +90,7 @@ def _start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
 
 
 def _show(settings: Settings, client: RecClient, folder: Path) -> None:
-    titles = {f"m{r['movieId']}": r["title"] for r in _rows(folder / "movies.csv")}
+    titles = {f"m{r['movieId']}": r["title"] for r in rows(folder / "movies.csv")}
     for user in DEMO_USERS:
         response = client.recommend(f"u{user}", k=10)
         print(f"\nRecommendations for user {user}:")
@@ -177,15 +112,15 @@ def run_demo(settings: Settings) -> int:
     print(f"MovieLens from {folder}")
     movies, ratings = movie_events(folder), rating_events(folder)
     topics.ensure_topics(settings, topics.planned_topics(settings))
-    worker, log = _start_worker(settings)
+    worker, log = start_worker(settings)
     try:
-        _publish(
+        publish(
             settings,
             settings.topic_catalog,
             [(e.item_id.encode(), e.to_json()) for e in movies],
             "movies",
         )
-        _wait_for(
+        wait_for(
             worker,
             settings.metrics_port,
             "recstream_catalog_events_total",
@@ -194,13 +129,13 @@ def run_demo(settings: Settings) -> int:
             "movies",
             log,
         )
-        _publish(
+        publish(
             settings,
             settings.topic_interactions,
             [(e.user_id.encode(), e.to_json()) for e in ratings],
             "ratings",
         )
-        _wait_for(
+        wait_for(
             worker,
             settings.metrics_port,
             "recstream_interactions_events_total",

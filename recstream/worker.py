@@ -69,6 +69,15 @@ def session_store(settings: Settings) -> RedisSessionStore:
     )
 
 
+def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(
+        settings.resolved_model_path,
+        model_id_for(settings.model_path),
+        threads=settings.embed_threads,
+        batch_size=settings.embed_batch_size,
+    )
+
+
 @dataclass
 class Runtime:
     """The adapters one worker process shares between its roles."""
@@ -83,12 +92,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        embedder = SentenceTransformerEmbedder(
-            settings.resolved_model_path,
-            model_id_for(settings.model_path),
-            threads=settings.embed_threads,
-            batch_size=settings.embed_batch_size,
-        )
+        embedder = load_embedder(settings)
         index = open_vector_index(settings, embedder.model_id, embedder.dimension)
         return cls(
             settings,

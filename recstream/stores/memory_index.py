@@ -50,9 +50,7 @@ class InMemoryVectorIndex:
             if row is None:
                 row = self._new_row()
                 self._rows[payload.item_id] = row
-            norm = float(np.linalg.norm(vector))
-            # Cosine distance, as in Qdrant: vectors are stored normalised.
-            self._matrix[row] = vector / norm if norm > 0 else vector
+            self._matrix[row] = _unit(vector)
             self._store_payload(row, payload)
 
     def _store_payload(self, row: int, payload: ItemPayload | None) -> None:
@@ -106,8 +104,7 @@ class InMemoryVectorIndex:
         allowed = self._allowed_rows(flt)
         if limit <= 0 or not allowed.any():
             return []
-        norm = float(np.linalg.norm(vector))
-        query = (vector / norm if norm > 0 else vector).astype(np.float32)
+        query = _unit(vector)
         scores = np.where(allowed, self._matrix[: len(self._payloads)] @ query, -np.inf)
         count = min(limit, int(allowed.sum()))
         top = np.argpartition(-scores, count - 1)[:count]
@@ -136,8 +133,21 @@ class InMemoryVectorIndex:
     def count(self) -> int:
         return len(self._rows)
 
+    def item_ids(self) -> list[str]:
+        """Every stored item, sorted."""
+        return sorted(self._rows)
+
     def close(self) -> None:
         """Nothing to flush: the index lives only in this process."""
+
+
+def _unit(vector: Vector) -> Vector:
+    """Cosine distance, as in Qdrant: vectors are stored normalised. One already of unit length
+    (as Qdrant returns them) is kept bit for bit, so vectors read from Qdrant round-trip exactly."""
+    norm = float(np.linalg.norm(vector))
+    if norm == 0 or abs(norm - 1.0) < 1e-6:
+        return vector.astype(np.float32)
+    return (vector / norm).astype(np.float32)
 
 
 def _with_availability(payload: ItemPayload, available: bool, updated_ms: int) -> ItemPayload:

@@ -1,0 +1,1 @@
+"""`recstream eval`: offline quality on real data against baselines (docs/evaluation.md)."""

@@ -1,0 +1,241 @@
+"""One evaluation: a dataset, a split, every method, every metric. Hyper-parameters are tuned on a
+validation split cut from the training events in the same way, never on the test split."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recstream.consumers.ranking import RankingWeights
+from recstream.evaluation import metrics
+from recstream.evaluation.baselines import (
+    ImplicitALS,
+    Interactions,
+    ItemKNN,
+    MostPopular,
+    training_counts,
+)
+from recstream.evaluation.data import EvalDataset
+from recstream.evaluation.split import Split
+from recstream.evaluation.system import Variant, embed_catalog, recommend_all, replay
+from recstream.stores.memory_index import InMemoryVectorIndex
+from recstream.stores.memory_store import InMemorySessionStore
+from recstream.streams.embedder import Embedder
+from recstream.streams.session import SessionConfig
+
+Lists = dict[str, list[str]]
+HOUR_MS = 3600 * 1000
+BUCKETS = (("cold", 0, 5), ("warm", 5, 50), ("heavy", 50, None))  # training events per user
+HALF_LIVES_MS = (HOUR_MS, 24 * HOUR_MS, 30 * 24 * HOUR_MS)
+WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)
+ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 10.0)}
+SplitFunction = Callable[[Sequence[Any]], Split]
+
+
+@dataclass(frozen=True)
+class Tuned:
+    half_life_ms: int
+    weights: RankingWeights
+    diversity: float
+    als: dict[str, float]
+    validation_ndcg10: dict[str, float]
+
+
+@dataclass
+class Context:
+    """What every method of one split shares."""
+
+    split: Split
+    index: InMemoryVectorIndex
+    session: SessionConfig
+    k: int
+    users: list[str]  # test users (with relevant items), sorted
+
+
+def _score(lists: Lists, relevant: Mapping[str, set[str]], k: int) -> float:
+    values = [metrics.ndcg_at(lists[u], relevant[u], k) for u in relevant]
+    return float(np.mean(values)) if values else 0.0
+
+
+def system_lists(ctx: Context, half_life_ms: int, variants: Sequence[Variant]) -> dict[str, Lists]:
+    store = InMemorySessionStore(popularity_half_life_ms=ctx.session.popularity_half_life_ms)
+    replay(ctx.split.train, ctx.index, store, replace(ctx.session, half_life_ms=half_life_ms))
+    return {v.name: recommend_all(ctx.index, store, ctx.users, ctx.k, v) for v in variants}
+
+
+def _weight_grid() -> list[RankingWeights]:
+    grid = itertools.product(WEIGHT_STEPS, repeat=3)
+    return [RankingWeights(*w) for w in grid if abs(sum(w) - 1.0) < 1e-9]
+
+
+def tune(ctx: Context, data: Interactions) -> Tuned:
+    """Grid search on the validation context, one stage at a time: session half-life, then the
+    score weights (plain score order), then the MMR lambda; then ALS's own grid."""
+    default = Variant("default", RankingWeights(), 0.7)
+    by_half_life = {
+        h: _score(system_lists(ctx, h, [default])["default"], ctx.split.relevant, 10)
+        for h in HALF_LIVES_MS
+    }
+    half_life = max(by_half_life, key=lambda h: by_half_life[h])
+    grid = [Variant(f"w{n}", w, 1.0) for n, w in enumerate(_weight_grid())]
+    lists = system_lists(ctx, half_life, grid)
+    by_weights = {v: _score(lists[v.name], ctx.split.relevant, 10) for v in grid}
+    best = max(grid, key=lambda v: by_weights[v])
+    lambdas = [Variant(f"l{x}", best.weights, x) for x in LAMBDAS]
+    lists = system_lists(ctx, half_life, lambdas)
+    by_lambda = {v.diversity: _score(lists[v.name], ctx.split.relevant, 10) for v in lambdas}
+    diversity = max(by_lambda, key=lambda x: by_lambda[x])
+    als, als_score = _tune_als(ctx, data)
+    return Tuned(
+        half_life,
+        best.weights,
+        diversity,
+        als,
+        {"hybrid": by_lambda[diversity], "als": als_score},
+    )
+
+
+def _tune_als(ctx: Context, data: Interactions) -> tuple[dict[str, float], float]:
+    best: tuple[float, dict[str, float]] = (-1.0, {})
+    for values in itertools.product(*ALS_GRID.values()):
+        params = dict(zip(ALS_GRID, values, strict=True))
+        model = ImplicitALS(
+            data,
+            factors=int(params["factors"]),
+            regularization=params["regularization"],
+            alpha=params["alpha"],
+        )
+        score = _score({u: model.recommend(u, ctx.k) for u in ctx.users}, ctx.split.relevant, 10)
+        if score > best[0]:
+            best = (score, params)
+    return best[1], best[0]
+
+
+def _variants(tuned: Tuned) -> list[Variant]:
+    w = tuned.weights
+    return [
+        Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False),
+        Variant("hybrid (defaults)", RankingWeights(), 0.7),
+        Variant("hybrid", w, tuned.diversity),
+        Variant(
+            "hybrid - covis",
+            RankingWeights(w.similarity, 0.0, w.popularity),
+            tuned.diversity,
+            covis_candidates=False,
+        ),
+        Variant("hybrid - popularity", replace(w, popularity=0.0), tuned.diversity),
+        Variant("hybrid - MMR", w, 1.0),
+    ]
+
+
+def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists]:
+    popular, knn = MostPopular(data), ItemKNN(data)
+    als = ImplicitALS(
+        data,
+        factors=int(tuned.als["factors"]),
+        regularization=tuned.als["regularization"],
+        alpha=tuned.als["alpha"],
+    )
+    lists: dict[str, Lists] = {
+        "popular": {u: popular.recommend(u, ctx.k) for u in ctx.users},
+        "item-kNN": {u: knn.recommend(u, ctx.k) for u in ctx.users},
+        "ALS": {u: als.recommend(u, ctx.k) for u in ctx.users},
+    }
+    lambda_curve = [
+        Variant(f"hybrid lambda={x}", tuned.weights, x)
+        for x in LAMBDAS
+        if x not in (tuned.diversity, 1.0)  # those two are "hybrid" and "hybrid - MMR"
+    ]
+    lists |= system_lists(ctx, tuned.half_life_ms, _variants(tuned) + lambda_curve)
+    return lists
+
+
+def _bucket(history: int) -> str:
+    for name, low, high in BUCKETS:
+        if history >= low and (high is None or history < high):
+            return name
+    raise AssertionError(history)
+
+
+def measure(ctx: Context, lists: Lists, vectors: Mapping[str, Any]) -> dict[str, Any]:
+    """Accuracy at 10 and 20 (prefixes of one list of 20), beyond-accuracy at 10, per bucket."""
+    relevant = ctx.split.relevant
+    result: dict[str, Any] = {}
+    for k in (10, 20):
+        per_user = [metrics.user_accuracy(lists[u], relevant[u], k) for u in ctx.users]
+        result[f"@{k}"] = {
+            name: float(np.mean([m[name] for m in per_user if m is not None]))
+            for name in metrics.ACCURACY
+        }
+    top10 = [lists[u][:10] for u in ctx.users]
+    counts = training_counts(ctx.split.train)
+    result["coverage@10"] = metrics.catalog_coverage(top10, ctx.index.count())
+    result["diversity@10"] = metrics.intra_list_diversity(top10, vectors)
+    result["novelty@10"] = metrics.novelty(top10, counts, len(ctx.split.history))
+    result["buckets"] = {}
+    for name, _, _ in BUCKETS:
+        users = [u for u in ctx.users if _bucket(ctx.split.history[u]) == name]
+        if users:
+            ndcg = [metrics.ndcg_at(lists[u], relevant[u], 10) for u in users]
+            result["buckets"][name] = {"users": len(users), "ndcg@10": float(np.mean(ndcg))}
+    return result
+
+
+def evaluate(
+    dataset: EvalDataset,
+    split_function: SplitFunction,
+    session: SessionConfig,
+    embedder: Embedder,
+    cache_dir: Path,
+    tune_on_validation: bool = True,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    split = split_function(dataset.events)
+    index = embed_catalog(dataset.catalog(split.visible), embedder, cache_dir)
+    catalog = index.item_ids()
+    test = Context(split, index, session, 20, sorted(split.relevant))
+    tuned = _defaults(session)
+    if tune_on_validation:
+        validation = split_function(split.train)
+        val_ctx = Context(validation, index, session, 20, sorted(validation.relevant))
+        tuned = tune(val_ctx, Interactions.build(validation.train, catalog, session.weights))
+    data = Interactions.build(split.train, catalog, session.weights)
+    lists = all_lists(test, data, tuned)
+    vectors = {i: r.vector for i, r in index.retrieve(catalog).items()}
+    return {
+        "dataset": dataset.name,
+        "split": split.name,
+        "train_events": len(split.train),
+        "test_users": len(test.users),
+        "catalog": index.count(),
+        "tuned": {
+            "half_life_h": tuned.half_life_ms / HOUR_MS,
+            "weights": [
+                tuned.weights.similarity,
+                tuned.weights.covisitation,
+                tuned.weights.popularity,
+            ],
+            "lambda": tuned.diversity,
+            "als": tuned.als,
+            "validation_ndcg@10": tuned.validation_ndcg10,
+        },
+        "methods": {name: measure(test, found, vectors) for name, found in lists.items()},
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _defaults(session: SessionConfig) -> Tuned:
+    return Tuned(
+        session.half_life_ms,
+        RankingWeights(),
+        0.7,
+        {"factors": 64, "regularization": 0.05, "alpha": 10.0},
+        {},
+    )

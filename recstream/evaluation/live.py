@@ -1,0 +1,174 @@
+"""`recstream eval --live N`: the offline path checked against the real one. N test users' training
+events and the items they touch go through the real topics into a real worker (Kafka, Redis,
+embedded Qdrant); their recommendations come back through the request topic. The same events are
+then replayed offline over the worker's own item vectors (read from its index once it stopped),
+and both lists must be the same for every user."""
+
+from __future__ import annotations
+
+import random
+import signal
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from recstream.consumers.client import RecClient
+from recstream.consumers.ranking import RankingWeights
+from recstream.demo import CATALOG_DONE, INTERACTIONS_DONE, publish, start_worker, wait_for
+from recstream.errors import RecstreamError
+from recstream.evaluation.data import EvalDataset
+from recstream.evaluation.split import Split
+from recstream.evaluation.system import Variant, recommend_all, replay
+from recstream.infra import topics
+from recstream.schemas.events import CatalogEvent, InteractionEvent
+from recstream.settings import Settings
+from recstream.stores.memory_index import InMemoryVectorIndex
+from recstream.stores.memory_store import InMemorySessionStore
+from recstream.stores.vector_index import VectorIndex, open_vector_index
+from recstream.streams.embedder import Embedder
+from recstream.worker import session_config, session_store
+
+K = 10
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    users: list[str]
+    live: dict[str, list[str]]
+    offline: dict[str, list[str]]
+
+    @property
+    def mismatched(self) -> list[str]:
+        return [u for u in self.users if self.live[u] != self.offline[u]]
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "users": len(self.users),
+            "same_lists": len(self.users) - len(self.mismatched),
+            "mismatched": {u: [self.live[u], self.offline[u]] for u in self.mismatched},
+        }
+
+
+def sample(
+    dataset: EvalDataset, split: Split, users: int, seed: int = 11
+) -> tuple[list[str], list[InteractionEvent], list[CatalogEvent]]:
+    """`users` test users (seeded), their training events and the items those touch."""
+    chosen = sorted(
+        random.Random(seed).sample(sorted(split.relevant), min(users, len(split.relevant)))
+    )
+    wanted = set(chosen)
+    events = [e for e in split.train if e.user_id in wanted]
+    touched = {e.item_id for e in events} | {i for u in chosen for i in split.relevant[u]}
+    items = [c for c in dataset.catalog(split.visible) if c.item_id in touched]
+    return chosen, events, items
+
+
+def check_live(
+    base: Settings,
+    dataset: EvalDataset,
+    split: Split,
+    users: int,
+    embedder: Embedder,
+    timeout_s: float = 30.0,
+) -> LiveCheck:
+    chosen, events, items = sample(dataset, split, users)
+    prefix = f"eval-live-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="recstream-live-") as tmp:
+        settings = base.isolated(prefix, qdrant_path=Path(tmp) / "qdrant", state_dir=Path(tmp))
+        names = [spec.name for spec in topics.planned_topics(settings)]
+        topics.ensure_topics(settings, topics.planned_topics(settings))
+        try:
+            live = _run_live(settings, chosen, events, items, timeout_s)
+            served = open_vector_index(settings, embedder.model_id, embedder.dimension)
+            try:
+                offline = _run_offline(settings, served, chosen, events, [c.item_id for c in items])
+            finally:
+                served.close()
+        finally:
+            topics.delete_topics(settings, names)
+            store = session_store(settings)
+            store.delete_namespace()
+            store.close()
+    return LiveCheck(chosen, live, offline)
+
+
+def _served_variant(settings: Settings) -> Variant:
+    weights = RankingWeights(
+        settings.rank_weight_similarity,
+        settings.rank_weight_covisitation,
+        settings.rank_weight_popularity,
+    )
+    return Variant("served", weights, 0.7)
+
+
+def _run_live(
+    settings: Settings,
+    users: Sequence[str],
+    events: Sequence[InteractionEvent],
+    items: Sequence[CatalogEvent],
+    timeout_s: float,
+) -> dict[str, list[str]]:
+    if not settings.metrics_port:
+        raise RecstreamError("--live watches the worker's metrics: set RECSTREAM_METRICS_PORT")
+    worker, log = start_worker(settings)
+    try:
+        publish(
+            settings,
+            settings.topic_catalog,
+            [(c.item_id.encode(), c.to_json()) for c in items],
+            "items",
+        )
+        wait_for(
+            worker,
+            settings.metrics_port,
+            "recstream_catalog_events_total",
+            CATALOG_DONE,
+            len(items),
+            "items",
+            log,
+        )
+        publish(
+            settings,
+            settings.topic_interactions,
+            [(e.user_id.encode(), e.to_json()) for e in events],
+            "events",
+        )
+        wait_for(
+            worker,
+            settings.metrics_port,
+            "recstream_interactions_events_total",
+            INTERACTIONS_DONE,
+            len(events),
+            "events",
+            log,
+        )
+        diversity = _served_variant(settings).diversity
+        with RecClient(settings, timeout_s=timeout_s) as client:
+            return {
+                u: [i.item_id for i in client.recommend(u, K, diversity=diversity).items]
+                for u in users
+            }
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+
+def _run_offline(
+    settings: Settings,
+    served: VectorIndex,
+    users: Sequence[str],
+    events: Sequence[InteractionEvent],
+    item_ids: list[str],
+) -> dict[str, list[str]]:
+    """The offline path over the item vectors the worker stored (the same state)."""
+    index = InMemoryVectorIndex(served.collection, served.dimension)
+    records = served.retrieve(item_ids, with_vectors=True)
+    index.upsert([(r.payload, r.vector) for r in records.values() if r.vector is not None])
+    config = session_config(settings)
+    store = InMemorySessionStore(
+        settings.history_cap, settings.covis_max_neighbours, config.popularity_half_life_ms
+    )
+    replay(events, index, store, config)
+    return recommend_all(index, store, users, K, _served_variant(settings))
