@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test test-unit test-integration lint format bench demo clean
+.PHONY: help setup up down status test test-unit test-integration lint format bench demo eval clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -59,5 +59,8 @@ bench: up ## benchmarks (raw Kafka baseline, ingest, serving); record results in
 demo: up ## the main job on MovieLens: worker, catalog + ratings through Kafka, recommendations printed
 	$(BIN)/recstream demo
 
+eval: up ## offline quality vs baselines on MovieLens + restaurants, with the live check (docs/evaluation.md)
+	$(BIN)/recstream eval --live 20 --out reports/eval
+
 clean: down ## remove the venv and all local state (Kafka data, Redis AOF, Qdrant)
-	rm -rf $(VENV) .state
+	rm -rf $(VENV) .state reports

@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     rank_weight_covisitation: float = Field(0.3, ge=0)
     rank_weight_popularity: float = Field(0.1, ge=0)
     query_max_queue_ms: int = Field(2000, ge=1)
+    covis_per_seed: int = Field(30, ge=1, le=1000)  # co-visited neighbours read per recent item
     min_event_time_ms: int = Field(631_152_000_000, ge=0)
     max_clock_skew_ms: int = Field(5 * 60 * 1000, ge=0)
 

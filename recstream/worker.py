@@ -199,7 +199,8 @@ def recommender(runtime: Runtime) -> Recommender:
         settings.rank_weight_covisitation,
         settings.rank_weight_popularity,
     )
-    return Recommender(runtime.index, runtime.store, runtime.embedder, QueryConfig(weights=weights))
+    config = QueryConfig(weights=weights, covis_per_seed=settings.covis_per_seed)
+    return Recommender(runtime.index, runtime.store, runtime.embedder, config)
 
 
 def _add_query_loop(app: faust.App, runtime: Runtime) -> None:

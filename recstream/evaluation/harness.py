@@ -33,6 +33,8 @@ Lists = dict[str, list[str]]
 HOUR_MS = 3600 * 1000
 BUCKETS = (("cold", 0, 5), ("warm", 5, 50), ("heavy", 50, None))  # training events per user
 HALF_LIVES_MS = (HOUR_MS, 24 * HOUR_MS, 30 * 24 * HOUR_MS)
+COVIS_WINDOWS = (5, 20)  # recent items each new one is counted as co-visited with
+COVIS_PER_SEED = (30, 60, 120)  # co-visited neighbours read per recent item
 WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)
 ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 10.0)}
@@ -41,9 +43,8 @@ SplitFunction = Callable[[Sequence[Any]], Split]
 
 @dataclass(frozen=True)
 class Tuned:
-    half_life_ms: int
-    weights: RankingWeights
-    diversity: float
+    session: SessionConfig  # half-life and co-visitation window
+    hybrid: Variant  # weights, MMR lambda, neighbours per seed
     als: dict[str, float]
     validation_ndcg10: dict[str, float]
 
@@ -64,10 +65,22 @@ def _score(lists: Lists, relevant: Mapping[str, set[str]], k: int) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
-def system_lists(ctx: Context, half_life_ms: int, variants: Sequence[Variant]) -> dict[str, Lists]:
-    store = InMemorySessionStore(popularity_half_life_ms=ctx.session.popularity_half_life_ms)
-    replay(ctx.split.train, ctx.index, store, replace(ctx.session, half_life_ms=half_life_ms))
+def system_lists(
+    ctx: Context, session: SessionConfig, variants: Sequence[Variant]
+) -> dict[str, Lists]:
+    """Replay the training events with these session settings, then every variant's lists."""
+    store = InMemorySessionStore(popularity_half_life_ms=session.popularity_half_life_ms)
+    replay(ctx.split.train, ctx.index, store, session)
     return {v.name: recommend_all(ctx.index, store, ctx.users, ctx.k, v) for v in variants}
+
+
+def _best(
+    ctx: Context, session: SessionConfig, variants: Sequence[Variant]
+) -> tuple[Variant, float]:
+    lists = system_lists(ctx, session, variants)
+    scores = {v.name: _score(lists[v.name], ctx.split.relevant, 10) for v in variants}
+    best = max(variants, key=lambda v: scores[v.name])  # the first of equals: grids go simple first
+    return best, scores[best.name]
 
 
 def _weight_grid() -> list[RankingWeights]:
@@ -76,30 +89,25 @@ def _weight_grid() -> list[RankingWeights]:
 
 
 def tune(ctx: Context, data: Interactions) -> Tuned:
-    """Grid search on the validation context, one stage at a time: session half-life, then the
-    score weights (plain score order), then the MMR lambda; then ALS's own grid."""
+    """Grid search on the validation context, one stage at a time: the session settings
+    (half-life, co-visitation window), the score weights (plain score order), the co-visited
+    neighbours read per seed, the MMR lambda; then ALS's own grid."""
     default = Variant("default", RankingWeights(), 0.7)
-    by_half_life = {
-        h: _score(system_lists(ctx, h, [default])["default"], ctx.split.relevant, 10)
+    sessions = [
+        replace(ctx.session, half_life_ms=h, covis_window=w)
         for h in HALF_LIVES_MS
-    }
-    half_life = max(by_half_life, key=lambda h: by_half_life[h])
+        for w in COVIS_WINDOWS
+    ]
+    by_session = {n: _best(ctx, s, [default])[1] for n, s in enumerate(sessions)}
+    session = sessions[max(by_session, key=lambda n: by_session[n])]
     grid = [Variant(f"w{n}", w, 1.0) for n, w in enumerate(_weight_grid())]
-    lists = system_lists(ctx, half_life, grid)
-    by_weights = {v: _score(lists[v.name], ctx.split.relevant, 10) for v in grid}
-    best = max(grid, key=lambda v: by_weights[v])
-    lambdas = [Variant(f"l{x}", best.weights, x) for x in LAMBDAS]
-    lists = system_lists(ctx, half_life, lambdas)
-    by_lambda = {v.diversity: _score(lists[v.name], ctx.split.relevant, 10) for v in lambdas}
-    diversity = max(by_lambda, key=lambda x: by_lambda[x])
+    best, _ = _best(ctx, session, grid)
+    reads = [replace(best, name=f"r{n}", covis_per_seed=n) for n in COVIS_PER_SEED]
+    best, _ = _best(ctx, session, reads)
+    lambdas = [replace(best, name=f"l{x}", diversity=x) for x in LAMBDAS]
+    best, score = _best(ctx, session, lambdas)
     als, als_score = _tune_als(ctx, data)
-    return Tuned(
-        half_life,
-        best.weights,
-        diversity,
-        als,
-        {"hybrid": by_lambda[diversity], "als": als_score},
-    )
+    return Tuned(session, replace(best, name="hybrid"), als, {"hybrid": score, "als": als_score})
 
 
 def _tune_als(ctx: Context, data: Interactions) -> tuple[dict[str, float], float]:
@@ -119,19 +127,20 @@ def _tune_als(ctx: Context, data: Interactions) -> tuple[dict[str, float], float
 
 
 def _variants(tuned: Tuned) -> list[Variant]:
-    w = tuned.weights
+    """The tuned hybrid, its ablations and its MMR curve (all on the tuned session settings)."""
+    hybrid = tuned.hybrid
+    w = hybrid.weights
+    no_covis = RankingWeights(w.similarity, 0.0, w.popularity)
     return [
-        Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False),
-        Variant("hybrid (defaults)", RankingWeights(), 0.7),
-        Variant("hybrid", w, tuned.diversity),
-        Variant(
-            "hybrid - covis",
-            RankingWeights(w.similarity, 0.0, w.popularity),
-            tuned.diversity,
-            covis_candidates=False,
+        hybrid,
+        replace(hybrid, name="hybrid - covis", weights=no_covis, covis_candidates=False),
+        replace(hybrid, name="hybrid - popularity", weights=replace(w, popularity=0.0)),
+        replace(hybrid, name="hybrid - MMR", diversity=1.0),
+        *(
+            replace(hybrid, name=f"hybrid lambda={x}", diversity=x)
+            for x in LAMBDAS
+            if x not in (hybrid.diversity, 1.0)  # those two are "hybrid" and "hybrid - MMR"
         ),
-        Variant("hybrid - popularity", replace(w, popularity=0.0), tuned.diversity),
-        Variant("hybrid - MMR", w, 1.0),
     ]
 
 
@@ -148,12 +157,13 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists
         "item-kNN": {u: knn.recommend(u, ctx.k) for u in ctx.users},
         "ALS": {u: als.recommend(u, ctx.k) for u in ctx.users},
     }
-    lambda_curve = [
-        Variant(f"hybrid lambda={x}", tuned.weights, x)
-        for x in LAMBDAS
-        if x not in (tuned.diversity, 1.0)  # those two are "hybrid" and "hybrid - MMR"
+    # Content-only and the shipped defaults run on the default session settings.
+    untuned = [
+        Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False),
+        Variant("hybrid (defaults)", RankingWeights(), 0.7),
     ]
-    lists |= system_lists(ctx, tuned.half_life_ms, _variants(tuned) + lambda_curve)
+    lists |= system_lists(ctx, ctx.session, untuned)
+    lists |= system_lists(ctx, tuned.session, _variants(tuned))
     return lists
 
 
@@ -216,13 +226,15 @@ def evaluate(
         "test_users": len(test.users),
         "catalog": index.count(),
         "tuned": {
-            "half_life_h": tuned.half_life_ms / HOUR_MS,
+            "half_life_h": tuned.session.half_life_ms / HOUR_MS,
+            "covis_window": tuned.session.covis_window,
             "weights": [
-                tuned.weights.similarity,
-                tuned.weights.covisitation,
-                tuned.weights.popularity,
+                tuned.hybrid.weights.similarity,
+                tuned.hybrid.weights.covisitation,
+                tuned.hybrid.weights.popularity,
             ],
-            "lambda": tuned.diversity,
+            "covis_per_seed": tuned.hybrid.covis_per_seed,
+            "lambda": tuned.hybrid.diversity,
             "als": tuned.als,
             "validation_ndcg@10": tuned.validation_ndcg10,
         },
@@ -233,9 +245,8 @@ def evaluate(
 
 def _defaults(session: SessionConfig) -> Tuned:
     return Tuned(
-        session.half_life_ms,
-        RankingWeights(),
-        0.7,
+        session,
+        Variant("hybrid", RankingWeights(), 0.7),
         {"factors": 64, "regularization": 0.05, "alpha": 10.0},
         {},
     )

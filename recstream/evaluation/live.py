@@ -100,7 +100,7 @@ def _served_variant(settings: Settings) -> Variant:
         settings.rank_weight_covisitation,
         settings.rank_weight_popularity,
     )
-    return Variant("served", weights, 0.7)
+    return Variant("served", weights, 0.7, covis_per_seed=settings.covis_per_seed)
 
 
 def _run_live(

@@ -45,8 +45,9 @@ def _run_section(run: dict[str, Any]) -> list[str]:
         "",
         f"{run['train_events']} training events, {run['test_users']} test users, "
         f"{run['catalog']} items; {run['seconds']} s.",
-        f"Tuned on validation: half-life {tuned['half_life_h']:g} h, weights "
-        f"(sim, covis, pop) = {tuple(tuned['weights'])}, lambda {tuned['lambda']}, "
+        f"Tuned on validation: half-life {tuned['half_life_h']:g} h, co-visitation window "
+        f"{tuned['covis_window']}, weights (sim, covis, pop) = {tuple(tuned['weights'])}, "
+        f"{tuned['covis_per_seed']} neighbours per seed, lambda {tuned['lambda']}, "
         f"ALS {tuned['als']}.",
         f"hybrid NDCG@10 / best baseline ({best_baseline}) = **{ratio:.3f}**",
         "",

@@ -34,6 +34,7 @@ class Variant:
     weights: RankingWeights
     diversity: float  # MMR lambda: 1.0 is plain score order
     covis_candidates: bool = True  # co-visited neighbours of recent items join the candidates
+    covis_per_seed: int = 30  # co-visited neighbours read per recent item
 
 
 def embed_catalog(
@@ -100,7 +101,11 @@ def recommend_all(
     variant: Variant,
 ) -> dict[str, list[str]]:
     """The production recommender's list for each user (seen items excluded, as served)."""
-    config = QueryConfig(weights=variant.weights, covis_seeds=5 if variant.covis_candidates else 0)
+    config = QueryConfig(
+        weights=variant.weights,
+        covis_seeds=5 if variant.covis_candidates else 0,
+        covis_per_seed=variant.covis_per_seed,
+    )
     recommender = Recommender(index, store, None, config)
     lists = {}
     for user in users:

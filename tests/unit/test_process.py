@@ -26,8 +26,12 @@ def test_stop_ends_our_process_and_removes_the_pid_file(tmp_path: Path) -> None:
     service = ManagedProcess("svc", tmp_path / "svc.pid", tmp_path / "svc.log", "sleep")
     child = service.spawn(["sleep", "30"])
     deadline = time.monotonic() + 5
-    # Until the child has exec'd, its command line is ours, without the marker (see above).
-    while service.running_pid() is None and time.monotonic() < deadline:
+    # Until the child has exec'd, its command line is ours, without the marker (see above), and
+    # running_pid() would drop the pid file as stale: wait for the exec first.
+    while (
+        "sleep" not in Path(f"/proc/{child.pid}/cmdline").read_text()
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.01)
     assert service.running_pid() == child.pid
     assert service.stop(timeout_s=5)
