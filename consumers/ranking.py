@@ -1,7 +1,8 @@
 """Ranking policy, pure: candidates with their signals in, an ordered, diversified, explained list
 out. Similarity finds candidates; this decides what a user should see next.
 
-score = w_sim * sim + w_covis * covis + w_pop * pop, each signal first brought to [0, 1] so the
+score = w_sim * sim + w_covis * covis + w_pop * pop (+ w_collab * collab for users with a
+collaborative factor), each signal first brought to [0, 1] so the
 weights mean what they say: cosine similarity mapped from [-1, 1], co-visitation and popularity
 (heavy-tailed counts) as log1p(C * x / max) / log1p(C) over the candidates. Dividing by the max
 first makes the share independent of the signal's scale: forward-decayed popularity is stored
@@ -28,6 +29,7 @@ class RankingWeights:
     similarity: float = 0.6
     covisitation: float = 0.3
     popularity: float = 0.1
+    collab: float = 0.0  # the collaborative space's score, for users who have one (issue #6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class Candidate:
     similarity: float = 0.0  # cosine to the query vector
     covisitation: float = 0.0  # co-visit count with the user's recent items (or the seed item)
     popularity: float = 0.0  # decayed popularity score
+    collab: float = 0.0  # predicted preference in the collaborative (ALS) space
     similar_to: str | None = None  # title of the engaged item it is most similar to
     covisited_with: str | None = None  # title of the item it was most often seen with
 
@@ -69,10 +72,17 @@ def hybrid_scores(candidates: Sequence[Candidate], weights: RankingWeights) -> S
     similarity = (np.array([c.similarity for c in candidates]) + 1.0) / 2.0
     covis = _log_share(np.array([c.covisitation for c in candidates], dtype=np.float64))
     popularity = _log_share(np.array([c.popularity for c in candidates], dtype=np.float64))
+    collab = np.array([c.collab for c in candidates], dtype=np.float64)
+    top_collab = float(collab.max(initial=0.0))
+    # ALS preferences aim at 1 for liked items: a share of the best candidate's, negatives at 0.
+    collab_share = (
+        np.clip(collab / top_collab, 0.0, 1.0) if top_collab > 0 else np.zeros_like(collab)
+    )
     return (
         weights.similarity * np.clip(similarity, 0.0, 1.0)
         + weights.covisitation * covis
         + weights.popularity * popularity
+        + weights.collab * collab_share
     )
 
 

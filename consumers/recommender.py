@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -27,10 +28,26 @@ from recstream.schemas.requests import (
 from recstream.stores.session_store import SessionStore
 from recstream.stores.vector_index import ItemRecord, ScoredItem, SearchFilter, Vector, VectorIndex
 from recstream.streams.embedder import Embedder
+from recstream.streams.session import UserState
 
 
 class UnknownItemError(RecstreamError):
     """More-like-this for an item the index does not hold."""
+
+
+class CollabView(Protocol):
+    """One user's predicted preferences in the collaborative space of one model version."""
+
+    def top(self, limit: int, exclude: set[str]) -> dict[str, float]:
+        """The best `limit` items not in exclude, with their scores."""
+
+    def score(self, item_ids: Sequence[str]) -> dict[str, float]:
+        """Scores of the given items (items unknown to the model are left out)."""
+
+
+class CollabSource(Protocol):
+    def for_user(self, user_id: str, state: UserState) -> CollabView | None:
+        """The user's view, or None: no model yet, or too little history to lean on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +76,14 @@ class Recommender:
         embedder: Embedder | None,
         config: QueryConfig | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        collab: CollabSource | None = None,
     ) -> None:
         self._index = index
         self._store = store
         self._embedder = embedder
         self._config = config or QueryConfig()
         self._clock_ms = clock_ms
+        self._collab = collab
         self._codec = RequestCodec()
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
@@ -128,7 +147,8 @@ class Recommender:
         flt = self._filter(request, self._store.seen(user_id))
         if state is not None and state.vector is not None and np.linalg.norm(state.vector) > 0:
             anchors = self._anchors(state.recent_items)
-            ranked = self._rank_around(request, state.vector, anchors, flt, "personalised")
+            view = self._collab.for_user(user_id, state) if self._collab else None
+            ranked = self._rank_around(request, state.vector, anchors, flt, "personalised", view)
             return self._top_up(request, ranked, flt), "personalised"
         query = self._preference_vector(request)
         if query is not None:
@@ -168,10 +188,18 @@ class Recommender:
         anchors: list[_Anchor],
         flt: SearchFilter,
         strategy: str,
+        collab: CollabView | None = None,
     ) -> list[Ranked]:
-        hits = self._index.search(query, request.k * self._config.overfetch, flt, with_vectors=True)
+        wanted = request.k * self._config.overfetch
+        hits = self._index.search(query, wanted, flt, with_vectors=True)
         covisited = self._covisited(anchors[: self._config.covis_seeds], flt)
+        if collab is not None:  # the collaborative space's own best items join the candidates
+            for item in collab.top(wanted, set(flt.exclude_item_ids)):
+                covisited.setdefault(item, (0.0, ""))
         candidates = self._candidates(query, anchors, hits, covisited, flt)
+        if collab is not None:
+            scores = collab.score([c.item_id for c in candidates])
+            candidates = [replace(c, collab=scores.get(c.item_id, 0.0)) for c in candidates]
         metrics.CANDIDATES.observe(len(candidates))
         return rank(candidates, request.k, self._config.weights, request.diversity, strategy)
 

@@ -103,6 +103,23 @@ def _demo(settings: Settings, _: argparse.Namespace) -> int:
     return run_demo(settings)
 
 
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from recstream.train import describe, train
+
+    while True:
+        try:
+            print(describe(train(settings)), flush=True)
+        except RecstreamError as error:
+            if not args.every:
+                raise
+            print(f"recstream: training skipped: {error}", file=sys.stderr, flush=True)
+        if not args.every:
+            return 0
+        time.sleep(args.every)
+
+
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
     from recstream.evaluation.run import EvalOptions, run_eval
     from recstream.worker import load_embedder
@@ -180,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole job on MovieLens (what `make demo` runs)")
     demo.set_defaults(handlers={None: _demo}, action=None)
+
+    training = commands.add_parser(
+        "train", help="fit the collaborative (ALS) space and switch readers to it (docs/collab.md)"
+    )
+    training.add_argument(
+        "--every", type=float, default=0, metavar="SECONDS", help="train again on this schedule"
+    )
+    training.set_defaults(handlers={None: _train}, action=None)
 
     evaluation = commands.add_parser(
         "eval", help="offline quality against baselines, report and plots (docs/evaluation.md)"

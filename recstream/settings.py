@@ -95,6 +95,18 @@ class Settings(BaseSettings):
     rank_weight_popularity: float = Field(0.1, ge=0)
     query_max_queue_ms: int = Field(2000, ge=1)
     covis_per_seed: int = Field(30, ge=1, le=1000)  # co-visited neighbours read per recent item
+    # The collaborative (ALS) space, issue #6: docs/collab.md.
+    rank_weight_collab: float = Field(0.5, ge=0)
+    collab_min_history: int = Field(5, ge=0)  # items a user needs before collab is used
+    collab_refresh_s: float = Field(5.0, gt=0)  # how often readers look for a new version
+    collab_factors: int = Field(64, ge=2, le=1024)
+    collab_regularization: float = Field(0.1, ge=0)
+    collab_alpha: float = Field(1.0, gt=0)
+    collab_iterations: int = Field(15, ge=1, le=200)
+    collab_half_life_ms: int = Field(90 * 24 * 3600 * 1000, gt=0)  # history decay at training
+    collab_min_users: int = Field(20, ge=1)  # training refuses below these
+    collab_min_items: int = Field(20, ge=1)
+    collab_min_events: int = Field(500, ge=1)
     min_event_time_ms: int = Field(631_152_000_000, ge=0)
     max_clock_skew_ms: int = Field(5 * 60 * 1000, ge=0)
 

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 import faust
+import redis
 
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
@@ -29,6 +30,7 @@ from recstream.infra import topics
 from recstream.infra.kafka_server import kafka_answers
 from recstream.schemas.events import EventDecoder, TimeBounds
 from recstream.settings import Settings
+from recstream.stores.collab_store import CollabReader, CollabVersions, StateCollab
 from recstream.stores.keys import KeySpace
 from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import VectorIndex, open_vector_index
@@ -57,6 +59,11 @@ def session_config(settings: Settings) -> SessionConfig:
 
 def event_decoder(settings: Settings) -> EventDecoder:
     return EventDecoder(TimeBounds(settings.min_event_time_ms, settings.max_clock_skew_ms))
+
+
+def collab_versions(settings: Settings) -> CollabVersions:
+    client = redis.Redis.from_url(settings.redis_address)
+    return CollabVersions(settings, client, KeySpace(settings.redis_namespace))
 
 
 def session_store(settings: Settings) -> RedisSessionStore:
@@ -101,6 +108,10 @@ class Runtime:
             session_store(settings),
             DeadLetterWriter(settings.kafka_client_config()),
         )
+
+    def collab_reader(self) -> CollabReader:
+        """A reader of the active collaborative version (one per role: each loads its own)."""
+        return CollabReader(collab_versions(self.settings), self.settings.collab_refresh_s)
 
     def health_checks(self) -> dict[str, Callable[[], bool]]:
         return {
@@ -164,7 +175,11 @@ def _raw_from_faust(event: Any) -> RawMessage:
 
 
 def interaction_consumer(
-    settings: Settings, index: VectorIndex, store: RedisSessionStore, dead_letters: DeadLetterWriter
+    settings: Settings,
+    index: VectorIndex,
+    store: RedisSessionStore,
+    dead_letters: DeadLetterWriter,
+    collab: CollabReader | None = None,
 ) -> InteractionConsumer:
     """The interaction processor and its Kafka loop, configured from the settings."""
     processor = InteractionProcessor(
@@ -174,6 +189,7 @@ def interaction_consumer(
         dead_letters,
         event_decoder(settings),
         item_cache_size=settings.item_cache_size,
+        collab=collab,
     )
     return InteractionConsumer(
         processor,
@@ -187,7 +203,11 @@ def interaction_consumer(
 
 def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
     consumer = interaction_consumer(
-        runtime.settings, runtime.index, runtime.store, runtime.dead_letters
+        runtime.settings,
+        runtime.index,
+        runtime.store,
+        runtime.dead_letters,
+        runtime.collab_reader(),
     )
     _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
 
@@ -198,9 +218,11 @@ def recommender(runtime: Runtime) -> Recommender:
         settings.rank_weight_similarity,
         settings.rank_weight_covisitation,
         settings.rank_weight_popularity,
+        settings.rank_weight_collab,
     )
     config = QueryConfig(weights=weights, covis_per_seed=settings.covis_per_seed)
-    return Recommender(runtime.index, runtime.store, runtime.embedder, config)
+    collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
+    return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
 
 
 def _add_query_loop(app: faust.App, runtime: Runtime) -> None:

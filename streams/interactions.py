@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from recstream.schemas.events import EventDecoder, InteractionEvent
+from recstream.stores.collab_store import CollabReader
 from recstream.stores.session_store import SessionStore
 from recstream.stores.vector_index import Vector, VectorIndex
 from recstream.streams import metrics
@@ -80,6 +81,7 @@ class InteractionProcessor:
         item_cache_size: int = 100_000,
         user_cache_size: int = 100_000,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        collab: CollabReader | None = None,
     ) -> None:
         self._config = config
         self._index = index
@@ -92,6 +94,7 @@ class InteractionProcessor:
         self._landmark: int | None = None
         self._landmark_loaded = False
         self._clock_ms = clock_ms
+        self._collab = collab
 
     def forget_users(self) -> None:
         """Drop cached user states and the popularity landmark (reloaded from Redis on next use)."""
@@ -139,6 +142,7 @@ class InteractionProcessor:
             self._index.collection,
             self._index.dimension,
             landmark,
+            self._collab.current() if self._collab else None,
         )
         self._store.write_batch(effects, self._landmark)
         self._landmark = landmark
@@ -171,6 +175,8 @@ class InteractionProcessor:
         metrics.INTERACTION_VECTOR_MISSING.inc(effects.vector_missing)
         metrics.INTERACTION_BATCH_SECONDS.observe(seconds)
         metrics.INTERACTION_BATCH_EVENTS.observe(decoded)
+        if effects.fold_in_seconds:
+            metrics.COLLAB_FOLD_IN_SECONDS.observe(effects.fold_in_seconds)
         if effects.newest_time:
             lag = max(0.0, (self._clock_ms() - effects.newest_time) / 1000)
             metrics.PROCESSING_LAG.labels("interactions").set(lag)

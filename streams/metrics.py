@@ -51,3 +51,16 @@ PROCESSING_LAG = Gauge(
     "Now minus the event time of the newest event applied, per role.",
     ["role"],
 )
+COLLAB_VERSION = Gauge(
+    "recstream_collab_model_version",
+    "Collaborative (ALS) model version this process uses; 0 until one is trained.",
+)
+COLLAB_DRIFT = Gauge(
+    "recstream_collab_neighbour_drift_ratio",
+    "Mean share of items' top-20 collaborative neighbours that changed with the last training.",
+)
+COLLAB_FOLD_IN_SECONDS = Histogram(
+    "recstream_collab_fold_in_seconds",
+    "Fold-in time of one interaction batch (every changed user's ALS solve).",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)

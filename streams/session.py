@@ -10,6 +10,7 @@ contribution decayed by its age instead, so a late event never rewinds the state
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ import numpy as np
 
 from recstream.schemas.events import InteractionEvent
 from recstream.stores.vector_index import Vector
+from recstream.streams.collab import CollabModel
 
 MAX_GUARD_IDS = 1024
+MAX_COLLAB_ITEMS = 500  # a user's collaborative history keeps its strongest items
 _SEQUENTIAL_TAIL = 8  # users left when the vectorised rounds hand over to a plain loop
 POPULARITY_REBASE_HALF_LIVES = 64  # forward-decay exponent bound before the landmark moves
 
@@ -50,6 +53,10 @@ class UserState:
     guard_ids: dict[str, int] = field(default_factory=dict)  # event id -> event time
     recent_items: list[str] = field(default_factory=list)  # newest last, for co-visitation
     model: str = ""  # collection whose vectors built `vector`
+    # The collaborative side (streams/collab.py): r_u, and the factor folded in from it.
+    collab_items: dict[str, float] = field(default_factory=dict)  # item -> summed weight
+    collab_vector: Vector | None = None
+    collab_version: int = 0  # model version `collab_vector` was folded in against
 
     def copy(self) -> UserState:
         return UserState(
@@ -60,6 +67,9 @@ class UserState:
             dict(self.guard_ids),
             list(self.recent_items),
             self.model,
+            dict(self.collab_items),
+            self.collab_vector,
+            self.collab_version,
         )
 
 
@@ -74,6 +84,7 @@ class BatchEffects:
     covisits: dict[tuple[str, str], float] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     vector_missing: int = 0
+    fold_in_seconds: float = 0.0  # time spent on collaborative fold-ins (a metric)
     newest_time: int = 0
     landmark: int = 0
 
@@ -103,8 +114,10 @@ def apply_batch(
     model: str,
     dimension: int,
     landmark: int,
+    collab: CollabModel | None = None,
 ) -> BatchEffects:
-    """Apply events (in consumed order) to copies of the users' states."""
+    """Apply events (in consumed order) to copies of the users' states; with a collaborative
+    model, every user whose history changed gets a fresh fold-in."""
     effects = BatchEffects(landmark=landmark)
     steps: dict[str, list[_VectorStep]] = defaultdict(list)
     for event in events:
@@ -120,6 +133,7 @@ def apply_batch(
             continue
         weight = config.weight(event)
         _record(effects, state, event, weight, item_categories, config)
+        _add_collab(state, event.item_id, weight)
         if event.item_id in item_vectors:
             steps[event.user_id].append(_step(state, event, weight, config))
         else:
@@ -128,7 +142,29 @@ def apply_batch(
     for state in effects.states.values():
         _settle_guards(state, config)
     _apply_vector_steps(effects.states, steps, item_vectors, dimension)
+    if collab is not None:
+        started = time.perf_counter()
+        _fold_in(effects.states, collab)
+        effects.fold_in_seconds = time.perf_counter() - started
     return effects
+
+
+def _add_collab(state: UserState, item_id: str, weight: float) -> None:
+    history = state.collab_items
+    total = history.get(item_id, 0.0) + weight
+    if total > 0:
+        history[item_id] = total
+    else:
+        history.pop(item_id, None)
+    if len(history) > MAX_COLLAB_ITEMS:
+        del history[min(history, key=lambda item: history[item])]
+
+
+def _fold_in(states: Mapping[str, UserState], collab: CollabModel) -> None:
+    """Solve each changed user's ALS least squares against the model's item factors."""
+    for state in states.values():
+        state.collab_vector = collab.fold_in(state.collab_items)
+        state.collab_version = collab.version
 
 
 def _guard(state: UserState, event: InteractionEvent, config: SessionConfig) -> str:

@@ -23,9 +23,10 @@ from recstream.evaluation.baselines import (
 )
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.split import Split
-from recstream.evaluation.system import Variant, embed_catalog, recommend_all, replay
+from recstream.evaluation.system import Collab, Variant, embed_catalog, recommend_all, replay
 from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.memory_store import InMemorySessionStore
+from recstream.streams.collab import AlsParams, fit_als, user_histories
 from recstream.streams.embedder import Embedder
 from recstream.streams.session import SessionConfig
 
@@ -35,6 +36,8 @@ BUCKETS = (("cold", 0, 5), ("warm", 5, 50), ("heavy", 50, None))  # training eve
 HALF_LIVES_MS = (HOUR_MS, 24 * HOUR_MS, 30 * 24 * HOUR_MS)
 COVIS_WINDOWS = (5, 20)  # recent items each new one is counted as co-visited with
 COVIS_PER_SEED = (30, 60, 120)  # co-visited neighbours read per recent item
+COLLAB_WEIGHTS = (0.3, 0.5, 0.7, 0.9)  # share of the score given to the collaborative space
+COLLAB_MIN_HISTORY = (0, 5, 20)  # items a user needs before the collaborative space is used
 WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)
 ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 10.0)}
@@ -45,6 +48,7 @@ SplitFunction = Callable[[Sequence[Any]], Split]
 class Tuned:
     session: SessionConfig  # half-life and co-visitation window
     hybrid: Variant  # weights, MMR lambda, neighbours per seed
+    blended: Variant  # the hybrid plus the collaborative space
     als: dict[str, float]
     validation_ndcg10: dict[str, float]
 
@@ -58,6 +62,7 @@ class Context:
     session: SessionConfig
     k: int
     users: list[str]  # test users (with relevant items), sorted
+    collab: Collab | None = None  # set once ALS parameters are known
 
 
 def _score(lists: Lists, relevant: Mapping[str, set[str]], k: int) -> float:
@@ -71,7 +76,9 @@ def system_lists(
     """Replay the training events with these session settings, then every variant's lists."""
     store = InMemorySessionStore(popularity_half_life_ms=session.popularity_half_life_ms)
     replay(ctx.split.train, ctx.index, store, session)
-    return {v.name: recommend_all(ctx.index, store, ctx.users, ctx.k, v) for v in variants}
+    return {
+        v.name: recommend_all(ctx.index, store, ctx.users, ctx.k, v, ctx.collab) for v in variants
+    }
 
 
 def _best(
@@ -105,9 +112,40 @@ def tune(ctx: Context, data: Interactions) -> Tuned:
     reads = [replace(best, name=f"r{n}", covis_per_seed=n) for n in COVIS_PER_SEED]
     best, _ = _best(ctx, session, reads)
     lambdas = [replace(best, name=f"l{x}", diversity=x) for x in LAMBDAS]
-    best, score = _best(ctx, session, lambdas)
+    hybrid, score = _best(ctx, session, lambdas)
     als, als_score = _tune_als(ctx, data)
-    return Tuned(session, replace(best, name="hybrid"), als, {"hybrid": score, "als": als_score})
+    ctx.collab = train_collab(ctx.split, ctx.session, als)
+    blends = [
+        _blend(hybrid, weight, least, f"b{weight}-{least}")
+        for weight in COLLAB_WEIGHTS
+        for least in COLLAB_MIN_HISTORY
+    ]
+    blended, blended_score = _best(ctx, session, blends)
+    return Tuned(
+        session,
+        replace(hybrid, name="hybrid"),
+        replace(blended, name="blended"),
+        als,
+        {"hybrid": score, "blended": blended_score, "als": als_score},
+    )
+
+
+def _blend(hybrid: Variant, collab_weight: float, min_history: int, name: str) -> Variant:
+    """The hybrid's weights scaled to leave `collab_weight` to the collaborative space."""
+    w = hybrid.weights
+    rest = 1.0 - collab_weight
+    weights = RankingWeights(
+        w.similarity * rest, w.covisitation * rest, w.popularity * rest, collab_weight
+    )
+    return replace(hybrid, name=name, weights=weights, collab_min_history=min_history)
+
+
+def train_collab(split: Split, session: SessionConfig, als: Mapping[str, float]) -> Collab:
+    """ALS item factors on the split's training histories (the `recstream train` job's maths)."""
+    histories = user_histories(split.train, session.weights)
+    items = sorted({i for h in histories.values() for i in h})
+    params = AlsParams(int(als["factors"]), als["regularization"], als["alpha"])
+    return Collab(fit_als(histories, items, params, version=1), histories)
 
 
 def _tune_als(ctx: Context, data: Interactions) -> tuple[dict[str, float], float]:
@@ -136,6 +174,14 @@ def _variants(tuned: Tuned) -> list[Variant]:
         replace(hybrid, name="hybrid - covis", weights=no_covis, covis_candidates=False),
         replace(hybrid, name="hybrid - popularity", weights=replace(w, popularity=0.0)),
         replace(hybrid, name="hybrid - MMR", diversity=1.0),
+        tuned.blended,
+        Variant(
+            "collab (fold-in)",
+            RankingWeights(0.0, 0.0, 0.0, 1.0),
+            1.0,
+            covis_candidates=False,
+            collab_min_history=0,
+        ),
         *(
             replace(hybrid, name=f"hybrid lambda={x}", diversity=x)
             for x in LAMBDAS
@@ -163,6 +209,7 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists
         Variant("hybrid (defaults)", RankingWeights(), 0.7),
     ]
     lists |= system_lists(ctx, ctx.session, untuned)
+    ctx.collab = train_collab(ctx.split, ctx.session, tuned.als)
     lists |= system_lists(ctx, tuned.session, _variants(tuned))
     return lists
 
@@ -235,6 +282,10 @@ def evaluate(
             ],
             "covis_per_seed": tuned.hybrid.covis_per_seed,
             "lambda": tuned.hybrid.diversity,
+            "blend": {
+                "collab_weight": tuned.blended.weights.collab,
+                "min_history": tuned.blended.collab_min_history,
+            },
             "als": tuned.als,
             "validation_ndcg@10": tuned.validation_ndcg10,
         },
@@ -244,9 +295,11 @@ def evaluate(
 
 
 def _defaults(session: SessionConfig) -> Tuned:
+    hybrid = Variant("hybrid", RankingWeights(), 0.7)
     return Tuned(
         session,
-        Variant("hybrid", RankingWeights(), 0.7),
+        hybrid,
+        _blend(hybrid, 0.5, 5, "blended"),
         {"factors": 64, "regularization": 0.05, "alpha": 10.0},
         {},
     )

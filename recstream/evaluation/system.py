@@ -5,7 +5,7 @@ does, events applied with the processors' pure `apply_batch`, lists from the pro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,19 @@ from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.memory_store import InMemorySessionStore
 from recstream.stores.vector_index import Vector, collection_name
 from recstream.streams.catalog import plan_catalog_batch
+from recstream.streams.collab import CollabModel, HistoryCollab
 from recstream.streams.embedder import Embedder
 from recstream.streams.session import SessionConfig, apply_batch, popularity_landmark
 
 REPLAY_BATCH = 5000  # the interaction processor's default batch size
+
+
+@dataclass(frozen=True)
+class Collab:
+    """A trained collaborative model and the training histories users are folded in from."""
+
+    model: CollabModel
+    histories: Mapping[str, Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class Variant:
     diversity: float  # MMR lambda: 1.0 is plain score order
     covis_candidates: bool = True  # co-visited neighbours of recent items join the candidates
     covis_per_seed: int = 30  # co-visited neighbours read per recent item
+    collab_min_history: int | None = None  # use the collaborative space from this many items
 
 
 def embed_catalog(
@@ -99,6 +109,7 @@ def recommend_all(
     users: Iterable[str],
     k: int,
     variant: Variant,
+    collab: Collab | None = None,
 ) -> dict[str, list[str]]:
     """The production recommender's list for each user (seen items excluded, as served)."""
     config = QueryConfig(
@@ -106,7 +117,10 @@ def recommend_all(
         covis_seeds=5 if variant.covis_candidates else 0,
         covis_per_seed=variant.covis_per_seed,
     )
-    recommender = Recommender(index, store, None, config)
+    source = None
+    if collab is not None and variant.collab_min_history is not None:
+        source = HistoryCollab(collab.model, collab.histories, variant.collab_min_history)
+    recommender = Recommender(index, store, None, config, collab=source)
     lists = {}
     for user in users:
         request = RecommendRequest(uuid.uuid4().hex, k, user_id=user, diversity=variant.diversity)

@@ -19,7 +19,8 @@ class KeySpace:
         return f"{self.namespace}:{LAYOUT_VERSION}"
 
     def user_state(self, user_id: str) -> str:
-        """Hash: vec (float32 bytes), last, floor, n, ids (JSON), recent (JSON), model."""
+        """Hash: vec (float32 bytes), last, floor, n, ids (JSON), recent (JSON), model,
+        cr (JSON), cvec (float32 bytes), cver."""
         return f"{self._prefix}:u:{{{user_id}}}:state"
 
     def user_seen(self, user_id: str) -> str:
@@ -49,6 +50,18 @@ class KeySpace:
     def covisitation(self, item_id: str) -> str:
         """Sorted set: other item id -> co-visit count with item_id, capped to the top N."""
         return f"{self._prefix}:covis:{{{item_id}}}"
+
+    def collab_active(self) -> str:
+        """String (JSON): the collaborative model version readers use (the atomic switch)."""
+        return f"{self._prefix}:collab:active"
+
+    def collab_counter(self) -> str:
+        """Counter: the last collaborative model version number handed out."""
+        return f"{self._prefix}:collab:counter"
+
+    def collab_items(self, version: int) -> str:
+        """String (JSON list): a version's item ids, in the order of its factor rows."""
+        return f"{self._prefix}:collab:v{version}:items"
 
     def pattern(self) -> str:
         """Every key of this namespace and layout version (for tests and resets)."""

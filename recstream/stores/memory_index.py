@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recstream.stores.vector_index import (
+    Distance,
     ItemPayload,
     ItemRecord,
     ScoredItem,
@@ -24,9 +25,10 @@ _GROW = 1024  # rows added at a time when the matrix is full
 
 
 class InMemoryVectorIndex:
-    def __init__(self, collection: str, dimension: int) -> None:
+    def __init__(self, collection: str, dimension: int, distance: Distance = "cosine") -> None:
         self._collection = collection
         self._dimension = dimension
+        self._normalise = distance == "cosine"
         self._matrix = np.zeros((0, dimension), dtype=np.float32)
         self._payloads: list[ItemPayload | None] = []  # None: a deleted row, reused later
         # Per row, for filtering without a Python loop over the catalog:
@@ -50,7 +52,7 @@ class InMemoryVectorIndex:
             if row is None:
                 row = self._new_row()
                 self._rows[payload.item_id] = row
-            self._matrix[row] = _unit(vector)
+            self._matrix[row] = _unit(vector) if self._normalise else vector
             self._store_payload(row, payload)
 
     def _store_payload(self, row: int, payload: ItemPayload | None) -> None:
@@ -104,7 +106,7 @@ class InMemoryVectorIndex:
         allowed = self._allowed_rows(flt)
         if limit <= 0 or not allowed.any():
             return []
-        query = _unit(vector)
+        query = _unit(vector) if self._normalise else vector.astype(np.float32)
         scores = np.where(allowed, self._matrix[: len(self._payloads)] @ query, -np.inf)
         count = min(limit, int(allowed.sum()))
         top = np.argpartition(-scores, count - 1)[:count]

@@ -12,6 +12,7 @@ from recstream.stores.vector_index import (
     CONTENT_VECTOR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    Distance,
     ItemPayload,
     ItemRecord,
     ScoredItem,
@@ -25,27 +26,37 @@ from recstream.stores.vector_index import (
 class QdrantClientIndex:
     """VectorIndex over one collection of a Qdrant server (or qdrant-client local mode)."""
 
-    def __init__(self, client: QdrantClient, collection: str, dimension: int) -> None:
+    def __init__(
+        self, client: QdrantClient, collection: str, dimension: int, distance: Distance = "cosine"
+    ) -> None:
         self._client = client
         self._collection = collection
         self._dimension = dimension
+        self._distance = models.Distance.DOT if distance == "dot" else models.Distance.COSINE
         self._ensure_collection()
 
     @classmethod
     def connect(
-        cls, url: str, collection: str, dimension: int, api_key: str | None = None
+        cls,
+        url: str,
+        collection: str,
+        dimension: int,
+        api_key: str | None = None,
+        distance: Distance = "cosine",
     ) -> QdrantClientIndex:
-        return cls(QdrantClient(url=url, api_key=api_key), collection, dimension)
+        return cls(QdrantClient(url=url, api_key=api_key), collection, dimension, distance)
 
     @classmethod
-    def local(cls, location: str, collection: str, dimension: int) -> QdrantClientIndex:
+    def local(
+        cls, location: str, collection: str, dimension: int, distance: Distance = "cosine"
+    ) -> QdrantClientIndex:
         """qdrant-client's local mode: ':memory:' or a folder path."""
         client = (
             QdrantClient(location=location)
             if location == ":memory:"
             else QdrantClient(path=location)
         )
-        return cls(client, collection, dimension)
+        return cls(client, collection, dimension, distance)
 
     def _ensure_collection(self) -> None:
         if self._client.collection_exists(self._collection):
@@ -53,9 +64,7 @@ class QdrantClientIndex:
         self._client.create_collection(
             self._collection,
             vectors_config={
-                CONTENT_VECTOR: models.VectorParams(
-                    size=self._dimension, distance=models.Distance.COSINE
-                )
+                CONTENT_VECTOR: models.VectorParams(size=self._dimension, distance=self._distance)
             },
         )
         for name in KEYWORD_FIELDS:

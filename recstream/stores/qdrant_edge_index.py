@@ -14,6 +14,7 @@ from recstream.stores.vector_index import (
     CONTENT_VECTOR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    Distance,
     ItemPayload,
     ItemRecord,
     ScoredItem,
@@ -35,12 +36,13 @@ class QdrantEdgeIndex:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: Path, collection: str, dimension: int) -> QdrantEdgeIndex:
+    def open(
+        cls, path: Path, collection: str, dimension: int, distance: Distance = "cosine"
+    ) -> QdrantEdgeIndex:
         """Open the shard at path, creating it (with payload indexes) on first use."""
+        metric = qe.Distance.Dot if distance == "dot" else qe.Distance.Cosine
         config = qe.EdgeConfig(
-            vectors={
-                CONTENT_VECTOR: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
-            }
+            vectors={CONTENT_VECTOR: qe.EdgeVectorParams(size=dimension, distance=metric)}
         )
         try:
             if (path / "edge_config.json").exists() or any(path.glob("segments*")):

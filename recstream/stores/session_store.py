@@ -18,7 +18,7 @@ import redis
 from recstream.stores.keys import KeySpace
 from recstream.streams.session import BatchEffects, UserState
 
-_FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model")
+_FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model", "cr", "cvec", "cver")
 
 # One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark}.
 # rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above, score,
@@ -251,19 +251,33 @@ def _encode_state(state: UserState) -> dict[str, bytes | str]:
         "ids": orjson.dumps(state.guard_ids),
         "recent": orjson.dumps(state.recent_items),
         "model": state.model,
+        "cr": orjson.dumps(state.collab_items),
+        "cver": str(state.collab_version),
     }
-    fields["vec"] = b"" if state.vector is None else state.vector.astype(np.float32).tobytes()
+    fields["vec"] = _vector_bytes(state.vector)
+    fields["cvec"] = _vector_bytes(state.collab_vector)
     return fields
 
 
+def _vector_bytes(vector: np.ndarray | None) -> bytes:
+    return b"" if vector is None else vector.astype(np.float32).tobytes()
+
+
+def _vector_from(raw: bytes | None) -> np.ndarray | None:
+    return np.frombuffer(raw, dtype=np.float32).copy() if raw else None
+
+
 def _decode_state(values: list[bytes | None]) -> UserState:
-    vec, last, floor, count, ids, recent, model = values
+    vec, last, floor, count, ids, recent, model, c_items, c_vector, c_version = values
     return UserState(
-        vector=np.frombuffer(vec, dtype=np.float32).copy() if vec else None,
+        vector=_vector_from(vec),
         last_time=int(last or 0),
         floor=int(floor or 0),
         count=int(count or 0),
         guard_ids=orjson.loads(ids) if ids else {},
         recent_items=orjson.loads(recent) if recent else [],
         model=(model or b"").decode(),
+        collab_items=orjson.loads(c_items) if c_items else {},
+        collab_vector=_vector_from(c_vector),
+        collab_version=int(c_version or 0),
     )

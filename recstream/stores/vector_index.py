@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,8 @@ import numpy.typing as npt
 from recstream.settings import Settings
 
 Vector = npt.NDArray[np.float32]
+# cosine for content embeddings; dot for ALS factors, whose lengths carry meaning (popularity).
+Distance = Literal["cosine", "dot"]
 CONTENT_VECTOR = "content"
 # Payload fields with an index (filters run inside the index, before scoring).
 KEYWORD_FIELDS = ("item_id", "category", "tags")
@@ -141,14 +143,40 @@ def vector_from(raw: Any) -> Vector | None:
     return as_vector(raw[CONTENT_VECTOR] if isinstance(raw, dict) else raw)
 
 
-def open_vector_index(settings: Settings, model_id: str, dimension: int) -> VectorIndex:
-    """The backend the settings choose: a Qdrant server by URL, else embedded Qdrant."""
-    name = collection_name(model_id, dimension)
+def open_vector_index(
+    settings: Settings,
+    model_id: str,
+    dimension: int,
+    collection: str | None = None,
+    distance: Distance = "cosine",
+) -> VectorIndex:
+    """The backend the settings choose: a Qdrant server by URL, else embedded Qdrant. The
+    collection is named after model and dimension unless given."""
+    name = collection or collection_name(model_id, dimension)
     if settings.qdrant_url:
         from recstream.stores.qdrant_client_index import QdrantClientIndex
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        return QdrantClientIndex.connect(settings.qdrant_url, name, dimension, api_key=api_key)
+        return QdrantClientIndex.connect(
+            settings.qdrant_url, name, dimension, api_key=api_key, distance=distance
+        )
     from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 
-    return QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, dimension)
+    return QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, dimension, distance)
+
+
+def drop_collection(settings: Settings, collection: str) -> None:
+    """Remove a whole collection (an old model version) from the backend the settings choose;
+    nothing happens when it does not exist. It must not be open in this process."""
+    if settings.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        client = QdrantClient(url=settings.qdrant_url, api_key=api_key)
+        if client.collection_exists(collection):
+            client.delete_collection(collection)
+        client.close()
+        return
+    import shutil
+
+    shutil.rmtree(settings.qdrant_embedded_path / collection, ignore_errors=True)

@@ -14,6 +14,7 @@ from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.qdrant_client_index import QdrantClientIndex
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.stores.vector_index import (
+    Distance,
     ItemPayload,
     SearchFilter,
     Vector,
@@ -35,18 +36,43 @@ def _unit(rng: np.random.Generator) -> Vector:
     return v / np.linalg.norm(v)
 
 
-@pytest.fixture(params=["edge", "client-local", "memory"])
-def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
+BACKENDS = ["edge", "client-local", "memory"]
+
+
+def _open(kind: str, tmp_path: Path, distance: Distance = "cosine") -> VectorIndex:
     name = collection_name("test-model", DIM)
-    backend: VectorIndex
-    if request.param == "edge":
-        backend = QdrantEdgeIndex.open(tmp_path / name, name, DIM)
-    elif request.param == "client-local":
-        backend = QdrantClientIndex.local(str(tmp_path / "client"), name, DIM)
-    else:
-        backend = InMemoryVectorIndex(name, DIM)
+    if kind == "edge":
+        return QdrantEdgeIndex.open(tmp_path / name, name, DIM, distance)
+    if kind == "client-local":
+        return QdrantClientIndex.local(str(tmp_path / "client"), name, DIM, distance)
+    return InMemoryVectorIndex(name, DIM, distance)
+
+
+@pytest.fixture(params=BACKENDS)
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
+    backend = _open(request.param, tmp_path)
     yield backend
     backend.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_dot_distance_keeps_lengths_and_ranks_by_dot_product(kind: str, tmp_path: Path) -> None:
+    """ALS factors: a long vector (a popular item) must outrank a better-aligned short one."""
+    index = _open(kind, tmp_path, "dot")
+    try:
+        aligned = np.zeros(DIM, dtype=np.float32)
+        aligned[0] = 1.0
+        long = np.zeros(DIM, dtype=np.float32)
+        long[0], long[1] = 3.0, 3.0
+        index.upsert([(_payload("aligned"), aligned), (_payload("long"), long)])
+        hits = index.search(aligned, 2, SearchFilter())
+        assert [h.payload.item_id for h in hits] == ["long", "aligned"]
+        assert hits[0].score == pytest.approx(3.0)
+        stored = index.retrieve(["long"])["long"].vector
+        assert stored is not None
+        np.testing.assert_allclose(stored, long)
+    finally:
+        index.close()
 
 
 @pytest.fixture

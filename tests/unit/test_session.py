@@ -5,6 +5,7 @@ import pytest
 
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.streams.collab import CollabModel
 from recstream.streams.session import (
     POPULARITY_REBASE_HALF_LIVES,
     SessionConfig,
@@ -176,3 +177,26 @@ def test_many_users_take_the_vectorised_rounds_and_still_match_the_formula() -> 
         mine = [e for e in events if e.user_id == user]
         expected = reference_vector(mine, vectors, DEFAULT_EVENT_WEIGHTS, HOUR)
         np.testing.assert_allclose(state.vector, expected, atol=1e-5)
+
+
+def test_collab_history_sums_weights_and_each_changed_user_is_folded_in() -> None:
+    rng = np.random.default_rng(5)
+    items = [f"i{i}" for i in range(6)]
+    model = CollabModel(7, items, rng.normal(size=(6, 3)).astype(np.float32), 0.1, 2.0)
+    events = [
+        _ev(1, "u", "i0", "click", T0),
+        _ev(2, "u", "i0", "like", T0 + 1),
+        _ev(3, "u", "i1", "view", T0 + 2),
+        _ev(4, "u", "i1", "dislike", T0 + 3),  # 0.5 - 2 < 0: out of the history
+        _ev(5, "w", "i2", "skip", T0 + 4),  # only negative: no history, no factor
+    ]
+    effects = apply_batch(events, {}, _vectors(), {}, CONFIG, "model-a", DIM, T0, model)
+    u, w = effects.states["u"], effects.states["w"]
+    assert u.collab_items == {"i0": 3.0}
+    assert u.collab_version == 7
+    np.testing.assert_allclose(u.collab_vector, model.fold_in({"i0": 3.0}))
+    assert w.collab_items == {} and w.collab_vector is None
+    # without a model the history still grows, and no factor is made
+    plain = _run(events)
+    assert plain.states["u"].collab_items == {"i0": 3.0}
+    assert plain.states["u"].collab_vector is None

@@ -1,0 +1,140 @@
+"""Collaborative-space benchmark (a benchmark, not a test: it asserts nothing).
+
+1. Training on MovieLens ml-latest-small: building the users' histories from the 100,836 ratings
+   and fitting implicit ALS (the `recstream train` maths), wall time and peak RSS growth.
+2. Fold-in cost: the interaction processor's pure batch step (`apply_batch`) over the same Zipf
+   event stream as bench/ingest.py, with and without a collaborative model, so the difference is
+   the fold-in cost per event and the ratio is its effect on the processor's events/s.
+   Baseline in the same run: the same batches without the model.
+
+Prints one JSON object; docs/benchmarks.md records the figures with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from recstream.datasets import movielens_dir
+from recstream.movielens import rating_events
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import DEFAULT_EVENT_WEIGHTS, load_settings
+from recstream.streams.collab import AlsParams, CollabModel, fit_als, user_histories
+from recstream.streams.session import SessionConfig, UserState, apply_batch
+
+DIM = 384
+TYPES = ["view", "view", "view", "click", "click", "add_to_cart", "purchase", "like", "dislike"]
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_training(folder: Path, factors: int) -> dict[str, Any]:
+    events = rating_events(folder)
+    rss_before = _rss_mib()
+    started = time.perf_counter()
+    histories = user_histories(events, DEFAULT_EVENT_WEIGHTS)
+    items = sorted({i for h in histories.values() for i in h})
+    histories_s = time.perf_counter() - started
+    started = time.perf_counter()
+    fit_als(histories, items, AlsParams(factors=factors), version=1)
+    return {
+        "events": len(events),
+        "users": len(histories),
+        "items": len(items),
+        "factors": factors,
+        "histories_s": round(histories_s, 3),
+        "fit_s": round(time.perf_counter() - started, 3),
+        "peak_rss_growth_mib": round(_rss_mib() - rss_before, 1),
+    }
+
+
+def _stream(events: int, users: int, items: int) -> list[InteractionEvent]:
+    rng = np.random.default_rng(1)
+    user_ids = np.minimum(rng.zipf(1.1, size=events), users) - 1
+    item_ids = np.minimum(rng.zipf(1.1, size=events), items) - 1
+    kinds = rng.integers(0, len(TYPES), size=events)
+    start = 1_700_000_000_000
+    return [
+        InteractionEvent(f"e{n}", f"u{u}", f"i{i}", TYPES[k], start + n)
+        for n, (u, i, k) in enumerate(zip(user_ids, item_ids, kinds, strict=True))
+    ]
+
+
+def _apply_all(
+    stream: list[InteractionEvent],
+    vectors: dict[str, np.ndarray],
+    collab: CollabModel | None,
+    batch: int,
+) -> tuple[float, float]:
+    """Seconds for the whole stream, and the part spent folding in."""
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    states: dict[str, UserState] = {}
+    total, fold = 0.0, 0.0
+    for start in range(0, len(stream), batch):
+        chunk = stream[start : start + batch]
+        began = time.perf_counter()
+        effects = apply_batch(chunk, states, vectors, {}, config, "m", DIM, 0, collab)
+        total += time.perf_counter() - began
+        fold += effects.fold_in_seconds
+        states.update(effects.states)
+    return total, fold
+
+
+def bench_fold_in(events: int, users: int, items: int, factors: int, batch: int) -> dict[str, Any]:
+    rng = np.random.default_rng(2)
+    vectors = {}
+    for n in range(items):
+        v = rng.normal(size=DIM).astype(np.float32)
+        vectors[f"i{n}"] = v / np.linalg.norm(v)
+    model = CollabModel(
+        1,
+        [f"i{n}" for n in range(items)],
+        (rng.normal(size=(items, factors)) * 0.1).astype(np.float32),
+        0.1,
+        1.0,
+    )
+    stream = _stream(events, users, items)
+    without, _ = _apply_all(stream, vectors, None, batch)
+    with_model, fold = _apply_all(stream, vectors, model, batch)
+    return {
+        "events": events,
+        "users": users,
+        "items": items,
+        "factors": factors,
+        "batch": batch,
+        "apply_events_per_s_without": round(events / without),
+        "apply_events_per_s_with": round(events / with_model),
+        "ratio": round(without / with_model, 3),
+        "fold_in_us_per_event": round(fold / events * 1e6, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=5000)
+    args = parser.parse_args()
+    settings = load_settings()
+    folder = movielens_dir(settings.dataset_dir, settings.state_dir / "datasets")
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
+        "training": bench_training(folder, args.factors),
+        "fold_in": bench_fold_in(args.events, args.users, args.items, args.factors, args.batch),
+    }
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

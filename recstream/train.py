@@ -1,0 +1,171 @@
+"""`recstream train`: the collaborative space's training job (docs/collab.md).
+
+Reads the retained interactions topic from its start to where it ends now, builds each user's
+history (event weights, decayed by age), fits implicit ALS, and publishes the item factors as a
+new version that readers switch to atomically. Too little data is refused with a clear message
+and the current version stays.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import Settings
+from recstream.stores.collab_store import VersionInfo
+from recstream.stores.vector_index import ItemPayload
+from recstream.streams import metrics
+from recstream.streams.collab import AlsParams, fit_als, neighbour_drift, user_histories
+from recstream.worker import collab_versions, event_decoder
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    version: VersionInfo
+    events: int
+    invalid: int
+    users: int
+    items: int
+    read_seconds: float
+    fit_seconds: float
+    publish_seconds: float
+
+
+def read_interactions(settings: Settings) -> tuple[list[InteractionEvent], int]:
+    """Every retained interaction event up to the end of each partition as it is now, and how
+    many records did not decode (the processor dead-lettered those already)."""
+    consumer = Consumer(
+        settings.kafka_client_config()
+        | {"group.id": f"recstream-train-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(settings.topic_interactions, timeout=10)
+        topic = metadata.topics.get(settings.topic_interactions)
+        if topic is None or topic.error is not None:
+            raise RecstreamError(f"no topic {settings.topic_interactions!r} to train from")
+        ends = {}
+        for partition in topic.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(settings.topic_interactions, partition), timeout=10
+            )
+            if high > low:
+                ends[partition] = high
+        consumer.assign(
+            [TopicPartition(settings.topic_interactions, p, OFFSET_BEGINNING) for p in ends]
+        )
+        return _read_until(consumer, ends, settings)
+    finally:
+        consumer.close()
+
+
+def _read_until(
+    consumer: Consumer, ends: dict[int, int], settings: Settings
+) -> tuple[list[InteractionEvent], int]:
+    decoder = event_decoder(settings)
+    events: list[InteractionEvent] = []
+    invalid = 0
+    now = int(time.time() * 1000)
+    idle_since = time.monotonic()
+    while ends:
+        batch = consumer.consume(num_messages=10_000, timeout=1.0)
+        if not batch and time.monotonic() - idle_since > 30:
+            raise RecstreamError("the interactions topic stopped answering while training read it")
+        for message in batch:
+            if message.error() is not None:
+                continue
+            idle_since = time.monotonic()
+            partition, offset = message.partition(), message.offset()
+            if partition not in ends or offset is None or partition is None:
+                continue
+            try:
+                events.append(decoder.interaction(message.value() or b"", now))
+            except InvalidMessageError:
+                invalid += 1
+            if offset + 1 >= ends[partition]:
+                del ends[partition]
+    events.sort(key=lambda e: e.event_time)
+    return events, invalid
+
+
+def train(settings: Settings) -> TrainReport:
+    started = time.monotonic()
+    events, invalid = read_interactions(settings)
+    read_s = time.monotonic() - started
+    newest = events[-1].event_time if events else 0
+    histories = user_histories(events, settings.event_weights, settings.collab_half_life_ms, newest)
+    items = sorted({i for h in histories.values() for i in h})
+    versions = collab_versions(settings)
+    _check_enough(settings, len(events), len(histories), len(items), versions.active())
+    params = AlsParams(
+        settings.collab_factors,
+        settings.collab_regularization,
+        settings.collab_alpha,
+        settings.collab_iterations,
+    )
+    fit_started = time.monotonic()
+    model = fit_als(histories, items, params, version=0)
+    fit_s = time.monotonic() - fit_started
+    publish_started = time.monotonic()
+    previous = versions.active()
+    drift = None
+    if previous is not None:
+        try:
+            drift = neighbour_drift(versions.load(previous), model)
+        except RecstreamError:
+            drift = None  # an unreadable previous version: nothing to compare with
+    payloads = {i: ItemPayload(i, "", None, (), True, "", newest) for i in items}
+    info = versions.publish(model, payloads, drift)
+    if drift is not None:
+        metrics.COLLAB_DRIFT.set(drift)
+    report = TrainReport(
+        info,
+        len(events),
+        invalid,
+        len(histories),
+        len(items),
+        round(read_s, 2),
+        round(fit_s, 2),
+        round(time.monotonic() - publish_started, 2),
+    )
+    _write_report(settings, report)
+    return report
+
+
+def _check_enough(
+    settings: Settings, events: int, users: int, items: int, current: VersionInfo | None
+) -> None:
+    keeping = f"version {current.version} stays" if current else "no version is published"
+    for what, have, need in (
+        ("events", events, settings.collab_min_events),
+        ("users with positive history", users, settings.collab_min_users),
+        ("items", items, settings.collab_min_items),
+    ):
+        if have < need:
+            raise RecstreamError(
+                f"too little data to train: {have} {what}, need {need} "
+                f"(RECSTREAM_COLLAB_MIN_*); {keeping}"
+            )
+
+
+def _write_report(settings: Settings, report: TrainReport) -> None:
+    folder = settings.state_dir / "collab"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"train-v{report.version.version}.json"
+    path.write_bytes(orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2))
+
+
+def describe(report: TrainReport) -> str:
+    v = report.version
+    drift = "n/a (first version)" if v.drift is None else f"{v.drift:.3f}"
+    return (
+        f"collab version {v.version}: {report.events} events ({report.invalid} invalid), "
+        f"{report.users} users, {report.items} items, {v.dimension} factors; read "
+        f"{report.read_seconds}s, fit {report.fit_seconds}s, publish {report.publish_seconds}s; "
+        f"neighbour drift {drift}; readers switch within RECSTREAM_COLLAB_REFRESH_S"
+    )

@@ -1,0 +1,219 @@
+"""The collaborative space, pure: implicit-feedback ALS item factors (Hu, Koren and Volinsky, as
+the `implicit` library fits them) and the real-time fold-in of one user against fixed item factors.
+
+A user's history is r_u: item -> summed positive event weight. With confidence c_ui = alpha * r_ui
+and preference 1 for those items (0 and confidence 1 for every other item), the user's factor is
+the least-squares solution
+
+    x_u = (Y^T Y + reg * I + sum_i (c_ui - 1) y_i y_i^T)^-1  sum_i c_ui y_i
+
+which needs only Y^T Y (cached once per model version) and the rows of the user's own items, so
+it costs O(n_u f^2 + f^3) per user, not a pass over the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from recstream.schemas.events import InteractionEvent
+
+Matrix = npt.NDArray[np.float32]
+
+
+class CollabModel:
+    """One trained version: item factors and what fold-in needs (Y^T Y computed once)."""
+
+    def __init__(
+        self,
+        version: int,
+        items: Sequence[str],
+        factors: Matrix,
+        regularization: float,
+        alpha: float,
+    ) -> None:
+        if factors.ndim != 2 or factors.shape[0] != len(items):
+            raise ValueError(f"{len(items)} items but factors of shape {factors.shape}")
+        self.version = version
+        self.items = tuple(items)
+        self.factors = factors.astype(np.float32)
+        self.regularization = regularization
+        self.alpha = alpha
+        self._rows = {item: n for n, item in enumerate(self.items)}
+        wide = self.factors.astype(np.float64)
+        self.gram: npt.NDArray[np.float64] = wide.T @ wide
+
+    @property
+    def dimension(self) -> int:
+        return int(self.factors.shape[1])
+
+    def row(self, item_id: str) -> int | None:
+        return self._rows.get(item_id)
+
+    def fold_in(self, history: Mapping[str, float]) -> Matrix | None:
+        """The user's factor for this history (items unknown to the model are ignored); None when
+        no positive item is known to the model."""
+        known = [
+            (row, r) for item, r in history.items() if r > 0 and (row := self.row(item)) is not None
+        ]
+        if not known:
+            return None
+        rows = np.array([row for row, _ in known])
+        confidence = self.alpha * np.array([r for _, r in known], dtype=np.float64)
+        y = self.factors[rows].astype(np.float64)
+        a = self.gram + self.regularization * np.eye(self.dimension)
+        a += (y * (confidence - 1.0)[:, None]).T @ y
+        b = (y * confidence[:, None]).sum(axis=0)
+        solved: Matrix = np.linalg.solve(a, b).astype(np.float32)
+        return solved
+
+    def scores(self, user_factor: Matrix) -> npt.NDArray[np.float32]:
+        """Predicted preference of every item (row order of `items`)."""
+        result: npt.NDArray[np.float32] = self.factors @ user_factor
+        return result
+
+
+def neighbour_sets(model: CollabModel, items: Sequence[str], k: int = 20) -> dict[str, set[str]]:
+    """Each item's k nearest items by cosine of the factors."""
+    norms = np.linalg.norm(model.factors, axis=1, keepdims=True)
+    unit = model.factors / np.maximum(norms, 1e-12)
+    result = {}
+    for item in items:
+        row = model.row(item)
+        if row is None:
+            continue
+        similarity = unit @ unit[row]
+        similarity[row] = -np.inf
+        top = np.argpartition(-similarity, min(k, len(similarity) - 1))[:k]
+        result[item] = {model.items[i] for i in top}
+    return result
+
+
+def neighbour_drift(old: CollabModel, new: CollabModel, k: int = 20, sample: int = 2000) -> float:
+    """Mean share of an item's top-k neighbours that changed between two versions, over (up to
+    `sample`) items both know: 0 = the same neighbourhoods, 1 = all different."""
+    common = sorted(set(old.items) & set(new.items))
+    if len(common) <= k:
+        return 0.0
+    step = max(1, len(common) // sample)
+    picked = common[::step]
+    before, after = neighbour_sets(old, picked, k), neighbour_sets(new, picked, k)
+    return float(np.mean([1.0 - len(before[i] & after[i]) / k for i in picked]))
+
+
+def user_histories(
+    events: Iterable[InteractionEvent],
+    weights: Mapping[str, float],
+    half_life_ms: int | None = None,
+    now_ms: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """r_u for every user: summed event weights per item (negative events subtract), decayed by
+    age against now_ms when a half-life is given; items left at or below zero are dropped."""
+    sums: dict[str, dict[str, float]] = {}
+    for event in events:
+        weight = weights.get(event.event_type, 0.0)
+        if weight == 0:
+            continue
+        if half_life_ms is not None and now_ms is not None:
+            weight *= 0.5 ** (max(0, now_ms - event.event_time) / half_life_ms)
+        history = sums.setdefault(event.user_id, {})
+        history[event.item_id] = history.get(event.item_id, 0.0) + weight
+    return {
+        user: kept
+        for user, history in sums.items()
+        if (kept := {item: r for item, r in history.items() if r > 0})
+    }
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    factors: int = 64
+    regularization: float = 0.1
+    alpha: float = 1.0
+    iterations: int = 15
+    seed: int = 3
+
+
+def fit_als(
+    histories: Mapping[str, Mapping[str, float]],
+    items: Sequence[str],
+    params: AlsParams,
+    version: int,
+) -> CollabModel:
+    """Item factors by implicit ALS over the users' histories (columns: `items`, in order)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from scipy import sparse
+    from threadpoolctl import threadpool_limits
+
+    column = {item: n for n, item in enumerate(items)}
+    rows, cols, values = [], [], []
+    for row, history in enumerate(histories.values()):
+        for item, r in history.items():
+            if item in column:
+                rows.append(row)
+                cols.append(column[item])
+                values.append(r)
+    matrix = sparse.csr_matrix(
+        (values, (rows, cols)), shape=(len(histories), len(items)), dtype=np.float32
+    )
+    with threadpool_limits(1, "blas"):  # implicit's advice: it runs its own threads
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            iterations=params.iterations,
+            random_state=params.seed,
+            calculate_training_loss=False,
+        )
+        model.fit(matrix, show_progress=False)
+    return CollabModel(
+        version, items, np.asarray(model.item_factors), params.regularization, params.alpha
+    )
+
+
+class ModelView:
+    """One user's preferences under one model version (see consumers.recommender.CollabView)."""
+
+    def __init__(self, model: CollabModel, user_factor: Matrix) -> None:
+        self._model = model
+        self._scores = model.scores(user_factor)
+
+    def top(self, limit: int, exclude: set[str]) -> dict[str, float]:
+        order = np.argsort(-self._scores, kind="stable")
+        found: dict[str, float] = {}
+        for row in order:
+            item = self._model.items[row]
+            if item not in exclude:
+                found[item] = float(self._scores[row])
+                if len(found) == limit:
+                    break
+        return found
+
+    def score(self, item_ids: Sequence[str]) -> dict[str, float]:
+        rows = {item: row for item in item_ids if (row := self._model.row(item)) is not None}
+        return {item: float(self._scores[row]) for item, row in rows.items()}
+
+
+class HistoryCollab:
+    """Collab views folded in from known histories (the offline evaluation's source): a user with
+    fewer than `min_history` items gets none and is ranked on the content side alone."""
+
+    def __init__(
+        self,
+        model: CollabModel,
+        histories: Mapping[str, Mapping[str, float]],
+        min_history: int = 0,
+    ) -> None:
+        self._model = model
+        self._histories = histories
+        self._min_history = min_history
+
+    def for_user(self, user_id: str, state: object) -> ModelView | None:
+        history = self._histories.get(user_id)
+        if not history or len(history) < self._min_history:
+            return None
+        factor = self._model.fold_in(history)
+        return None if factor is None else ModelView(self._model, factor)

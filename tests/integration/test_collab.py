@@ -1,0 +1,251 @@
+"""The collaborative space end to end against the real Kafka and Redis: `recstream train` reads
+the interactions topic and publishes a version; the interaction processor folds users in against
+it; the query worker's answers follow a new interaction through the topics; versions switch
+atomically, too little data is refused, a version of the wrong dimension is rejected."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import redis
+
+from recstream.consumers.client import RecClient
+from recstream.consumers.query_worker import QueryWorker
+from recstream.consumers.ranking import RankingWeights
+from recstream.consumers.recommender import QueryConfig, Recommender
+from recstream.errors import RecstreamError
+from recstream.infra import topics
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import Settings
+from recstream.stores.collab_store import CollabReader, StateCollab
+from recstream.stores.keys import KeySpace
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.streams.dlq import DeadLetterWriter
+from recstream.train import train
+from recstream.worker import collab_versions, interaction_consumer, session_store
+from tests.integration.ingest_helpers import (
+    create_topics,
+    delete_namespace,
+    drain,
+    isolated_settings,
+    open_index,
+    produce_events,
+    seed_items,
+)
+
+T0 = int(time.time() * 1000) - 10 * 24 * 3600 * 1000
+
+
+@dataclass
+class Env:
+    settings: Settings
+    index: QdrantEdgeIndex
+    events: list[InteractionEvent]
+
+
+def _taste_events() -> list[InteractionEvent]:
+    """Two tastes: users 0-19 like items 0-9, users 20-39 like items 10-19."""
+    rng = random.Random(3)
+    events = []
+    for user in range(40):
+        pool = range(10) if user < 20 else range(10, 20)
+        for n, item in enumerate(rng.sample(list(pool), 6)):
+            events.append(
+                InteractionEvent(
+                    f"t{user}-{item}", f"user{user}", f"item{item}", "like", T0 + user * 100 + n
+                )
+            )
+    return events
+
+
+@pytest.fixture
+def env(infra: Settings, unique: str, tmp_path: Path) -> Iterator[Env]:
+    settings = isolated_settings(
+        infra,
+        unique,
+        tmp_path,
+        collab_min_events=50,
+        collab_min_users=10,
+        collab_min_items=10,
+        collab_factors=4,
+        collab_refresh_s=0.05,
+        state_dir=tmp_path / "state",
+    )
+    names = create_topics(settings)
+    index = open_index(settings)
+    seed_items(index, 30)
+    events = _taste_events()
+    produce_events(settings, events)
+    yield Env(settings, index, events)
+    index.close()
+    topics.delete_topics(settings, names)
+    delete_namespace(settings)
+
+
+def _apply(env: Env, count: int) -> None:
+    """Run the interaction processor (with its collab reader) over `count` new records."""
+    reader = CollabReader(collab_versions(env.settings), env.settings.collab_refresh_s)
+    dead = DeadLetterWriter(env.settings.kafka_client_config())
+    store = session_store(env.settings)
+    drain(interaction_consumer(env.settings, env.index, store, dead, reader), count)
+    store.close()
+
+
+def test_training_publishes_and_the_processor_folds_users_in(env: Env) -> None:
+    report = train(env.settings)
+    assert report.version.version == 1 and report.version.drift is None
+    assert (report.users, report.items, report.events) == (40, 20, len(env.events))
+    assert (env.settings.state_dir / "collab" / "train-v1.json").exists()
+    _apply(env, len(env.events))
+    versions = collab_versions(env.settings)
+    info = versions.active()
+    assert info is not None
+    model = versions.load(info)
+    store = session_store(env.settings)
+    state = store.load_states(["user3"])["user3"]
+    store.close()
+    assert state.collab_version == 1 and state.collab_vector is not None
+    np.testing.assert_allclose(state.collab_vector, model.fold_in(state.collab_items), rtol=1e-5)
+    # the folded-in user prefers items of their own taste
+    scores = model.scores(state.collab_vector)
+    own = np.mean([scores[model.row(f"item{i}") or 0] for i in range(1, 10)])
+    other = np.mean([scores[model.row(f"item{i}") or 0] for i in range(10, 20)])
+    assert own > other
+
+
+def test_retraining_on_unchanged_data_keeps_neighbours_and_drops_the_old_version(env: Env) -> None:
+    first = train(env.settings).version
+    second = train(env.settings).version
+    assert second.version == first.version + 1
+    assert second.drift is not None and second.drift < 0.05
+    assert not (env.settings.qdrant_embedded_path / first.collection).exists()
+    assert collab_versions(env.settings).active() == second
+
+
+def test_too_little_data_is_refused_and_the_version_stays(env: Env) -> None:
+    current = train(env.settings).version
+    strict = env.settings.model_copy(update={"collab_min_events": 10**6})
+    with pytest.raises(RecstreamError, match=rf"too little data.*version {current.version} stays"):
+        train(strict)
+    assert collab_versions(env.settings).active() == current
+
+
+def test_a_failed_publish_leaves_readers_on_the_old_version(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = train(env.settings).version
+    versions = collab_versions(env.settings)
+
+    def broken_write(*_: object) -> None:
+        raise OSError("disk full")  # fault injection: the index write fails midway
+
+    monkeypatch.setattr(versions, "_write", broken_write)
+    model = versions.load(current)
+    with pytest.raises(OSError, match="disk full"):
+        versions.publish(model, {i: _payload(i) for i in model.items}, None)
+    assert versions.active() == current
+    assert versions.load(current).items == model.items
+
+
+def test_a_version_of_the_wrong_dimension_is_rejected_and_readers_keep_theirs(env: Env) -> None:
+    current = train(env.settings).version
+    versions = collab_versions(env.settings)
+    reader = CollabReader(versions, refresh_s=0.01)
+    assert reader.current() is not None
+    # A pointer to a version that declares 6 dimensions over a collection holding 4.
+    lying = replace(current, version=99, dimension=current.dimension + 2)
+    client = redis.Redis.from_url(env.settings.redis_address)
+    keys = KeySpace(env.settings.redis_namespace)
+    client.set(keys.collab_items(99), client.get(keys.collab_items(current.version)) or b"[]")
+    client.set(keys.collab_active(), orjson.dumps(asdict(lying)))
+    client.close()
+    with pytest.raises(RecstreamError, match=r"rejected|cannot open"):
+        versions.load(lying)
+    time.sleep(0.02)
+    kept = reader.current()
+    assert kept is not None and kept.version == current.version
+
+
+def test_the_switch_is_atomic_under_concurrent_reads(env: Env) -> None:
+    train(env.settings)
+    versions = collab_versions(env.settings)
+    reader = CollabReader(versions, refresh_s=0.0)
+    seen: list[tuple[int, int, int]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                model = reader.current()
+                if model is not None:
+                    seen.append((model.version, model.dimension, len(model.items)))
+            except BaseException as error:
+                errors.append(error)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for factors in (6, 8):  # each version with its own dimension: a mix would show
+        train(env.settings.model_copy(update={"collab_factors": factors}))
+    time.sleep(0.2)
+    stop.set()
+    thread.join(10)
+    assert not errors
+    dimensions = {version: dim for version, dim, _ in seen}
+    assert {v: d for v, d, _ in seen} == dimensions  # one dimension per version, always
+    assert dimensions.get(3) == 8  # the reader ended on the newest version
+
+
+def test_a_new_interaction_changes_the_next_collab_recommendation(env: Env) -> None:
+    train(env.settings)
+    _apply(env, len(env.events))
+    store = session_store(env.settings)
+    reader = CollabReader(collab_versions(env.settings), 0.05)
+    collab_only = QueryConfig(weights=RankingWeights(0.0, 0.0, 0.0, 1.0), covis_seeds=0)
+    recommender = Recommender(env.index, store, None, collab_only, collab=StateCollab(reader, 1))
+    worker = QueryWorker(
+        recommender,
+        env.settings.kafka_client_config(),
+        env.settings.topic_requests,
+        env.settings.topic_responses,
+        f"{env.settings.consumer_group}-query",
+        DeadLetterWriter(env.settings.kafka_client_config()),
+        max_queue_ms=5000,
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    client = RecClient(env.settings, timeout_s=20)
+    try:
+        before = [i.item_id for i in client.recommend("user0", k=5, diversity=1.0).items]
+        # user0 (taste: items 0-9) now loves five items of the other taste
+        fresh = [
+            InteractionEvent(f"new-{i}", "user0", f"item{i}", "purchase", T0 + 10**6 + i)
+            for i in range(10, 15)
+        ]
+        for event in fresh:
+            client.track(event)
+        client.flush()
+        _apply(env, len(fresh))
+        after = [i.item_id for i in client.recommend("user0", k=5, diversity=1.0).items]
+    finally:
+        client.close()
+        worker.stop()
+        thread.join(10)
+        store.close()
+    assert before != after
+    taste = lambda ids: sum(int(i[4:]) >= 10 for i in ids)  # noqa: E731
+    assert taste(after) > taste(before)  # the list moved towards the new taste
+
+
+def _payload(item: str):  # type: ignore[no-untyped-def]
+    from recstream.stores.vector_index import ItemPayload
+
+    return ItemPayload(item, "", None, (), True, "", 0)
