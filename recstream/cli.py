@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--roles",
         default="catalog,interactions,query",
-        help="comma-separated: catalog, interactions, query (default: all)",
+        help="comma-separated: catalog, interactions, query, train (default: all but train)",
     )
     worker.set_defaults(handlers={None: _worker}, action=None)
 

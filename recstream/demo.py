@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -27,6 +28,7 @@ from recstream.errors import RecstreamError
 from recstream.infra import topics
 from recstream.metrics_probe import metric_total
 from recstream.movielens import movie_events, rating_events, rows
+from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.settings import Settings
 
 DEMO_USERS = ("1", "414", "599")
@@ -104,6 +106,27 @@ def _show(settings: Settings, client: RecClient, folder: Path) -> None:
     )
 
 
+def feed_worker(
+    settings: Settings,
+    worker: subprocess.Popen[bytes],
+    log: Path,
+    catalog: Sequence[CatalogEvent],
+    interactions: Sequence[InteractionEvent],
+    labels: tuple[str, str] = ("items", "events"),
+) -> None:
+    """Publish the catalog, wait until the worker processed it, then the same for interactions
+    (catalog first: interactions need the items' vectors)."""
+    port = settings.metrics_port
+    records = [(e.item_id.encode(), e.to_json()) for e in catalog]
+    publish(settings, settings.topic_catalog, records, labels[0])
+    metric = "recstream_catalog_events_total"
+    wait_for(worker, port, metric, CATALOG_DONE, len(catalog), labels[0], log)
+    records = [(e.user_id.encode(), e.to_json()) for e in interactions]
+    publish(settings, settings.topic_interactions, records, labels[1])
+    metric = "recstream_interactions_events_total"
+    wait_for(worker, port, metric, INTERACTIONS_DONE, len(interactions), labels[1], log)
+
+
 def run_demo(settings: Settings) -> int:
     if not settings.metrics_port:
         raise RecstreamError("the demo watches the worker's metrics: set RECSTREAM_METRICS_PORT")
@@ -114,36 +137,7 @@ def run_demo(settings: Settings) -> int:
     topics.ensure_topics(settings, topics.planned_topics(settings))
     worker, log = start_worker(settings)
     try:
-        publish(
-            settings,
-            settings.topic_catalog,
-            [(e.item_id.encode(), e.to_json()) for e in movies],
-            "movies",
-        )
-        wait_for(
-            worker,
-            settings.metrics_port,
-            "recstream_catalog_events_total",
-            CATALOG_DONE,
-            len(movies),
-            "movies",
-            log,
-        )
-        publish(
-            settings,
-            settings.topic_interactions,
-            [(e.user_id.encode(), e.to_json()) for e in ratings],
-            "ratings",
-        )
-        wait_for(
-            worker,
-            settings.metrics_port,
-            "recstream_interactions_events_total",
-            INTERACTIONS_DONE,
-            len(ratings),
-            "ratings",
-            log,
-        )
+        feed_worker(settings, worker, log, movies, ratings, ("movies", "ratings"))
         with RecClient(settings, timeout_s=30) as client:
             _show(settings, client, folder)
     finally:

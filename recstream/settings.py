@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     rating_center: float = 3.0
     rating_weight_per_point: float = 1.0
-    history_cap: int = Field(500, ge=1, le=100_000)
+    history_cap: int = Field(10_000, ge=1, le=100_000)  # seen items kept (and never re-served)
     covis_window: int = Field(5, ge=0, le=100)
     covis_max_neighbours: int = Field(200, ge=1, le=10_000)
     popularity_half_life_ms: int = Field(7 * 24 * 3600 * 1000, gt=0)
@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     collab_min_users: int = Field(20, ge=1)  # training refuses below these
     collab_min_items: int = Field(20, ge=1)
     collab_min_events: int = Field(500, ge=1)
+    collab_train_every_s: float = Field(3600.0, gt=0)  # the worker's `train` role
     min_event_time_ms: int = Field(631_152_000_000, ge=0)
     max_clock_skew_ms: int = Field(5 * 60 * 1000, ge=0)
 

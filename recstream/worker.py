@@ -42,7 +42,7 @@ from recstream.streams.messages import RawMessage
 from recstream.streams.session import SessionConfig
 
 log = logging.getLogger(__name__)
-ROLES = ("catalog", "interactions", "query")
+ROLES = ("catalog", "interactions", "query", "train")
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -239,6 +239,25 @@ def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
     _run_in_thread(app, runtime, "query", worker.run, worker.stop)
 
 
+def _add_training_loop(app: faust.App, runtime: Runtime) -> None:
+    """`recstream train` on a schedule inside the worker (the `train` role)."""
+    from recstream.train import describe, train
+
+    stopping = threading.Event()
+    every = runtime.settings.collab_train_every_s
+
+    def run() -> None:
+        while not stopping.wait(every):
+            try:
+                log.info(describe(train(runtime.settings)))
+            except RecstreamError as error:  # e.g. too little data yet: try again next time
+                log.warning("collaborative training skipped: %s", error)
+            except Exception:
+                log.exception("collaborative training failed; the current version stays")
+
+    _run_in_thread(app, runtime, "train", run, stopping.set)
+
+
 def _run_in_thread(
     app: faust.App, runtime: Runtime, name: str, run: Callable[[], None], stop: Callable[[], None]
 ) -> None:
@@ -276,6 +295,8 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
         _add_interaction_loop(app, runtime)
     if "query" in roles:
         _add_query_loop(app, runtime)
+    if "train" in roles:
+        _add_training_loop(app, runtime)
 
     async def _shutdown(_: Any, **__: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(None, runtime.close)

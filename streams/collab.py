@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -137,6 +138,24 @@ class AlsParams:
     seed: int = 3
 
 
+def fit_implicit(matrix: Any, params: AlsParams) -> Any:
+    """`implicit`'s CPU ALS fitted on a users x items confidence matrix (scipy CSR)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit's advice: it runs its own threads
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            iterations=params.iterations,
+            random_state=params.seed,
+            calculate_training_loss=False,
+        )
+        model.fit(matrix.astype(np.float32), show_progress=False)
+    return model
+
+
 def fit_als(
     histories: Mapping[str, Mapping[str, float]],
     items: Sequence[str],
@@ -144,9 +163,7 @@ def fit_als(
     version: int,
 ) -> CollabModel:
     """Item factors by implicit ALS over the users' histories (columns: `items`, in order)."""
-    from implicit.cpu.als import AlternatingLeastSquares
     from scipy import sparse
-    from threadpoolctl import threadpool_limits
 
     column = {item: n for n, item in enumerate(items)}
     rows, cols, values = [], [], []
@@ -159,16 +176,7 @@ def fit_als(
     matrix = sparse.csr_matrix(
         (values, (rows, cols)), shape=(len(histories), len(items)), dtype=np.float32
     )
-    with threadpool_limits(1, "blas"):  # implicit's advice: it runs its own threads
-        model = AlternatingLeastSquares(
-            factors=params.factors,
-            regularization=params.regularization,
-            alpha=params.alpha,
-            iterations=params.iterations,
-            random_state=params.seed,
-            calculate_training_loss=False,
-        )
-        model.fit(matrix, show_progress=False)
+    model = fit_implicit(matrix, params)
     return CollabModel(
         version, items, np.asarray(model.item_factors), params.regularization, params.alpha
     )
@@ -195,25 +203,3 @@ class ModelView:
     def score(self, item_ids: Sequence[str]) -> dict[str, float]:
         rows = {item: row for item in item_ids if (row := self._model.row(item)) is not None}
         return {item: float(self._scores[row]) for item, row in rows.items()}
-
-
-class HistoryCollab:
-    """Collab views folded in from known histories (the offline evaluation's source): a user with
-    fewer than `min_history` items gets none and is ranked on the content side alone."""
-
-    def __init__(
-        self,
-        model: CollabModel,
-        histories: Mapping[str, Mapping[str, float]],
-        min_history: int = 0,
-    ) -> None:
-        self._model = model
-        self._histories = histories
-        self._min_history = min_history
-
-    def for_user(self, user_id: str, state: object) -> ModelView | None:
-        history = self._histories.get(user_id)
-        if not history or len(history) < self._min_history:
-            return None
-        factor = self._model.fold_in(history)
-        return None if factor is None else ModelView(self._model, factor)

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from recstream.schemas.events import InteractionEvent
+from recstream.streams.collab import AlsParams, fit_implicit
 
 Scores = npt.NDArray[np.float64]
 
@@ -121,20 +122,9 @@ class ImplicitALS:
         iterations: int = 15,
         seed: int = 3,
     ) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
-
         self._data = data
-        with threadpool_limits(1, "blas"):  # implicit's advice: it runs its own threads
-            self._model = AlternatingLeastSquares(
-                factors=factors,
-                regularization=regularization,
-                alpha=alpha,
-                iterations=iterations,
-                random_state=seed,
-                calculate_training_loss=False,
-            )
-            self._model.fit(data.matrix.astype(np.float32), show_progress=False)
+        params = AlsParams(factors, regularization, alpha, iterations, seed)
+        self._model = fit_implicit(data.matrix, params)
         self._popular = MostPopular(data)
 
     def recommend(self, user: str, k: int) -> list[str]:

@@ -23,10 +23,10 @@ from recstream.evaluation.baselines import (
 )
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.split import Split
-from recstream.evaluation.system import Collab, Variant, embed_catalog, recommend_all, replay
+from recstream.evaluation.system import Variant, embed_catalog, recommend_all, replay
 from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.memory_store import InMemorySessionStore
-from recstream.streams.collab import AlsParams, fit_als, user_histories
+from recstream.streams.collab import AlsParams, CollabModel, fit_als, user_histories
 from recstream.streams.embedder import Embedder
 from recstream.streams.session import SessionConfig
 
@@ -62,7 +62,9 @@ class Context:
     session: SessionConfig
     k: int
     users: list[str]  # test users (with relevant items), sorted
-    collab: Collab | None = None  # set once ALS parameters are known
+    collab: CollabModel | None = None  # set once ALS parameters are known
+    history_cap: int = 10_000  # seen items kept per user (the store's cap, as served)
+    covis_max_neighbours: int = 200
 
 
 def _score(lists: Lists, relevant: Mapping[str, set[str]], k: int) -> float:
@@ -74,8 +76,10 @@ def system_lists(
     ctx: Context, session: SessionConfig, variants: Sequence[Variant]
 ) -> dict[str, Lists]:
     """Replay the training events with these session settings, then every variant's lists."""
-    store = InMemorySessionStore(popularity_half_life_ms=session.popularity_half_life_ms)
-    replay(ctx.split.train, ctx.index, store, session)
+    store = InMemorySessionStore(
+        ctx.history_cap, ctx.covis_max_neighbours, session.popularity_half_life_ms
+    )
+    replay(ctx.split.train, ctx.index, store, session, collab=ctx.collab)
     return {
         v.name: recommend_all(ctx.index, store, ctx.users, ctx.k, v, ctx.collab) for v in variants
     }
@@ -140,12 +144,13 @@ def _blend(hybrid: Variant, collab_weight: float, min_history: int, name: str) -
     return replace(hybrid, name=name, weights=weights, collab_min_history=min_history)
 
 
-def train_collab(split: Split, session: SessionConfig, als: Mapping[str, float]) -> Collab:
-    """ALS item factors on the split's training histories (the `recstream train` job's maths)."""
+def train_collab(split: Split, session: SessionConfig, als: Mapping[str, float]) -> CollabModel:
+    """ALS item factors on the split's training histories (the `recstream train` job's maths);
+    the replay then folds users in against them as the interaction processor does."""
     histories = user_histories(split.train, session.weights)
     items = sorted({i for h in histories.values() for i in h})
     params = AlsParams(int(als["factors"]), als["regularization"], als["alpha"])
-    return Collab(fit_als(histories, items, params, version=1), histories)
+    return fit_als(histories, items, params, version=1)
 
 
 def _tune_als(ctx: Context, data: Interactions) -> tuple[dict[str, float], float]:
@@ -252,16 +257,17 @@ def evaluate(
     embedder: Embedder,
     cache_dir: Path,
     tune_on_validation: bool = True,
+    caps: tuple[int, int] = (10_000, 200),  # the store's history cap and co-visit neighbours
 ) -> dict[str, Any]:
     started = time.monotonic()
     split = split_function(dataset.events)
     index = embed_catalog(dataset.catalog(split.visible), embedder, cache_dir)
     catalog = index.item_ids()
-    test = Context(split, index, session, 20, sorted(split.relevant))
+    test = Context(split, index, session, 20, sorted(split.relevant), None, *caps)
     tuned = _defaults(session)
     if tune_on_validation:
         validation = split_function(split.train)
-        val_ctx = Context(validation, index, session, 20, sorted(validation.relevant))
+        val_ctx = Context(validation, index, session, 20, sorted(validation.relevant), None, *caps)
         tuned = tune(val_ctx, Interactions.build(validation.train, catalog, session.weights))
     data = Interactions.build(split.train, catalog, session.weights)
     lists = all_lists(test, data, tuned)

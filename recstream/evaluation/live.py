@@ -16,7 +16,7 @@ from pathlib import Path
 
 from recstream.consumers.client import RecClient
 from recstream.consumers.ranking import RankingWeights
-from recstream.demo import CATALOG_DONE, INTERACTIONS_DONE, publish, start_worker, wait_for
+from recstream.demo import feed_worker, start_worker
 from recstream.errors import RecstreamError
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.split import Split
@@ -99,7 +99,10 @@ def _served_variant(settings: Settings) -> Variant:
         settings.rank_weight_similarity,
         settings.rank_weight_covisitation,
         settings.rank_weight_popularity,
+        settings.rank_weight_collab,
     )
+    # The live sample's namespace never has a trained collaborative version, so neither side
+    # blends one in; the weight is here so the two configurations read the same.
     return Variant("served", weights, 0.7, covis_per_seed=settings.covis_per_seed)
 
 
@@ -114,36 +117,7 @@ def _run_live(
         raise RecstreamError("--live watches the worker's metrics: set RECSTREAM_METRICS_PORT")
     worker, log = start_worker(settings)
     try:
-        publish(
-            settings,
-            settings.topic_catalog,
-            [(c.item_id.encode(), c.to_json()) for c in items],
-            "items",
-        )
-        wait_for(
-            worker,
-            settings.metrics_port,
-            "recstream_catalog_events_total",
-            CATALOG_DONE,
-            len(items),
-            "items",
-            log,
-        )
-        publish(
-            settings,
-            settings.topic_interactions,
-            [(e.user_id.encode(), e.to_json()) for e in events],
-            "events",
-        )
-        wait_for(
-            worker,
-            settings.metrics_port,
-            "recstream_interactions_events_total",
-            INTERACTIONS_DONE,
-            len(events),
-            "events",
-            log,
-        )
+        feed_worker(settings, worker, log, items, events)
         diversity = _served_variant(settings).diversity
         with RecClient(settings, timeout_s=timeout_s) as client:
             return {

@@ -5,7 +5,7 @@ does, events applied with the processors' pure `apply_batch`, lists from the pro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,23 +16,16 @@ from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import QueryConfig, Recommender
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.schemas.requests import RecommendRequest
+from recstream.stores.collab_store import FixedModel, StateCollab
 from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.memory_store import InMemorySessionStore
 from recstream.stores.vector_index import Vector, collection_name
 from recstream.streams.catalog import plan_catalog_batch
-from recstream.streams.collab import CollabModel, HistoryCollab
+from recstream.streams.collab import CollabModel
 from recstream.streams.embedder import Embedder
 from recstream.streams.session import SessionConfig, apply_batch, popularity_landmark
 
 REPLAY_BATCH = 5000  # the interaction processor's default batch size
-
-
-@dataclass(frozen=True)
-class Collab:
-    """A trained collaborative model and the training histories users are folded in from."""
-
-    model: CollabModel
-    histories: Mapping[str, Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -79,8 +72,10 @@ def replay(
     store: InMemorySessionStore,
     config: SessionConfig,
     batch_size: int = REPLAY_BATCH,
+    collab: CollabModel | None = None,
 ) -> None:
-    """Apply events in order, batch by batch, exactly as the interaction processor does."""
+    """Apply events in order, batch by batch, exactly as the interaction processor does (folding
+    users in against `collab` when given)."""
     records = index.retrieve(sorted({e.item_id for e in events}), with_vectors=True)
     vectors = {i: r.vector for i, r in records.items() if r.vector is not None}
     categories = {i: r.payload.category for i, r in records.items() if r.payload.category}
@@ -99,6 +94,7 @@ def replay(
             index.collection,
             index.dimension,
             landmark,
+            collab,
         )
         store.write_batch(effects, previous)
 
@@ -109,7 +105,7 @@ def recommend_all(
     users: Iterable[str],
     k: int,
     variant: Variant,
-    collab: Collab | None = None,
+    collab: CollabModel | None = None,
 ) -> dict[str, list[str]]:
     """The production recommender's list for each user (seen items excluded, as served)."""
     config = QueryConfig(
@@ -119,7 +115,7 @@ def recommend_all(
     )
     source = None
     if collab is not None and variant.collab_min_history is not None:
-        source = HistoryCollab(collab.model, collab.histories, variant.collab_min_history)
+        source = StateCollab(FixedModel(collab), variant.collab_min_history)
     recommender = Recommender(index, store, None, config, collab=source)
     lists = {}
     for user in users:

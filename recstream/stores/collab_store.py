@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -161,11 +162,25 @@ class CollabReader:
             log.warning("collaborative model version %d not loaded: %s", info.version, error)
 
 
+class ModelSource(Protocol):
+    def current(self) -> CollabModel | None: ...
+
+
+class FixedModel:
+    """One model that never changes (the offline evaluation's source)."""
+
+    def __init__(self, model: CollabModel) -> None:
+        self._model = model
+
+    def current(self) -> CollabModel:
+        return self._model
+
+
 class StateCollab:
     """The query side's CollabSource: the factor the processor folded in, when it belongs to the
     active version, else a fold-in now from the user's stored history (same maths)."""
 
-    def __init__(self, reader: CollabReader, min_history: int) -> None:
+    def __init__(self, reader: ModelSource, min_history: int) -> None:
         self._reader = reader
         self._min_history = min_history
 

@@ -30,7 +30,7 @@ def _cut(scores: _SortedSet, keep: int, above: int) -> None:
 class InMemorySessionStore:
     def __init__(
         self,
-        history_cap: int = 500,
+        history_cap: int = 10_000,
         covis_max_neighbours: int = 200,
         popularity_half_life_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:

@@ -91,7 +91,7 @@ class RedisSessionStore:
         self,
         client: redis.Redis[bytes],
         keys: KeySpace,
-        history_cap: int = 500,
+        history_cap: int = 10_000,
         covis_max_neighbours: int = 200,
         popularity_half_life_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:

@@ -40,6 +40,7 @@ from tests.integration.ingest_helpers import (
     produce_events,
     seed_items,
 )
+from tests.integration.worker_process import WorkerProcess
 
 T0 = int(time.time() * 1000) - 10 * 24 * 3600 * 1000
 
@@ -84,8 +85,9 @@ def env(infra: Settings, unique: str, tmp_path: Path) -> Iterator[Env]:
     seed_items(index, 30)
     events = _taste_events()
     produce_events(settings, events)
-    yield Env(settings, index, events)
-    index.close()
+    state = Env(settings, index, events)
+    yield state
+    state.index.close()  # a test may have reopened it
     topics.delete_topics(settings, names)
     delete_namespace(settings)
 
@@ -249,3 +251,21 @@ def _payload(item: str):  # type: ignore[no-untyped-def]
     from recstream.stores.vector_index import ItemPayload
 
     return ItemPayload(item, "", None, (), True, "", 0)
+
+
+def test_the_workers_train_role_publishes_on_its_schedule(env: Env, tmp_path: Path) -> None:
+    settings = env.settings.model_copy(update={"collab_train_every_s": 1.0})
+    env.index.close()  # the worker process opens the embedded index itself
+    worker = WorkerProcess(settings, tmp_path / "worker.log", roles="train")
+    try:
+        deadline = time.monotonic() + 120
+        active = None
+        while active is None and time.monotonic() < deadline:
+            assert worker.process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            active = collab_versions(settings).active()
+            time.sleep(0.5)
+        assert active is not None, (tmp_path / "worker.log").read_text()[-3000:]
+        assert active.items == 20
+    finally:
+        assert worker.stop() == 0
+    env.index = open_index(settings)  # for the fixture's teardown
