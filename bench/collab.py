@@ -82,7 +82,8 @@ def _apply_all(
     for start in range(0, len(stream), batch):
         chunk = stream[start : start + batch]
         began = time.perf_counter()
-        effects = apply_batch(chunk, states, vectors, {}, config, "m", DIM, 0, collab)
+        landmark = chunk[0].event_time  # forward-decay landmark near the events, as in service
+        effects = apply_batch(chunk, states, vectors, {}, config, "m", DIM, landmark, collab)
         total += time.perf_counter() - began
         fold += effects.fold_in_seconds
         states.update(effects.states)

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     collab_min_history: int = Field(5, ge=0)  # items a user needs before collab is used
     collab_refresh_s: float = Field(5.0, gt=0)  # how often readers look for a new version
     collab_factors: int = Field(64, ge=2, le=1024)
-    collab_regularization: float = Field(0.1, ge=0)
+    collab_regularization: float = Field(0.1, gt=0)  # > 0: keeps every fold-in solvable
     collab_alpha: float = Field(1.0, gt=0)
     collab_iterations: int = Field(15, ge=1, le=200)
     collab_half_life_ms: int = Field(90 * 24 * 3600 * 1000, gt=0)  # history decay at training

@@ -46,6 +46,8 @@ class CollabModel:
         self._rows = {item: n for n, item in enumerate(self.items)}
         wide = self.factors.astype(np.float64)
         self.gram: npt.NDArray[np.float64] = wide.T @ wide
+        self._base = self.gram + regularization * np.eye(self.dimension)
+        self._base_inverse: npt.NDArray[np.float64] = np.linalg.inv(self._base).astype(np.float64)
 
     @property
     def dimension(self) -> int:
@@ -69,6 +71,64 @@ class CollabModel:
         a += (y * (confidence - 1.0)[:, None]).T @ y
         b = (y * confidence[:, None]).sum(axis=0)
         solved: Matrix = np.linalg.solve(a, b).astype(np.float32)
+        return solved
+
+    def fold_in_many(self, histories: Sequence[Mapping[str, float]]) -> list[Matrix | None]:
+        """`fold_in` for many users at once: users grouped by history length (padded to a power
+        of two) and each group solved as one stacked system, so a batch of mostly short
+        histories costs a few numpy calls instead of one Python round per user."""
+        known = [
+            [(row, r) for item, r in h.items() if r > 0 and (row := self.row(item)) is not None]
+            for h in histories
+        ]
+        results: list[Matrix | None] = [None] * len(histories)
+        groups: dict[int, list[int]] = {}
+        for user, pairs in enumerate(known):
+            if pairs:
+                groups.setdefault(1 << (len(pairs) - 1).bit_length(), []).append(user)
+        for width, users in groups.items():
+            rows = np.zeros((len(users), width), dtype=np.int64)
+            confidence = np.zeros((len(users), width))  # padding: confidence 0, row 0
+            for n, user in enumerate(users):
+                pairs = known[user]
+                rows[n, : len(pairs)] = [row for row, _ in pairs]
+                confidence[n, : len(pairs)] = [self.alpha * r for _, r in pairs]
+            y = self.factors[rows].astype(np.float64)  # users x width x f
+            weight = (confidence - 1.0) * (confidence > 0)  # the low-rank term's diagonal D
+            b = (y * confidence[:, :, None]).sum(axis=1)
+            solve = self._solve_short if width <= self.dimension // 2 else self._solve_long
+            solved = solve(y, weight, b).astype(np.float32)
+            for n, user in enumerate(users):
+                results[user] = solved[n]
+        return results
+
+    def _solve_long(
+        self,
+        y: npt.NDArray[np.float64],
+        weight: npt.NDArray[np.float64],
+        b: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """(B + Y^T D Y) x = b as stacked f x f systems, B = Y^T Y + reg I."""
+        a = self._base + np.matmul((y * weight[:, :, None]).transpose(0, 2, 1), y)
+        solved: npt.NDArray[np.float64] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+        return solved
+
+    def _solve_short(
+        self,
+        y: npt.NDArray[np.float64],
+        weight: npt.NDArray[np.float64],
+        b: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """The same for short histories by the push-through identity
+        (B + Y^T D Y)^-1 = P - P Y^T (I + D Y P Y^T)^-1 D Y P with P = B^-1 (once per version):
+        width x width systems instead of f x f ones."""
+        p = self._base_inverse
+        z = b @ p  # P b (P is symmetric)
+        yp = y @ p  # users x width x f
+        m = np.eye(y.shape[1]) + weight[:, :, None] * np.matmul(yp, y.transpose(0, 2, 1))
+        rhs = weight * np.einsum("unf,uf->un", y, z)
+        t = np.linalg.solve(m, rhs[:, :, None])[:, :, 0]
+        solved: npt.NDArray[np.float64] = z - np.einsum("un,unf->uf", t, yp)
         return solved
 
     def scores(self, user_factor: Matrix) -> npt.NDArray[np.float32]:

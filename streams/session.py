@@ -162,8 +162,11 @@ def _add_collab(state: UserState, item_id: str, weight: float) -> None:
 
 def _fold_in(states: Mapping[str, UserState], collab: CollabModel) -> None:
     """Solve each changed user's ALS least squares against the model's item factors."""
-    for state in states.values():
-        state.collab_vector = collab.fold_in(state.collab_items)
+    changed = list(states.values())
+    for state, factor in zip(
+        changed, collab.fold_in_many([s.collab_items for s in changed]), strict=True
+    ):
+        state.collab_vector = factor
         state.collab_version = collab.version
 
 

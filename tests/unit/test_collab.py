@@ -89,3 +89,19 @@ def test_retraining_on_unchanged_data_keeps_neighbourhoods() -> None:
     assert neighbour_drift(first, again, k=5) < 0.05
     other = fit_als(_histories(9), ITEMS, params, 3)  # other users, other neighbourhoods
     assert neighbour_drift(first, other, k=5) > 0.3
+
+
+def test_folding_in_many_users_at_once_equals_one_by_one() -> None:
+    rng = np.random.default_rng(6)
+    model = CollabModel(1, ITEMS, rng.normal(size=(40, 5)).astype(np.float32), 0.2, 3.0)
+    histories = [
+        {ITEMS[i]: float(rng.choice([0.5, 2.0])) for i in rng.choice(40, size, replace=False)}
+        for size in (1, 2, 3, 5, 9, 17, 3, 1)
+    ] + [{}, {"unknown": 1.0}]
+    together = model.fold_in_many(histories)
+    for history, factor in zip(histories, together, strict=True):
+        alone = model.fold_in(history)
+        if alone is None:
+            assert factor is None
+        else:
+            np.testing.assert_allclose(factor, alone, rtol=1e-4, atol=1e-5)
