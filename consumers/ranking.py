@@ -114,13 +114,21 @@ def diversify(
     return chosen
 
 
-def reasons_for(candidate: Candidate, popular_threshold: float, strategy: str) -> tuple[str, ...]:
-    """Why this item: similar to X, often seen with Y, popular in C, trending. Never empty."""
+def reasons_for(
+    candidate: Candidate,
+    popular_threshold: float,
+    strategy: str,
+    collab_threshold: float = float("inf"),
+) -> tuple[str, ...]:
+    """Why this item: similar to X, often seen with Y, liked by people with your taste, popular
+    in C, trending. Never empty."""
     reasons = []
     if candidate.similar_to:
         reasons.append(f"similar to {candidate.similar_to}")
     if candidate.covisited_with and candidate.covisitation > 0:
         reasons.append(f"often seen with {candidate.covisited_with}")
+    if candidate.collab > 0 and candidate.collab >= collab_threshold:
+        reasons.append("liked by people with your taste")
     if candidate.popularity > 0 and candidate.popularity >= popular_threshold:
         reasons.append(f"popular in {candidate.category}" if candidate.category else "trending")
     if not reasons:
@@ -138,10 +146,22 @@ def rank(
     """Score, diversify and explain: the final list, best first."""
     scores = hybrid_scores(candidates, weights)
     order = diversify(candidates, scores, k, relevance_weight)
-    popularity = sorted((c.popularity for c in candidates), reverse=True)
-    # "Popular" means in the top fifth of the candidates by popularity.
-    threshold = popularity[max(0, len(popularity) // 5 - 1)] if popularity else 0.0
+    # "Popular" / "liked by people with your taste": in the top fifth of the candidates.
+    popular, liked = (
+        _top_fifth([c.popularity for c in candidates]),
+        _top_fifth([c.collab for c in candidates]),
+    )
     return [
-        Ranked(candidates[i], float(scores[i]), reasons_for(candidates[i], threshold, strategy))
+        Ranked(
+            candidates[i],
+            float(scores[i]),
+            reasons_for(candidates[i], popular, strategy, liked if weights.collab > 0 else np.inf),
+        )
         for i in order
     ]
+
+
+def _top_fifth(values: list[float]) -> float:
+    """The smallest value still in the top fifth (0 for no values)."""
+    ordered = sorted(values, reverse=True)
+    return ordered[max(0, len(ordered) // 5 - 1)] if ordered else 0.0

@@ -1,8 +1,9 @@
 """`recstream demo` (`make demo`): the whole job on MovieLens ml-latest-small.
 
 Starts a worker (all roles), publishes the 9,742 movies as catalog events and the 100,836 ratings
-as interaction events in time order, waits until the worker has applied them, then asks for
-recommendations for a few users and for movies like Toy Story, and prints them with reasons.
+as interaction events in time order, waits until the worker has applied them, trains the
+collaborative (ALS) space once, then asks for recommendations for a few users and for movies like
+Toy Story, and prints them with reasons.
 Run twice, it is fast: unchanged movies are not embedded again and replayed ratings are duplicates.
 
 Ratings become event types as recstream/movielens.py says (docs/demo.md).
@@ -127,6 +128,18 @@ def feed_worker(
     wait_for(worker, port, metric, INTERACTIONS_DONE, len(interactions), labels[1], log)
 
 
+def _train_collab(settings: Settings) -> None:
+    """`recstream train` once, so the lists below blend in the collaborative space."""
+    from recstream.train import describe, train
+
+    try:
+        print(describe(train(settings)))
+    except RecstreamError as error:
+        print(f"collaborative space not trained: {error}")
+        return
+    time.sleep(settings.collab_refresh_s + 0.5)  # the worker's readers switch to the new version
+
+
 def run_demo(settings: Settings) -> int:
     if not settings.metrics_port:
         raise RecstreamError("the demo watches the worker's metrics: set RECSTREAM_METRICS_PORT")
@@ -138,6 +151,7 @@ def run_demo(settings: Settings) -> int:
     worker, log = start_worker(settings)
     try:
         feed_worker(settings, worker, log, movies, ratings, ("movies", "ratings"))
+        _train_collab(settings)
         with RecClient(settings, timeout_s=30) as client:
             _show(settings, client, folder)
     finally:

@@ -38,8 +38,9 @@ class TrainReport:
 
 
 def read_interactions(settings: Settings) -> tuple[list[InteractionEvent], int]:
-    """Every retained interaction event up to the end of each partition as it is now, and how
-    many records did not decode (the processor dead-lettered those already)."""
+    """Every retained interaction event up to the end of each partition as it is now (a replayed
+    event, same event id, counted once, as the processor's guards count it), and how many
+    records did not decode (the processor dead-lettered those already)."""
     consumer = Consumer(
         settings.kafka_client_config()
         | {"group.id": f"recstream-train-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
@@ -69,6 +70,7 @@ def _read_until(
 ) -> tuple[list[InteractionEvent], int]:
     decoder = event_decoder(settings)
     events: list[InteractionEvent] = []
+    seen_ids: set[str] = set()
     invalid = 0
     now = int(time.time() * 1000)
     idle_since = time.monotonic()
@@ -84,7 +86,10 @@ def _read_until(
             if partition not in ends or offset is None or partition is None:
                 continue
             try:
-                events.append(decoder.interaction(message.value() or b"", now))
+                event = decoder.interaction(message.value() or b"", now)
+                if event.event_id not in seen_ids:
+                    seen_ids.add(event.event_id)
+                    events.append(event)
             except InvalidMessageError:
                 invalid += 1
             if offset + 1 >= ends[partition]:

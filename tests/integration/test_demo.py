@@ -56,3 +56,5 @@ def test_demo_prints_recommendations_with_reasons(
     assert "More like Toy Story (1995):\nok (more_like_this), 10 items" in out
     assert "similar to " in out
     assert "(worker log:" in out
+    # 60 ratings are too few to train the collaborative space: said, and the demo goes on
+    assert "collaborative space not trained: too little data" in out

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -97,6 +99,24 @@ def test_every_item_carries_reasons() -> None:
     )
     assert reasons_for(_cand("b", v), 50, "popular") == ("trending",)
     assert reasons_for(_cand("c", v), 50, "personalised") == ("matches your recent interests",)
+    liked = replace(_cand("d", v), collab=0.8)
+    assert reasons_for(liked, 50, "personalised", collab_threshold=0.5) == (
+        "liked by people with your taste",
+    )
+    assert reasons_for(liked, 50, "personalised") == ("matches your recent interests",)
+
+
+def test_the_collab_score_counts_only_with_its_weight() -> None:
+    v = _unit(1, 0, 0)
+    candidates = [
+        replace(_cand("a", v, sim=0.2), collab=1.0),
+        replace(_cand("b", v, sim=0.3), collab=-0.5),
+    ]
+    without = hybrid_scores(candidates, RankingWeights(1.0, 0.0, 0.0, 0.0))
+    with_collab = hybrid_scores(candidates, RankingWeights(0.5, 0.0, 0.0, 0.5))
+    assert without[1] > without[0]
+    assert with_collab[0] > with_collab[1]  # share 1 vs a negative preference clipped to 0
+    np.testing.assert_allclose(with_collab, [0.5 * 0.6 + 0.5, 0.5 * 0.65])
 
 
 @pytest.mark.parametrize("k", [0, 1, 5])
