@@ -4,6 +4,8 @@
    Baseline: one confluent-kafka consumer reading the same topic raw (batch consume, no work).
    Measured: the interaction processor's own consumer (the code the worker runs), from Kafka to
    applied and committed Redis state. Both in this one process, on this machine, in one run.
+   Then the same again with a collaborative (ALS) version active, so every batch also folds its
+   users in (issue #6); the first run is its baseline.
 2. Catalog: N items through the catalog processor (decode, hash check, all-MiniLM-L6-v2 on the
    CPU, upsert into embedded Qdrant), consumed from Kafka in batches of 64; then the same items
    re-sent with a newer event time, which the hash check must skip without embedding.
@@ -29,13 +31,15 @@ from confluent_kafka import Consumer, Producer
 from recstream.infra import topics
 from recstream.schemas.events import CatalogEvent
 from recstream.settings import Settings, load_settings
+from recstream.stores.collab_store import CollabReader
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.catalog import CatalogProcessor
+from recstream.streams.collab import CollabModel
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
 from recstream.streams.messages import from_kafka
-from recstream.worker import interaction_consumer, session_store
+from recstream.worker import collab_versions, interaction_consumer, session_store
 
 DIM = 384
 TYPES = np.array(
@@ -120,8 +124,19 @@ def _seed_index(settings: Settings, items: int) -> QdrantEdgeIndex:
     return index
 
 
+def _publish_collab(settings: Settings, items: int, factors: int) -> None:
+    """A collaborative version over the bench items (random factors: only the cost matters)."""
+    rng = np.random.default_rng(4)
+    ids = [f"i{n}" for n in range(items)]
+    model = CollabModel(
+        0, ids, (rng.normal(size=(items, factors)) * 0.1).astype(np.float32), 0.1, 1.0
+    )
+    payloads = {i: ItemPayload(i, "", None, (), True, "", 1) for i in ids}
+    collab_versions(settings).publish(model, payloads, None)
+
+
 def bench_interactions(
-    base: Settings, events: int, users: int, items: int, batch: int
+    base: Settings, events: int, users: int, items: int, batch: int, collab_factors: int = 0
 ) -> dict[str, Any]:
     tag = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,11 +149,16 @@ def bench_interactions(
         try:
             produce_s = _produce_interactions(settings, events, users, items)
             raw_rate = _raw_consume_rate(settings, events)
+            reader = None
+            if collab_factors:
+                _publish_collab(settings, items, collab_factors)
+                reader = CollabReader(collab_versions(settings), settings.collab_refresh_s)
             consumer = interaction_consumer(
                 settings.model_copy(update={"item_cache_size": items}),
                 index,
                 session_store(settings),
                 DeadLetterWriter(settings.kafka_client_config()),
+                reader,
             )
             applied, began = 0, 0.0
             while applied < events:
@@ -160,6 +180,7 @@ def bench_interactions(
         "users": users,
         "items": items,
         "batch_size": batch,
+        "collab_factors": collab_factors,
         "produce_events_per_s": round(events / produce_s),
         "raw_consume_events_per_s": round(raw_rate),
         "processor_events_per_s": round(rate),
@@ -296,6 +317,12 @@ def main() -> None:
         default=Path(os.environ.get("RECSTREAM_DATASET_DIR", "../shared/datasets/movielens-small")),
     )
     parser.add_argument("--skip-catalog", action="store_true")
+    parser.add_argument(
+        "--collab-factors",
+        type=int,
+        default=64,
+        help="also measure with a collaborative version of this many factors active (0: skip)",
+    )
     args = parser.parse_args()
     settings = load_settings()
     result: dict[str, Any] = {
@@ -307,6 +334,10 @@ def main() -> None:
     result["interactions"] = bench_interactions(
         settings, args.events, args.users, args.items, args.batch
     )
+    if args.collab_factors:  # the same run, the same stream, users folded in on every batch
+        result["interactions_with_collab"] = bench_interactions(
+            settings, args.events, args.users, args.items, args.batch, args.collab_factors
+        )
     if not args.skip_catalog:
         dataset = args.dataset if args.dataset.exists() else None
         result["catalog"] = bench_catalog(settings, args.catalog_items, dataset)
