@@ -193,10 +193,9 @@ class Recommender:
         wanted = request.k * self._config.overfetch
         hits = self._index.search(query, wanted, flt, with_vectors=True)
         covisited = self._covisited(anchors[: self._config.covis_seeds], flt)
-        if collab is not None:  # the collaborative space's own best items join the candidates
-            for item in collab.top(wanted, set(flt.exclude_item_ids)):
-                covisited.setdefault(item, (0.0, ""))
-        candidates = self._candidates(query, anchors, hits, covisited, flt)
+        # The collaborative space's own best items join the candidates.
+        liked = list(collab.top(wanted, set(flt.exclude_item_ids))) if collab else []
+        candidates = self._candidates(query, anchors, hits, covisited, flt, liked)
         if collab is not None:
             scores = collab.score([c.item_id for c in candidates])
             candidates = [replace(c, collab=scores.get(c.item_id, 0.0)) for c in candidates]
@@ -226,12 +225,13 @@ class Recommender:
         hits: list[ScoredItem],
         covisited: dict[str, tuple[float, str]],
         flt: SearchFilter,
+        extra: Sequence[str] = (),
     ) -> list[Candidate]:
         records: dict[str, tuple[ItemRecord | ScoredItem, Vector]] = {
             h.payload.item_id: (h, h.vector) for h in hits if h.vector is not None
         }
-        missing = [i for i in covisited if i not in records]
-        # Co-visited items come from Redis, not from the filtered search: filter them here.
+        missing = [i for i in dict.fromkeys([*covisited, *extra]) if i not in records]
+        # Co-visited (and collab) items come from outside the filtered search: filter them here.
         for item_id, record in self._index.retrieve(missing, with_vectors=True).items():
             if record.vector is not None and _passes(record, flt):
                 records[item_id] = (record, record.vector)

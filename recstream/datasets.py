@@ -52,13 +52,17 @@ def _download(target: Path) -> None:
         (target / name).write_bytes(archive.read(f"ml-latest-small/{name}"))
 
 
-def _verify(folder: Path) -> None:
-    for name, expected in MOVIELENS_SHA256.items():
+def _verify(
+    folder: Path,
+    checksums: dict[str, str] = MOVIELENS_SHA256,
+    hint: str = "(GroupLens calls ml-latest-small a development dataset that may change); "
+    "set RECSTREAM_DATASET_DIR",
+) -> None:
+    for name, expected in checksums.items():
         actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         if actual != expected:
             raise RecstreamError(
-                f"{folder / name}: sha256 {actual} is not the expected {expected} (GroupLens calls "
-                "ml-latest-small a development dataset that may change); set RECSTREAM_DATASET_DIR"
+                f"{folder / name}: sha256 {actual} is not the expected {expected} {hint}"
             )
 
 
@@ -81,8 +85,5 @@ def restaurant_dir(explicit: Path | None) -> Path:
             f"no restaurant dataset at {folder}: download RCdata from {RESTAURANT_SOURCE} and "
             "pass its folder with --data-dir"
         )
-    for name, expected in RESTAURANT_SHA256.items():
-        actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        if actual != expected:
-            raise RecstreamError(f"{folder / name}: sha256 {actual} is not the expected {expected}")
+    _verify(folder, RESTAURANT_SHA256, f"(the UCI release: {RESTAURANT_SOURCE})")
     return folder

@@ -106,7 +106,8 @@ def train(settings: Settings) -> TrainReport:
     histories = user_histories(events, settings.event_weights, settings.collab_half_life_ms, newest)
     items = sorted({i for h in histories.values() for i in h})
     versions = collab_versions(settings)
-    _check_enough(settings, len(events), len(histories), len(items), versions.active())
+    previous = versions.active()
+    _check_enough(settings, len(events), len(histories), len(items), previous)
     params = AlsParams(
         settings.collab_factors,
         settings.collab_regularization,
@@ -117,7 +118,6 @@ def train(settings: Settings) -> TrainReport:
     model = fit_als(histories, items, params, version=0)
     fit_s = time.monotonic() - fit_started
     publish_started = time.monotonic()
-    previous = versions.active()
     drift = None
     if previous is not None:
         try:

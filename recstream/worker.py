@@ -212,15 +212,18 @@ def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
     _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
 
 
-def recommender(runtime: Runtime) -> Recommender:
-    settings = runtime.settings
-    weights = RankingWeights(
+def ranking_weights(settings: Settings) -> RankingWeights:
+    return RankingWeights(
         settings.rank_weight_similarity,
         settings.rank_weight_covisitation,
         settings.rank_weight_popularity,
         settings.rank_weight_collab,
     )
-    config = QueryConfig(weights=weights, covis_per_seed=settings.covis_per_seed)
+
+
+def recommender(runtime: Runtime) -> Recommender:
+    settings = runtime.settings
+    config = QueryConfig(weights=ranking_weights(settings), covis_per_seed=settings.covis_per_seed)
     collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
     return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
 

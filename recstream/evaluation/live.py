@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recstream.consumers.client import RecClient
-from recstream.consumers.ranking import RankingWeights
 from recstream.demo import feed_worker, start_worker
 from recstream.errors import RecstreamError
 from recstream.evaluation.data import EvalDataset
@@ -28,7 +27,7 @@ from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.memory_store import InMemorySessionStore
 from recstream.stores.vector_index import VectorIndex, open_vector_index
 from recstream.streams.embedder import Embedder
-from recstream.worker import session_config, session_store
+from recstream.worker import ranking_weights, session_config, session_store
 
 K = 10
 
@@ -95,14 +94,9 @@ def check_live(
 
 
 def _served_variant(settings: Settings) -> Variant:
-    weights = RankingWeights(
-        settings.rank_weight_similarity,
-        settings.rank_weight_covisitation,
-        settings.rank_weight_popularity,
-        settings.rank_weight_collab,
-    )
     # The live sample's namespace never has a trained collaborative version, so neither side
-    # blends one in; the weight is here so the two configurations read the same.
+    # blends one in; the collab weight is in so the two configurations read the same.
+    weights = ranking_weights(settings)
     return Variant("served", weights, 0.7, covis_per_seed=settings.covis_per_seed)
 
 
