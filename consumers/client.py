@@ -14,6 +14,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
@@ -70,6 +71,12 @@ class RecClient:
 
     def ask(self, request: RecommendRequest, timeout_s: float | None = None) -> RecommendResponse:
         """Send a request and wait for its answer (other answers on our partition are skipped)."""
+        self._send(request)
+        self._producer.flush(self._timeout_s)
+        return self.wait_for(request.request_id, timeout_s)
+
+    def _send(self, request: RecommendRequest) -> None:
+        """Produce a request routed to our reply partition."""
         routed = RecommendRequest(
             **{
                 **_fields(request),
@@ -79,23 +86,46 @@ class RecClient:
         )
         key = (request.user_id or request.item_id or "").encode()
         self._producer.produce(self._settings.topic_requests, routed.to_json(), key=key)
+
+    def ask_many(
+        self, requests: Sequence[RecommendRequest], timeout_s: float | None = None
+    ) -> list[RecommendResponse]:
+        """Send several requests at once and wait for all their answers (in request order):
+        a worker with several handler threads answers them side by side."""
+        for request in requests:
+            self._send(request)
         self._producer.flush(self._timeout_s)
-        return self.wait_for(request.request_id, timeout_s)
+        wanted = {r.request_id for r in requests}
+        answers: dict[str, RecommendResponse] = {}
+        deadline = time.monotonic() + (timeout_s or self._timeout_s)
+        while len(answers) < len(wanted) and time.monotonic() < deadline:
+            for response in self._poll_responses():
+                if response.request_id in wanted:
+                    answers[response.request_id] = response
+        missing = wanted - answers.keys()
+        if missing:
+            raise RequestTimeoutError(f"no response to {len(missing)} of {len(wanted)} requests")
+        return [answers[r.request_id] for r in requests]
 
     def wait_for(self, request_id: str, timeout_s: float | None = None) -> RecommendResponse:
         """The answer to request_id on our reply partition (e.g. for a request sent elsewhere
         with our reply_partition); other answers are skipped."""
         deadline = time.monotonic() + (timeout_s or self._timeout_s)
         while time.monotonic() < deadline:
-            for message in poll_available(self._consumer, 16, 0.05):
-                if message.error() is None:
-                    response = self._codec.response(message.value())
-                    if response.request_id == request_id:
-                        return response
+            for response in self._poll_responses():
+                if response.request_id == request_id:
+                    return response
         raise RequestTimeoutError(
             f"no response to {request_id} within "
             f"{timeout_s or self._timeout_s:g}s (is a query worker running?)"
         )
+
+    def _poll_responses(self) -> list[RecommendResponse]:
+        return [
+            self._codec.response(message.value())
+            for message in poll_available(self._consumer, 64, 0.05)
+            if message.error() is None
+        ]
 
     def track(self, event: InteractionEvent) -> None:
         """Publish an interaction event (keyed by user)."""
@@ -145,6 +175,10 @@ class AsyncRecClient:
     async def similar(self, item_id: str, k: int = 10, **options: Any) -> RecommendResponse:
         async with self._lock:
             return await asyncio.to_thread(self._client.similar, item_id, k, **options)
+
+    async def ask_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResponse]:
+        async with self._lock:
+            return await asyncio.to_thread(self._client.ask_many, requests)
 
     async def track(self, event: InteractionEvent) -> None:
         await asyncio.to_thread(self._client.track, event)

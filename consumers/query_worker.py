@@ -1,8 +1,9 @@
-"""The query worker: requests from `reco.requests`, answers to the reply topic, one at a time in
-request order per partition. Every request gets an answer: ok, error (with the reason), expired
-(deadline passed, no work done) or overloaded (it waited in Kafka longer than the worker's
-budget, so answering it late would only add load). A message with no request id to answer is
-dead-lettered."""
+"""The query worker: requests from `reco.requests`, answers to the reply topic. One consumer
+thread reads requests and hands each to one of `threads` handler threads (answers are correlated
+by request_id, so they may leave out of order). Every request gets an answer: ok, error (with
+the reason), expired (deadline passed, no work done) or overloaded (it waited longer than the
+worker's budget, so answering it late would only add load). A message with no request id to
+answer is dead-lettered."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -36,6 +38,7 @@ class QueryWorker:
         group_id: str,
         dead_letters: DeadLetterWriter,
         max_queue_ms: int = 2000,
+        threads: int = 1,
     ) -> None:
         self._recommender = recommender
         self._responses_topic = responses_topic
@@ -57,9 +60,16 @@ class QueryWorker:
         self._consumer.subscribe([requests_topic])
         self._producer = Producer(kafka_config | {"linger.ms": 0, "acks": 1})
         self._stop = threading.Event()
+        # Handler threads overlap one request's Redis and index waits with another's Python
+        # work. At most 2 x threads requests are taken from Kafka ahead of an idle thread: the
+        # rest wait in Kafka, where their age decides "overloaded".
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="query") if threads > 1 else None
+        )
+        self._slots = threading.BoundedSemaphore(2 * threads)
 
     def run_once(self, timeout_s: float = 0.05) -> int:
-        """Answer what arrived; the number of requests handled."""
+        """Answer (or hand to a handler thread) what arrived; the number of requests taken."""
         messages = poll_available(self._consumer, 64, timeout_s)
         handled = 0
         for message in messages:
@@ -68,10 +78,25 @@ class QueryWorker:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", error)
                 continue
-            self._handle(message)
+            self._dispatch(message)
             handled += 1
         self._producer.poll(0)
         return handled
+
+    def _dispatch(self, message: Message) -> None:
+        if self._pool is None:
+            self._handle(message)
+            return
+        self._slots.acquire()
+        self._pool.submit(self._handle_in_thread, message)
+
+    def _handle_in_thread(self, message: Message) -> None:
+        try:
+            self._handle(message)
+        except Exception:  # never expected (_answer owns failures); a dying thread would hide it
+            log.exception("request handling failed")
+        finally:
+            self._slots.release()
 
     def _handle(self, message: Message) -> None:
         started = time.perf_counter()
@@ -147,6 +172,8 @@ class QueryWorker:
         self._stop.set()
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # answers in flight are still sent
         self._producer.flush(5)
         self._consumer.close()
 

@@ -25,7 +25,7 @@ from recstream.schemas.requests import (
     RecommendResponse,
     RequestCodec,
 )
-from recstream.stores.session_store import SessionStore
+from recstream.stores.session_store import SessionStore, UserView
 from recstream.stores.vector_index import ItemRecord, ScoredItem, SearchFilter, Vector, VectorIndex
 from recstream.streams.embedder import Embedder
 from recstream.streams.session import UserState
@@ -93,13 +93,15 @@ class Recommender:
             return RecommendResponse(
                 request.request_id, "expired", model_version=self._index.collection
             )
-        cached = self._answer_given(request)
-        if cached is not None:
-            return cached
         if request.item_id is not None:
             ranked, strategy = self._more_like_this(request, request.item_id), "more_like_this"
         else:
-            ranked, strategy = self._for_user(request, request.user_id or "")
+            user_id = request.user_id or ""
+            view = self._store.user_view(user_id)
+            cached = self._answer_given(request, view.last_response)
+            if cached is not None:
+                return cached
+            ranked, strategy = self._for_user(request, user_id, view)
         items = tuple(
             RecommendedItem(
                 r.candidate.item_id, r.score, r.reasons, r.candidate.title, r.candidate.category
@@ -120,15 +122,14 @@ class Recommender:
             )
         return response
 
-    def _answer_given(self, request: RecommendRequest) -> RecommendResponse | None:
+    def _answer_given(
+        self, request: RecommendRequest, last_response: bytes | None
+    ) -> RecommendResponse | None:
         """A retried request (same request_id, e.g. after a client timeout) gets the answer
         already given, from the short-lived cache, instead of a fresh and different list."""
-        if request.user_id is None:
+        if last_response is None:
             return None
-        raw = self._store.last_response(request.user_id)
-        if raw is None:
-            return None
-        cached = self._codec.response(raw)
+        cached = self._codec.response(last_response)
         if cached.request_id != request.request_id:
             return None
         metrics.CACHE_HITS.inc()
@@ -142,13 +143,15 @@ class Recommender:
             exclude_item_ids=tuple(sorted(set(request.exclude) | set(exclude))),
         )
 
-    def _for_user(self, request: RecommendRequest, user_id: str) -> tuple[list[Ranked], str]:
-        state = self._store.load_states([user_id]).get(user_id)
-        flt = self._filter(request, self._store.seen(user_id))
+    def _for_user(
+        self, request: RecommendRequest, user_id: str, view: UserView
+    ) -> tuple[list[Ranked], str]:
+        state = view.state
+        flt = self._filter(request, view.seen)
         if state is not None and state.vector is not None and np.linalg.norm(state.vector) > 0:
             anchors = self._anchors(state.recent_items)
-            view = self._collab.for_user(user_id, state) if self._collab else None
-            ranked = self._rank_around(request, state.vector, anchors, flt, "personalised", view)
+            collab = self._collab.for_user(user_id, state) if self._collab else None
+            ranked = self._rank_around(request, state.vector, anchors, flt, "personalised", collab)
             return self._top_up(request, ranked, flt), "personalised"
         query = self._preference_vector(request)
         if query is not None:
@@ -208,9 +211,11 @@ class Recommender:
         totals: dict[str, float] = {}
         strongest: dict[str, tuple[float, str]] = {}  # item -> (count, title) of its top anchor
         excluded = set(flt.exclude_item_ids) | {a.item_id for a in anchors}
+        by_anchor = self._store.covisitation_many(
+            [a.item_id for a in anchors], self._config.covis_per_seed
+        )
         for anchor in anchors:
-            neighbours = self._store.covisitation(anchor.item_id, self._config.covis_per_seed)
-            for item, count in neighbours.items():
+            for item, count in by_anchor[anchor.item_id].items():
                 if item in excluded:
                     continue
                 totals[item] = totals.get(item, 0.0) + count
@@ -236,12 +241,16 @@ class Recommender:
             if record.vector is not None and _passes(record, flt):
                 records[item_id] = (record, record.vector)
         popularity = self._store.popularity_of(list(records))
-        anchor_matrix = np.stack([a.vector for a in anchors]) if anchors else None
+        if not records:
+            return []
+        vectors = np.stack([vector for _, vector in records.values()])
+        similarities = vectors @ query
+        # The engaged item each candidate is closest to, for the "similar to" reason.
+        closest = (
+            (vectors @ np.stack([a.vector for a in anchors]).T).argmax(axis=1) if anchors else None
+        )
         candidates = []
-        for item_id, (found, vector) in records.items():
-            similar_to = None
-            if anchor_matrix is not None:
-                similar_to = anchors[int(np.argmax(anchor_matrix @ vector))].title
+        for row, (item_id, (found, vector)) in enumerate(records.items()):
             count, seen_with = covisited.get(item_id, (0.0, None))
             candidates.append(
                 Candidate(
@@ -249,10 +258,10 @@ class Recommender:
                     found.payload.title,
                     found.payload.category,
                     vector,
-                    similarity=float(query @ vector),
+                    similarity=float(similarities[row]),
                     covisitation=count,
                     popularity=popularity.get(item_id, 0.0),
-                    similar_to=similar_to,
+                    similar_to=None if closest is None else anchors[int(closest[row])].title,
                     covisited_with=seen_with,
                 )
             )

@@ -33,6 +33,7 @@ from recstream.settings import Settings
 from recstream.stores.collab_store import CollabReader, CollabVersions, StateCollab
 from recstream.stores.keys import KeySpace
 from recstream.stores.session_store import RedisSessionStore
+from recstream.stores.vector_cache import VectorCachingIndex
 from recstream.stores.vector_index import VectorIndex, open_vector_index
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.dlq import DeadLetterWriter
@@ -225,7 +226,8 @@ def recommender(runtime: Runtime) -> Recommender:
     settings = runtime.settings
     config = QueryConfig(weights=ranking_weights(settings), covis_per_seed=settings.covis_per_seed)
     collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
-    return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
+    index = VectorCachingIndex(runtime.index, settings.query_vector_cache)
+    return Recommender(index, runtime.store, runtime.embedder, config, collab=collab)
 
 
 def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
@@ -238,6 +240,7 @@ def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
         f"{settings.consumer_group}-query",
         runtime.dead_letters,
         max_queue_ms=settings.query_max_queue_ms,
+        threads=settings.query_threads,
     )
     _run_in_thread(app, runtime, "query", worker.run, worker.stop)
 

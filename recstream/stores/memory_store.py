@@ -7,9 +7,10 @@ the same InteractionProcessor and Recommender code the services run.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
-from recstream.stores.session_store import covis_trim_above
+from recstream.stores.session_store import UserView, covis_trim_above
 from recstream.streams.session import BatchEffects, UserState
 
 _SortedSet = dict[str, float]
@@ -80,6 +81,19 @@ class InMemorySessionStore:
 
     def covisitation(self, item_id: str, limit: int = 50) -> dict[str, float]:
         return dict(_top(self._covis.get(item_id, {}), limit))
+
+    def user_view(self, user_id: str) -> UserView:
+        state = self._states.get(user_id)
+        return UserView(
+            None if state is None else replace(state.copy(), guard_ids={}, floor=0),
+            self.seen(user_id),
+            self.last_response(user_id),
+        )
+
+    def covisitation_many(
+        self, item_ids: Sequence[str], limit: int = 50
+    ) -> dict[str, dict[str, float]]:
+        return {item_id: self.covisitation(item_id, limit) for item_id in item_ids}
 
     def popularity(self, limit: int = 100, category: str | None = None) -> dict[str, float]:
         scores = self._category_popularity.get(category, {}) if category else self._popularity

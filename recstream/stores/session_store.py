@@ -7,7 +7,8 @@ exactly what was lost. Key layout: docs/state-layout.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgpack
@@ -19,6 +20,8 @@ from recstream.stores.keys import KeySpace
 from recstream.streams.session import BatchEffects, UserState
 
 _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model", "cr", "cvec", "cver")
+# A query never needs the event-id guards (the largest field by far for heavy users).
+_QUERY_FIELDS = tuple(f for f in _FIELDS if f not in ("ids", "floor"))
 
 # One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark}.
 # rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above, score,
@@ -57,6 +60,16 @@ return #b[2]
 """
 
 
+@dataclass(frozen=True, slots=True)
+class UserView:
+    """What answering one user's request needs from the store, read in one round trip. The
+    state carries no event-id guards (only the processor needs them)."""
+
+    state: UserState | None
+    seen: dict[str, int] = field(default_factory=dict)
+    last_response: bytes | None = None
+
+
 class SessionStore(Protocol):
     """What the interaction processor writes and the recommender reads. Two implementations
     with the same semantics: Redis (the services) and in memory (the offline evaluation)."""
@@ -70,6 +83,12 @@ class SessionStore(Protocol):
     def seen(self, user_id: str) -> dict[str, int]: ...
 
     def covisitation(self, item_id: str, limit: int = 50) -> dict[str, float]: ...
+
+    def user_view(self, user_id: str) -> UserView: ...
+
+    def covisitation_many(
+        self, item_ids: Sequence[str], limit: int = 50
+    ) -> dict[str, dict[str, float]]: ...
 
     def popularity(self, limit: int = 100, category: str | None = None) -> dict[str, float]: ...
 
@@ -118,8 +137,34 @@ class RedisSessionStore:
         states = {}
         for user, values in zip(users, pipe.execute(), strict=True):
             if values[1] is not None:
-                states[user] = _decode_state(values)
+                states[user] = _decode_state(dict(zip(_FIELDS, values, strict=True)))
         return states
+
+    def user_view(self, user_id: str) -> UserView:
+        """State (without guards), seen history and last response, one pipelined round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.user_state(user_id), _QUERY_FIELDS)
+        pipe.zrange(self.keys.user_seen(user_id), 0, -1, withscores=True)
+        pipe.get(self.keys.user_last_recommendations(user_id))
+        values, seen, last = pipe.execute()
+        fields = dict(zip(_QUERY_FIELDS, values, strict=True))
+        return UserView(
+            _decode_state(fields) if fields["last"] is not None else None,
+            {item.decode(): int(score) for item, score in seen},
+            None if last is None else bytes(last),
+        )
+
+    def covisitation_many(
+        self, item_ids: Sequence[str], limit: int = 50
+    ) -> dict[str, dict[str, float]]:
+        """`covisitation` of several items in one pipelined round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.zrevrange(self.keys.covisitation(item_id), 0, limit - 1, withscores=True)
+        return {
+            item_id: {other.decode(): float(score) for other, score in pairs}
+            for item_id, pairs in zip(item_ids, pipe.execute(), strict=True)
+        }
 
     def popularity_landmark(self) -> int | None:
         raw = self._redis.get(self.keys.popularity_landmark())
@@ -267,17 +312,18 @@ def _vector_from(raw: bytes | None) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.float32).copy() if raw else None
 
 
-def _decode_state(values: list[bytes | None]) -> UserState:
-    vec, last, floor, count, ids, recent, model, c_items, c_vector, c_version = values
+def _decode_state(fields: Mapping[str, bytes | None]) -> UserState:
+    """A state from the stored hash fields; fields not read are left at their defaults."""
+    ids, recent, c_items = fields.get("ids"), fields.get("recent"), fields.get("cr")
     return UserState(
-        vector=_vector_from(vec),
-        last_time=int(last or 0),
-        floor=int(floor or 0),
-        count=int(count or 0),
+        vector=_vector_from(fields.get("vec")),
+        last_time=int(fields.get("last") or 0),
+        floor=int(fields.get("floor") or 0),
+        count=int(fields.get("n") or 0),
         guard_ids=orjson.loads(ids) if ids else {},
         recent_items=orjson.loads(recent) if recent else [],
-        model=(model or b"").decode(),
+        model=(fields.get("model") or b"").decode(),
         collab_items=orjson.loads(c_items) if c_items else {},
-        collab_vector=_vector_from(c_vector),
-        collab_version=int(c_version or 0),
+        collab_vector=_vector_from(fields.get("cvec")),
+        collab_version=int(fields.get("cver") or 0),
     )

@@ -1,10 +1,12 @@
 """One contract every VectorIndex backend must pass: embedded Qdrant (qdrant-edge-py), the
 Qdrant server API (qdrant-client, in its local mode as the server's stand-in) and the in-memory
-numpy index the offline evaluation uses."""
+numpy index the offline evaluation uses; and the query side's vector cache in front of the
+embedded and the in-memory index."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.qdrant_client_index import QdrantClientIndex
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_cache import VectorCachingIndex
 from recstream.stores.vector_index import (
     Distance,
     ItemPayload,
@@ -36,11 +39,13 @@ def _unit(rng: np.random.Generator) -> Vector:
     return v / np.linalg.norm(v)
 
 
-BACKENDS = ["edge", "client-local", "memory"]
+BACKENDS = ["edge", "client-local", "memory", "edge-cached", "memory-cached"]
 
 
 def _open(kind: str, tmp_path: Path, distance: Distance = "cosine") -> VectorIndex:
     name = collection_name("test-model", DIM)
+    if kind.endswith("-cached"):
+        return VectorCachingIndex(_open(kind.removesuffix("-cached"), tmp_path, distance), 8)
     if kind == "edge":
         return QdrantEdgeIndex.open(tmp_path / name, name, DIM, distance)
     if kind == "client-local":
@@ -147,6 +152,28 @@ def test_set_available_and_delete(index: VectorIndex, vectors: dict[str, Vector]
     index.delete(["i1", "never-existed"])
     assert index.retrieve(["i1"]) == {}
     assert index.count() == 39
+
+
+def test_vectors_come_back_with_hits_and_follow_a_rewritten_item(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill(index, vectors)
+    for _ in range(2):  # the second pass reads through a cache where there is one
+        hits = index.search(vectors["i1"], 12, SearchFilter(available_only=False), True)
+        assert len(hits) == 12
+        for hit in hits:
+            assert hit.vector is not None
+            np.testing.assert_allclose(hit.vector, vectors[hit.payload.item_id], atol=1e-6)
+    rewritten = replace(index.retrieve(["i1"])["i1"].payload, content_hash="h-new", updated_ms=3000)
+    index.upsert([(rewritten, vectors["i2"])])
+    got = index.retrieve(["i1"])["i1"].vector
+    assert got is not None
+    np.testing.assert_allclose(got, vectors["i2"], atol=1e-6)
+    hits = index.search(vectors["i2"], 2, SearchFilter(available_only=False), True)
+    assert {h.payload.item_id for h in hits} == {"i1", "i2"}
+    for hit in hits:
+        assert hit.vector is not None
+        np.testing.assert_allclose(hit.vector, vectors["i2"], atol=1e-6)
 
 
 def test_reopening_keeps_the_data(tmp_path: Path, vectors: dict[str, Vector]) -> None:

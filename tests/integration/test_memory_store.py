@@ -11,8 +11,8 @@ import numpy as np
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.memory_store import InMemorySessionStore
-from recstream.stores.session_store import SessionStore
-from recstream.streams.session import SessionConfig, apply_batch
+from recstream.stores.session_store import SessionStore, UserView
+from recstream.streams.session import SessionConfig, UserState, apply_batch
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 
@@ -83,6 +83,15 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
                 b.recent_items,
             )
             np.testing.assert_array_equal(a.vector, b.vector)
+            _assert_same_view(redis_store.user_view(user), memory.user_view(user), a)
+        assert redis_store.covisitation_many(ITEMS, 3) == memory.covisitation_many(ITEMS, 3)
+        assert redis_store.covisitation_many(ITEMS, 3)["item1"] == redis_store.covisitation(
+            "item1", 3
+        )
+        for store in (redis_store, memory):
+            store.remember_response("user1", b"answer", 60)
+            assert store.user_view("user1").last_response == b"answer"
+        assert redis_store.user_view("nobody") == memory.user_view("nobody") == UserView(None)
         for item in ITEMS:
             assert redis_store.covisitation(item, 100) == memory.covisitation(item, 100)
         assert any(len(memory.covisitation(i, 100)) > 4 for i in ITEMS)  # some left to trim
@@ -93,6 +102,17 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
     finally:
         delete_namespace(settings)
         redis_store.close()
+
+
+def _assert_same_view(a: UserView, b: UserView, full: UserState) -> None:
+    """The query's one-round-trip view: the state without guards, the seen history."""
+    assert a.seen == b.seen and len(a.seen) == 6
+    assert a.state is not None and b.state is not None
+    assert a.state.guard_ids == b.state.guard_ids == {}
+    assert a.state.recent_items == b.state.recent_items == full.recent_items
+    assert (a.state.count, a.state.last_time) == (full.count, full.last_time)
+    np.testing.assert_array_equal(a.state.vector, full.vector)
+    np.testing.assert_array_equal(b.state.vector, full.vector)
 
 
 def _unit(rng: np.random.Generator) -> np.ndarray:

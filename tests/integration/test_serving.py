@@ -21,6 +21,7 @@ from recstream.schemas.events import InteractionEvent
 from recstream.schemas.requests import RecommendRequest
 from recstream.settings import Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_cache import VectorCachingIndex
 from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
@@ -107,13 +108,14 @@ def stack(
     titles = _seed(index, embedder)
     store = session_store(settings)
     worker = QueryWorker(
-        Recommender(index, store, embedder),
+        Recommender(VectorCachingIndex(index), store, embedder),
         settings.kafka_client_config(),
         settings.topic_requests,
         settings.topic_responses,
         f"{unique}-query",
         DeadLetterWriter(settings.kafka_client_config()),
         max_queue_ms=3000,
+        threads=3,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
@@ -169,6 +171,23 @@ def test_more_like_this_excludes_the_item_and_collapses_near_duplicates(stack: S
     assert not {"spa0", "spa0-copy"} <= set(ids)  # identical titles: one of them at most
     unknown = stack.client.similar("no-such-item", k=3)
     assert unknown.status == "error" and "unknown item_id" in (unknown.error or "")
+
+
+def test_requests_in_flight_together_each_get_their_own_answer(stack: Stack) -> None:
+    """The worker answers with several handler threads: answers leave in any order, and each
+    must still be the answer to its own request."""
+    _track(stack, "fay", ["spa1", "rom1"])
+    categories = ("Space", "Romance", "Cooking")
+    requests = [
+        RecommendRequest(f"many-{n}", 2 + n % 3, user_id="fay", categories_in=(categories[n % 3],))
+        for n in range(30)
+    ]
+    answers = stack.client.ask_many(requests)
+    assert [a.request_id for a in answers] == [r.request_id for r in requests]
+    for request, answer in zip(requests, answers, strict=True):
+        ids = _ids(answer)
+        assert len(ids) == request.k
+        assert all(i.startswith(request.categories_in[0][:3].lower()) for i in ids)
 
 
 def test_lower_lambda_diversifies_the_list(stack: Stack) -> None:
