@@ -11,6 +11,7 @@ relative to a landmark that moves, and a moved landmark must not change a rankin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,13 +93,18 @@ def diversify(
     k: int,
     relevance_weight: float,
     duplicate_cosine: float = NEAR_DUPLICATE_COSINE,
+    max_per_category: int = 0,
 ) -> list[int]:
     """Maximal marginal relevance: repeatedly take the candidate maximising
     `lambda * score - (1 - lambda) * max cosine to those already taken`. A candidate closer than
-    duplicate_cosine to a taken one is a near-duplicate and never taken. Returns indices."""
+    duplicate_cosine to a taken one is a near-duplicate and never taken. With max_per_category
+    (a business rule; 0 = none), a category that has that many items takes no more (items
+    without a category are not capped). Returns indices."""
     if not candidates or k <= 0:
         return []
     vectors = np.stack([c.vector for c in candidates]).astype(np.float64)
+    categories = np.array([c.category or "" for c in candidates], dtype=object)
+    taken: Counter[str] = Counter()
     closest = np.full(len(candidates), -1.0)  # max cosine to the selection so far
     open_ = np.ones(len(candidates), dtype=bool)
     chosen: list[int] = []
@@ -111,6 +117,10 @@ def diversify(
         open_[best] = False
         closest = np.maximum(closest, vectors @ vectors[best])
         open_ &= closest <= duplicate_cosine
+        category = categories[best]
+        taken[category] += 1
+        if max_per_category and category and taken[category] >= max_per_category:
+            open_ &= categories != category
     return chosen
 
 
@@ -142,10 +152,11 @@ def rank(
     weights: RankingWeights,
     relevance_weight: float,
     strategy: str = "personalised",
+    max_per_category: int = 0,
 ) -> list[Ranked]:
-    """Score, diversify and explain: the final list, best first."""
+    """Score, diversify (within the business rules) and explain: the final list, best first."""
     scores = hybrid_scores(candidates, weights)
-    order = diversify(candidates, scores, k, relevance_weight)
+    order = diversify(candidates, scores, k, relevance_weight, max_per_category=max_per_category)
     # "Popular" / "liked by people with your taste": in the top fifth of the candidates.
     popular, liked = (
         _top_fifth([c.popularity for c in candidates]),

@@ -10,6 +10,7 @@ topped up with popular items, so a user never gets an empty list while eligible 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -57,6 +58,7 @@ class QueryConfig:
     covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates (0: none)
     covis_per_seed: int = 30
     cache_ttl_s: int = 300
+    max_per_category: int = 0  # business rule for requests that do not set one (0: no cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +205,17 @@ class Recommender:
             scores = collab.score([c.item_id for c in candidates])
             candidates = [replace(c, collab=scores.get(c.item_id, 0.0)) for c in candidates]
         metrics.CANDIDATES.observe(len(candidates))
-        return rank(candidates, request.k, self._config.weights, request.diversity, strategy)
+        return rank(
+            candidates,
+            request.k,
+            self._config.weights,
+            request.diversity,
+            strategy,
+            self._category_cap(request),
+        )
+
+    def _category_cap(self, request: RecommendRequest) -> int:
+        return request.max_per_category or self._config.max_per_category
 
     def _covisited(self, anchors: list[_Anchor], flt: SearchFilter) -> dict[str, tuple[float, str]]:
         """Co-visited neighbours of the anchors, not excluded: item -> (total count, title of
@@ -295,8 +307,13 @@ class Recommender:
                 if h.payload.item_id not in taken and h.payload.item_id not in records
             ]
         top = pool and max(pool.values())
-        extra = []
-        for item_id, record in eligible[:missing]:
+        extra: list[Ranked] = []
+        within_rules = _CategoryCap(self._category_cap(request), ranked)
+        for item_id, record in eligible:
+            if len(extra) == missing:
+                break
+            if not within_rules.admit(record.payload.category):
+                continue
             assert record.vector is not None
             candidate = Candidate(
                 item_id,
@@ -308,6 +325,22 @@ class Recommender:
             score = pool.get(item_id, 0.0) / top if top else 0.0
             extra.append(Ranked(candidate, score, reasons_for(candidate, 0.0, "popular")))
         return ranked + extra
+
+
+class _CategoryCap:
+    """The max-per-category rule for items added after ranking (the top-up)."""
+
+    def __init__(self, cap: int, ranked: list[Ranked]) -> None:
+        self._cap = cap
+        self._taken = Counter(r.candidate.category for r in ranked if r.candidate.category)
+
+    def admit(self, category: str | None) -> bool:
+        if not self._cap or not category:
+            return True
+        if self._taken[category] >= self._cap:
+            return False
+        self._taken[category] += 1
+        return True
 
 
 def _passes(record: ItemRecord | ScoredItem, flt: SearchFilter) -> bool:

@@ -88,6 +88,8 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         options["categories_in"] = tuple(args.category)
     if args.not_category:
         options["categories_out"] = tuple(args.not_category)
+    if args.max_per_category:
+        options["max_per_category"] = args.max_per_category
     with RecClient(settings, timeout_s=args.timeout) as client:
         if args.command == "recommend":
             response = client.recommend(args.target, args.k, **options)
@@ -189,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         ask.add_argument("--not-category", action="append", help="never this category (repeatable)")
         ask.add_argument(
             "--diversity", type=float, default=0.7, help="MMR lambda, 1 = no diversity"
+        )
+        ask.add_argument(
+            "--max-per-category", type=int, help="at most this many items of one category"
         )
         ask.add_argument(
             "--timeout", type=float, default=10.0, help="seconds to wait for the answer"

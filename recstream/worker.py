@@ -224,7 +224,11 @@ def ranking_weights(settings: Settings) -> RankingWeights:
 
 def recommender(runtime: Runtime) -> Recommender:
     settings = runtime.settings
-    config = QueryConfig(weights=ranking_weights(settings), covis_per_seed=settings.covis_per_seed)
+    config = QueryConfig(
+        weights=ranking_weights(settings),
+        covis_per_seed=settings.covis_per_seed,
+        max_per_category=settings.max_per_category,
+    )
     collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
     index = VectorCachingIndex(runtime.index, settings.query_vector_cache)
     return Recommender(index, runtime.store, runtime.embedder, config, collab=collab)

@@ -34,6 +34,7 @@ class RecommendRequest:
     reply_to: str | None = None
     reply_partition: int | None = None
     deadline_ms: int | None = None
+    max_per_category: int | None = None  # None: the worker's default rule
 
     def to_json(self) -> bytes:
         message: dict[str, Any] = {
@@ -42,7 +43,8 @@ class RecommendRequest:
             "k": self.k,
             "diversity": self.diversity,
         }
-        for name in ("user_id", "item_id", "reply_to", "reply_partition", "deadline_ms"):
+        optional = ("user_id", "item_id", "reply_to", "reply_partition", "deadline_ms")
+        for name in (*optional, "max_per_category"):
             if getattr(self, name) is not None:
                 message[name] = getattr(self, name)
         filters: dict[str, Any] = {"available_only": self.available_only}
@@ -134,6 +136,7 @@ class RequestCodec:
             reply_to=message.get("reply_to"),
             reply_partition=message.get("reply_partition"),
             deadline_ms=message.get("deadline_ms"),
+            max_per_category=message.get("max_per_category"),
         )
 
     def response(self, raw: bytes | None) -> RecommendResponse:

@@ -165,6 +165,18 @@ def test_filters_are_respected(stack: Stack) -> None:
     assert never and not any(i.startswith("spa") or i == "rom0" for i in never)
 
 
+def test_max_per_category_rule_holds_for_ranked_and_topped_up_lists(stack: Stack) -> None:
+    _track(stack, "bea", ["spa1", "spa2"])
+    ranked = _ids(stack.client.recommend("bea", k=3, max_per_category=1, diversity=1.0))
+    assert sorted(i[:3] for i in ranked) == ["coo", "rom", "spa"]
+    uncapped = _ids(stack.client.recommend("bea", k=3, diversity=1.0))
+    assert len({i[:3] for i in uncapped}) < 3  # without the rule the session's category wins
+    # A stranger's list is all top-up (popular items): the rule holds there too, and the list
+    # is shorter than k rather than breaking it (three categories, one item each).
+    popular = _ids(stack.client.recommend("stranger-bea", k=6, max_per_category=1))
+    assert 1 <= len(popular) <= 3 and len({i[:3] for i in popular}) == len(popular)
+
+
 def test_more_like_this_excludes_the_item_and_collapses_near_duplicates(stack: Stack) -> None:
     ids = _ids(stack.client.similar("spa3", k=6, diversity=1.0))
     assert "spa3" not in ids

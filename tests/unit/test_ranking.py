@@ -89,6 +89,21 @@ def test_near_duplicates_are_collapsed_whatever_lambda() -> None:
     assert picked == [0, 2]
 
 
+def test_max_per_category_caps_each_category_and_leaves_uncategorised_items_alone() -> None:
+    directions = [_unit(*np.eye(8)[n]) for n in range(8)]  # unrelated: MMR changes nothing
+    categories = ["Drama", "Drama", "Drama", "Comedy", None, None, "Drama", "Comedy"]
+    candidates = [
+        replace(_cand(f"i{n}", v), category=c)
+        for n, (v, c) in enumerate(zip(directions, categories, strict=True))
+    ]
+    scores = np.linspace(1.0, 0.3, 8)  # i0 best
+    assert diversify(candidates, scores, 8, 1.0) == list(range(8))  # no rule: score order
+    capped = diversify(candidates, scores, 8, 1.0, max_per_category=1)
+    assert capped == [0, 3, 4, 5]  # one Drama, one Comedy, every uncategorised item
+    ranked = rank(candidates, 3, RankingWeights(), 1.0, max_per_category=2)
+    assert [r.candidate.category for r in ranked].count("Drama") <= 2
+
+
 def test_every_item_carries_reasons() -> None:
     v = _unit(1, 0, 0)
     full = _cand("a", v, covis=4, pop=100, similar_to="Heat", covisited_with="Ronin")

@@ -29,6 +29,7 @@ def test_request_round_trip_with_every_option() -> None:
         reply_to="reco.responses",
         reply_partition=3,
         deadline_ms=1_800_000_000_000,
+        max_per_category=2,
     )
     assert codec.request(request.to_json()) == request
 
@@ -57,6 +58,8 @@ def test_more_like_this_request_has_defaults() -> None:
         {"filters": {"categories_in": "Drama"}},
         {"exclude": ["bad id"]},
         {"surprise": True},
+        {"max_per_category": 0},
+        {"max_per_category": 2.5},
     ],
 )
 def test_invalid_requests_are_refused_with_a_reason(changes: dict[str, object]) -> None:
