@@ -14,8 +14,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -35,6 +36,7 @@ from recstream.streams.session import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 MISSING_ITEM_RETRY_S = 5.0  # how long an item found without a vector is not looked up again
 
 
@@ -55,6 +57,16 @@ class _LRU(OrderedDict[str, Any]):
         self.move_to_end(key)
         while len(self) > self.capacity:
             self.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch applied in memory and not yet stored."""
+
+    effects: BatchEffects
+    previous_landmark: int | None
+    decoded: int
+    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,7 @@ class InteractionProcessor:
         self._items = _LRU(item_cache_size)
         self._missing_until: dict[str, float] = {}
         self._users = _LRU(user_cache_size)
+        self._pinned: dict[str, UserState] = {}
         self._landmark: int | None = None
         self._landmark_loaded = False
         self._clock_ms = clock_ms
@@ -99,22 +112,44 @@ class InteractionProcessor:
     def forget_users(self) -> None:
         """Drop cached user states and the popularity landmark (reloaded from Redis on next use)."""
         self._users.clear()
+        self._pinned = {}
         self._landmark_loaded = False
 
     def process(self, messages: Sequence[RawMessage]) -> BatchEffects:
         """Decode, apply and store one batch; raises only when the store or index fails."""
+        batch = self.prepare(messages)
+        try:
+            self.store(batch)
+        except Exception:
+            self.forget_users()  # the stored state is unknown now: reload it next time
+            raise
+        return batch.effects
+
+    def prepare(self, messages: Sequence[RawMessage]) -> PreparedBatch:
+        """Decode and apply one batch in memory, ready for `store`. The next batch may be
+        prepared before this one is stored: its users' new states are served from memory."""
         started = time.perf_counter()
         events = self._decode(messages)
         try:
-            effects = self._apply(events)
+            effects, previous_landmark = self._apply(events)
             self._dead_letters.flush()
         except Exception:
             self.forget_users()  # the stored state is unknown now: reload it next time
             raise
         for user, state in effects.states.items():
             self._users.put(user, state)
-        self._observe(effects, len(events), time.perf_counter() - started)
-        return effects
+        # Pinned until the next batch is prepared (by then this one is stored): an LRU eviction
+        # must never send a user of a batch in flight back to Redis for an older state.
+        self._pinned = effects.states
+        return PreparedBatch(effects, previous_landmark, len(events), started)
+
+    def store(self, batch: PreparedBatch) -> None:
+        """Write a prepared batch (one atomic script call), in the order batches were prepared.
+        After a failure the caller must `forget_users` and apply the batch again (batches
+        prepared after it were built on it: they are void)."""
+        if batch.decoded:
+            self._store.write_batch(batch.effects, batch.previous_landmark)
+        self._observe(batch.effects, batch.decoded, time.perf_counter() - batch.started)
 
     def _decode(self, messages: Sequence[RawMessage]) -> list[InteractionEvent]:
         now = self._clock_ms()
@@ -124,9 +159,10 @@ class InteractionProcessor:
             metrics.INTERACTION_EVENTS.labels("dead_lettered"),
         )
 
-    def _apply(self, events: list[InteractionEvent]) -> BatchEffects:
+    def _apply(self, events: list[InteractionEvent]) -> tuple[BatchEffects, int | None]:
+        """The batch's effects and the landmark the store holds before them."""
         if not events:
-            return BatchEffects()
+            return BatchEffects(), self._landmark
         states = self._user_states({e.user_id for e in events})
         items = self._item_infos({e.item_id for e in events})
         if not self._landmark_loaded:
@@ -144,12 +180,15 @@ class InteractionProcessor:
             landmark,
             self._collab.current() if self._collab else None,
         )
-        self._store.write_batch(effects, self._landmark)
-        self._landmark = landmark
-        return effects
+        previous, self._landmark = self._landmark, landmark
+        return effects, previous
 
     def _user_states(self, users: set[str]) -> dict[str, UserState]:
-        states = {u: state for u in users if (state := self._users.lookup(u)) is not None}
+        states = {
+            u: state
+            for u in users
+            if (state := self._pinned.get(u) or self._users.lookup(u)) is not None
+        }
         states.update(self._store.load_states(users - states.keys()))
         return states
 
@@ -182,9 +221,17 @@ class InteractionProcessor:
             metrics.PROCESSING_LAG.labels("interactions").set(lag)
 
 
+@dataclass(slots=True)
+class _InFlight:
+    raws: list[RawMessage]
+    written: Future[None]
+
+
 class InteractionConsumer:
-    """The Kafka side: consume a batch, let the processor apply it, then commit. A failed batch is
-    retried (with back-off) from the same offsets, never committed past."""
+    """The Kafka side: consume a batch, apply it, write it, commit it. The write of one batch (a
+    Redis script call) overlaps the consuming and applying of the next; offsets are committed
+    only once the write is done. A failed batch is applied again (with back-off) from its
+    records, which are kept until committed, and never committed past."""
 
     def __init__(
         self,
@@ -213,40 +260,89 @@ class InteractionConsumer:
         self._consumer.subscribe(
             [topic], on_assign=self._on_moved, on_revoke=self._on_moved, on_lost=self._on_moved
         )
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="interaction-writer")
+        self._pending: _InFlight | None = None
+        self._committed = 0  # records committed since run_once last reported
         self._stop = threading.Event()
         self.applied_batches = 0
 
     def _on_moved(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
+            # Settle the batch in flight first: a reload from Redis must see its write.
+            self._finish_pending()
             self._processor.forget_users()
 
     def run_once(self) -> int:
-        """Consume, apply and commit one batch; the number of records in it."""
+        """Consume and apply one batch and start writing it; wait for the previous batch's write
+        and commit it. The number of records committed (0 while the first batch is written)."""
         messages = poll_available(self._consumer, self._batch_size, self._batch_timeout_s)
         raws = [from_kafka(m) for m in messages if _is_record(m)]
-        if not raws:
-            return 0
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                self._processor.process(raws)
-                break
-            except Exception:
-                log.exception("interaction batch failed; retrying the same batch in %.1fs", delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 30.0)
-        else:
-            return 0  # stopping before the batch was applied: do not commit it
+        prepared = self._attempt(lambda: self._processor.prepare(raws)) if raws else None
+        if self._finish_pending():  # re-applied after a failed write: `prepared` is void
+            prepared = None
+        if raws and prepared is None:
+            prepared = self._retrying(lambda: self._processor.prepare(raws))
+        if prepared is not None and not self._stop.is_set():
+            self._pending = _InFlight(raws, self._writer.submit(self._processor.store, prepared))
+        committed, self._committed = self._committed, 0
+        return committed
+
+    def _finish_pending(self) -> bool:
+        """Wait for the batch in flight and commit it; True if its write had failed and it was
+        applied again synchronously."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        error = pending.written.exception()  # waits for the write
+        failed = error is not None
+        if failed:
+            log.error("interaction batch write failed; applying it again", exc_info=error)
+            self._processor.forget_users()
+            if self._retrying(lambda: self._processor.process(pending.raws)) is None:
+                return True  # stopping before it was stored: not committed
+        self._commit(pending.raws)
+        return failed
+
+    def _commit(self, raws: list[RawMessage]) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        for raw in raws:
+            key = (raw.topic, raw.partition)
+            offsets[key] = max(offsets.get(key, -1), raw.offset + 1)
         try:
-            self._consumer.commit(asynchronous=False)
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
         except KafkaException as error:
             # Partitions moved while we applied (e.g. a long retry): the batch will be consumed
             # again by their new owner, and the event-id guards make that replay a no-op.
             log.warning("commit failed, batch will be replayed: %s", error)
             self._processor.forget_users()
-            return 0
+            return
         self.applied_batches += 1
-        return len(raws)
+        self._committed += len(raws)
+
+    @staticmethod
+    def _attempt(step: Callable[[], _T]) -> _T | None:
+        """Run a step (which never returns None) once; None (logged) if it raised."""
+        try:
+            return step()
+        except Exception:
+            log.exception("interaction batch failed")
+            return None
+
+    def _retrying(self, step: Callable[[], _T]) -> _T | None:
+        """Run a step until it succeeds, backing off; None if stopped first."""
+        delay = 0.5
+        while not self._stop.is_set():
+            result = self._attempt(step)
+            if result is not None:
+                return result
+            self._processor.forget_users()
+            log.warning("retrying the same batch in %.1fs", delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+        return None
 
     def run(self) -> None:
         """Loop until `stop` is called, then close the consumer (leaving the group cleanly)."""
@@ -260,7 +356,9 @@ class InteractionConsumer:
         self._stop.set()
 
     def close(self) -> None:
-        """Leave the group and release the consumer (for callers of run_once)."""
+        """Store and commit the batch in flight, leave the group, release the consumer."""
+        self._finish_pending()
+        self._writer.shutdown(wait=True)
         self._consumer.close()
 
 

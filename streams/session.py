@@ -9,6 +9,7 @@ contribution decayed by its age instead, so a late event never rewinds the state
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import Counter, defaultdict
@@ -81,7 +82,7 @@ class BatchEffects:
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time
     popularity: dict[str, float] = field(default_factory=dict)
     category_popularity: dict[tuple[str, str], float] = field(default_factory=dict)
-    covisits: dict[tuple[str, str], float] = field(default_factory=dict)
+    covisits: dict[str, dict[str, float]] = field(default_factory=dict)  # item -> other -> n
     outcomes: Counter[str] = field(default_factory=Counter)
     vector_missing: int = 0
     fold_in_seconds: float = 0.0  # time spent on collaborative fold-ins (a metric)
@@ -141,6 +142,7 @@ def apply_batch(
         _advance(state, event)
     for state in effects.states.values():
         _settle_guards(state, config)
+        _trim_collab(state)
     _apply_vector_steps(effects.states, steps, item_vectors, dimension)
     if collab is not None:
         started = time.perf_counter()
@@ -156,8 +158,15 @@ def _add_collab(state: UserState, item_id: str, weight: float) -> None:
         history[item_id] = total
     else:
         history.pop(item_id, None)
+
+
+def _trim_collab(state: UserState) -> None:
+    """Once per user and batch (not per event: that was a scan of 500 items per event for
+    heavy users): keep the MAX_COLLAB_ITEMS strongest items, ties by item id."""
+    history = state.collab_items
     if len(history) > MAX_COLLAB_ITEMS:
-        del history[min(history, key=lambda item: history[item])]
+        strongest = heapq.nlargest(MAX_COLLAB_ITEMS, history.items(), key=lambda p: (p[1], p[0]))
+        state.collab_items = dict(strongest)
 
 
 def _fold_in(states: Mapping[str, UserState], collab: CollabModel) -> None:
@@ -208,10 +217,12 @@ def _record(
         effects.category_popularity[key] = effects.category_popularity.get(key, 0.0) + boost
     if weight == 0 or config.covis_window == 0:
         return
+    item, covisits = event.item_id, effects.covisits
     for other in state.recent_items:
-        if other != event.item_id:
-            for pair in ((event.item_id, other), (other, event.item_id)):
-                effects.covisits[pair] = effects.covisits.get(pair, 0.0) + 1.0
+        if other != item:
+            mine, theirs = covisits.setdefault(item, {}), covisits.setdefault(other, {})
+            mine[other] = mine.get(other, 0.0) + 1.0
+            theirs[item] = theirs.get(item, 0.0) + 1.0
     if event.item_id in state.recent_items:
         state.recent_items.remove(event.item_id)
     state.recent_items.append(event.item_id)

@@ -68,11 +68,8 @@ class InMemorySessionStore:
         _increment(self._popularity, effects.popularity)
         for (category, item), boost in effects.category_popularity.items():
             _increment(self._category_popularity[category], {item: boost})
-        touched = set()
-        for (item, other), count in effects.covisits.items():
-            _increment(self._covis[item], {other: count})
-            touched.add(item)
-        for item in touched:
+        for item, others in effects.covisits.items():
+            _increment(self._covis[item], others)
             _cut(self._covis[item], self._covis_max, covis_trim_above(self._covis_max))
         self._landmark = effects.landmark
 

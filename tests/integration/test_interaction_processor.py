@@ -168,8 +168,6 @@ def test_a_crash_between_write_and_commit_ends_in_the_same_state_as_a_clean_run(
 ) -> None:
     settings, index, _ = env
     events = _events(1500, users=20, seed=4)
-    users = sorted({e.user_id for e in events})
-    items = [f"item{n}" for n in range(30)]
     produce_events(settings, events)
     crashing = make_consumer(settings, index)
     crashing._stop.set()
@@ -180,7 +178,42 @@ def test_a_crash_between_write_and_commit_ends_in_the_same_state_as_a_clean_run(
         applied += len(messages)
     crashing._consumer.close()
     drain(make_consumer(settings, index), len(events))  # restarts from the last commit: 0
+    _assert_same_state_as_a_clean_run(settings, index, events, infra, unique, tmp_path)
 
+
+def test_a_failed_write_is_applied_again_and_nothing_is_lost_or_doubled(
+    env,
+    infra: Settings,
+    unique: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The write of one batch overlaps the applying of the next: when a write fails, the next
+    batch (built on it) is void, the failed one is applied again from its kept records."""
+    settings, index, _ = env
+    settings = settings.model_copy(update={"interaction_batch_size": 150})
+    events = _events(1500, users=20, seed=6)
+    produce_events(settings, events)
+    consumer = make_consumer(settings, index)
+    store = consumer._processor._store
+    real_write, calls = store.write_batch, []
+
+    def failing_twice(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) in (3, 4):  # Redis refuses two writes in a row mid-stream
+            raise ConnectionError("injected: Redis went away")
+        real_write(*args, **kwargs)
+
+    store.write_batch = failing_twice  # type: ignore[method-assign]
+    drain(consumer, len(events))
+    assert len(calls) > 5
+    _assert_same_state_as_a_clean_run(settings, index, events, infra, unique, tmp_path)
+
+
+def _assert_same_state_as_a_clean_run(  # type: ignore[no-untyped-def]
+    settings: Settings, index, events, infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    users = sorted({e.user_id for e in events})
+    items = [f"item{n}" for n in range(30)]
     clean = isolated_settings(infra, unique + "clean", tmp_path, qdrant_path=settings.qdrant_path)
     clean_names = create_topics(clean)
     try:

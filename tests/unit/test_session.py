@@ -7,6 +7,7 @@ from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS
 from recstream.streams.collab import CollabModel
 from recstream.streams.session import (
+    MAX_COLLAB_ITEMS,
     POPULARITY_REBASE_HALF_LIVES,
     SessionConfig,
     UserState,
@@ -134,9 +135,8 @@ def test_seen_popularity_and_covisitation() -> None:
     assert effects.popularity["i0"] == pytest.approx(2 * 2 ** (4 / CONFIG.popularity_half_life_ms))
     assert effects.category_popularity[("Drama", "i0")] == pytest.approx(effects.popularity["i0"])
     # co-visits among u's positive items i0, i1, i3 (window 3), both directions
-    assert effects.covisits == {
-        (a, b): 1.0 for a in ("i0", "i1", "i3") for b in ("i0", "i1", "i3") if a != b
-    }
+    positive = ("i0", "i1", "i3")
+    assert effects.covisits == {a: {b: 1.0 for b in positive if b != a} for a in positive}
     assert effects.states["u"].recent_items == ["i0", "i1", "i3"]
 
 
@@ -200,3 +200,22 @@ def test_collab_history_sums_weights_and_each_changed_user_is_folded_in() -> Non
     plain = _run(events)
     assert plain.states["u"].collab_items == {"i0": 3.0}
     assert plain.states["u"].collab_vector is None
+
+
+def test_collab_history_keeps_a_users_strongest_items() -> None:
+    """Past MAX_COLLAB_ITEMS distinct items, the weakest go (ties by item id), once per batch."""
+    events = [
+        _ev(n, "u", f"x{n:04d}", "purchase" if n % 10 == 0 else "view", T0 + n)
+        for n in range(MAX_COLLAB_ITEMS + 100)
+    ]
+    kept = _run(events).states["u"].collab_items
+    assert len(kept) == MAX_COLLAB_ITEMS
+    purchases = {f"x{n:04d}" for n in range(0, MAX_COLLAB_ITEMS + 100, 10)}
+    assert purchases <= kept.keys()  # weight 3 beats weight 0.5
+    views = sorted(kept.keys() - purchases)
+    assert (
+        views == sorted(f"x{n:04d}" for n in range(MAX_COLLAB_ITEMS + 100) if n % 10)[-len(views) :]
+    )
+    again = _run(events[:300], None)
+    rest = _run(events[300:], {"u": again.states["u"]}).states["u"].collab_items
+    assert rest == kept  # split into batches: the same history
