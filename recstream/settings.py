@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     query_max_queue_ms: int = Field(2000, ge=1)
     max_per_category: int = Field(0, ge=0, le=100)  # business rule default (0: no cap)
     query_threads: int = Field(1, ge=1, le=64)  # request handler threads per query worker
-    query_vector_cache: int = Field(50_000, ge=0)  # item vectors the query side keeps decoded
+    vector_cache_items: int = Field(50_000, ge=0)  # decoded item vectors kept (index readers)
     covis_per_seed: int = Field(30, ge=1, le=1000)  # co-visited neighbours read per recent item
     # The collaborative (ALS) space, issue #6: docs/collab.md.
     rank_weight_collab: float = Field(0.5, ge=0)

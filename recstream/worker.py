@@ -33,7 +33,6 @@ from recstream.settings import Settings
 from recstream.stores.collab_store import CollabReader, CollabVersions, StateCollab
 from recstream.stores.keys import KeySpace
 from recstream.stores.session_store import RedisSessionStore
-from recstream.stores.vector_cache import VectorCachingIndex
 from recstream.stores.vector_index import VectorIndex, open_vector_index
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.dlq import DeadLetterWriter
@@ -101,7 +100,12 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         embedder = load_embedder(settings)
-        index = open_vector_index(settings, embedder.model_id, embedder.dimension)
+        index = open_vector_index(
+            settings,
+            embedder.model_id,
+            embedder.dimension,
+            cache_vectors=settings.vector_cache_items,
+        )
         return cls(
             settings,
             index,
@@ -230,8 +234,7 @@ def recommender(runtime: Runtime) -> Recommender:
         max_per_category=settings.max_per_category,
     )
     collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
-    index = VectorCachingIndex(runtime.index, settings.query_vector_cache)
-    return Recommender(index, runtime.store, runtime.embedder, config, collab=collab)
+    return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
 
 
 def _add_query_loop(app: faust.App, runtime: Runtime) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from recstream.stores.vector_cache import VectorMemo, no_memo
 from recstream.stores.vector_index import (
     CONTENT_VECTOR,
     INTEGER_FIELDS,
@@ -19,7 +20,6 @@ from recstream.stores.vector_index import (
     SearchFilter,
     Vector,
     point_id,
-    vector_from,
 )
 
 
@@ -27,9 +27,15 @@ class QdrantClientIndex:
     """VectorIndex over one collection of a Qdrant server (or qdrant-client local mode)."""
 
     def __init__(
-        self, client: QdrantClient, collection: str, dimension: int, distance: Distance = "cosine"
+        self,
+        client: QdrantClient,
+        collection: str,
+        dimension: int,
+        distance: Distance = "cosine",
+        cache_vectors: int = 0,
     ) -> None:
         self._client = client
+        self._vector = VectorMemo(cache_vectors).vector if cache_vectors else no_memo
         self._collection = collection
         self._dimension = dimension
         self._distance = models.Distance.DOT if distance == "dot" else models.Distance.COSINE
@@ -43,12 +49,19 @@ class QdrantClientIndex:
         dimension: int,
         api_key: str | None = None,
         distance: Distance = "cosine",
+        cache_vectors: int = 0,
     ) -> QdrantClientIndex:
-        return cls(QdrantClient(url=url, api_key=api_key), collection, dimension, distance)
+        client = QdrantClient(url=url, api_key=api_key)
+        return cls(client, collection, dimension, distance, cache_vectors)
 
     @classmethod
     def local(
-        cls, location: str, collection: str, dimension: int, distance: Distance = "cosine"
+        cls,
+        location: str,
+        collection: str,
+        dimension: int,
+        distance: Distance = "cosine",
+        cache_vectors: int = 0,
     ) -> QdrantClientIndex:
         """qdrant-client's local mode: ':memory:' or a folder path."""
         client = (
@@ -56,7 +69,7 @@ class QdrantClientIndex:
             if location == ":memory:"
             else QdrantClient(path=location)
         )
-        return cls(client, collection, dimension, distance)
+        return cls(client, collection, dimension, distance, cache_vectors)
 
     def _ensure_collection(self) -> None:
         if self._client.collection_exists(self._collection):
@@ -114,13 +127,13 @@ class QdrantClientIndex:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        return {
-            r.payload["item_id"]: ItemRecord(
-                ItemPayload.from_payload(r.payload), vector_from(r.vector)
-            )
-            for r in records
-            if r.payload
-        }
+        found = {}
+        for record in records:
+            if record.payload:
+                payload = ItemPayload.from_payload(record.payload)
+                vector = self._vector_of(payload, record) if with_vectors else None
+                found[payload.item_id] = ItemRecord(payload, vector)
+        return found
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
@@ -134,11 +147,17 @@ class QdrantClientIndex:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        return [
-            ScoredItem(ItemPayload.from_payload(p.payload), float(p.score), vector_from(p.vector))
-            for p in response.points
-            if p.payload
-        ]
+        scored = []
+        for point in response.points:
+            if point.payload:
+                payload = ItemPayload.from_payload(point.payload)
+                stored = self._vector_of(payload, point) if with_vectors else None
+                scored.append(ScoredItem(payload, float(point.score), stored))
+        return scored
+
+    def _vector_of(self, payload: ItemPayload, record: Any) -> Vector | None:
+        """The record's vector, decoded only when not remembered (converted on access)."""
+        return self._vector(payload, lambda: record.vector)
 
     def count(self) -> int:
         return int(self._client.count(self._collection, exact=True).count)

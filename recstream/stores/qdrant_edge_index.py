@@ -10,6 +10,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from recstream.errors import RecstreamError
+from recstream.stores.vector_cache import VectorMemo, no_memo
 from recstream.stores.vector_index import (
     CONTENT_VECTOR,
     INTEGER_FIELDS,
@@ -21,7 +22,6 @@ from recstream.stores.vector_index import (
     SearchFilter,
     Vector,
     point_id,
-    vector_from,
 )
 
 
@@ -29,17 +29,26 @@ class QdrantEdgeIndex:
     """VectorIndex over an EdgeShard. A lock serialises calls: the shard is shared by the
     catalog agent, the interaction thread and the query worker of one process."""
 
-    def __init__(self, shard: qe.EdgeShard, collection: str, dimension: int) -> None:
+    def __init__(
+        self, shard: qe.EdgeShard, collection: str, dimension: int, cache_vectors: int = 0
+    ) -> None:
         self._shard = shard
         self._collection = collection
         self._dimension = dimension
         self._lock = threading.Lock()
+        self._vector = VectorMemo(cache_vectors).vector if cache_vectors else no_memo
 
     @classmethod
     def open(
-        cls, path: Path, collection: str, dimension: int, distance: Distance = "cosine"
+        cls,
+        path: Path,
+        collection: str,
+        dimension: int,
+        distance: Distance = "cosine",
+        cache_vectors: int = 0,
     ) -> QdrantEdgeIndex:
-        """Open the shard at path, creating it (with payload indexes) on first use."""
+        """Open the shard at path, creating it (with payload indexes) on first use. With
+        cache_vectors, that many decoded vectors are remembered (recstream.stores.vector_cache)."""
         metric = qe.Distance.Dot if distance == "dot" else qe.Distance.Cosine
         config = qe.EdgeConfig(
             vectors={CONTENT_VECTOR: qe.EdgeVectorParams(size=dimension, distance=metric)}
@@ -53,7 +62,7 @@ class QdrantEdgeIndex:
                 _create_payload_indexes(shard)
         except Exception as error:  # the binding raises plain exceptions (e.g. shard locked)
             raise RecstreamError(f"cannot open embedded Qdrant shard at {path}: {error}") from error
-        return cls(shard, collection, dimension)
+        return cls(shard, collection, dimension, cache_vectors)
 
     @property
     def collection(self) -> str:
@@ -87,13 +96,13 @@ class QdrantEdgeIndex:
             return {}
         with self._lock:
             records = self._shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
-        return {
-            r.payload["item_id"]: ItemRecord(
-                ItemPayload.from_payload(r.payload), vector_from(r.vector)
-            )
-            for r in records
-            if r.payload
-        }
+        found = {}
+        for record in records:
+            if record.payload:
+                payload = ItemPayload.from_payload(record.payload)
+                vector = self._vector_of(payload, record) if with_vectors else None
+                found[payload.item_id] = ItemRecord(payload, vector)
+        return found
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
@@ -107,16 +116,22 @@ class QdrantEdgeIndex:
         )
         with self._lock:
             hits = self._shard.query(request)
-        return [
-            ScoredItem(ItemPayload.from_payload(h.payload), float(h.score), vector_from(h.vector))
-            for h in hits
-            if h.payload
-        ]
+        scored = []
+        for hit in hits:
+            if hit.payload:
+                payload = ItemPayload.from_payload(hit.payload)
+                stored = self._vector_of(payload, hit) if with_vectors else None
+                scored.append(ScoredItem(payload, float(hit.score), stored))
+        return scored
 
     def optimize(self) -> None:
         """Build the HNSW index and merge segments now (blocking), instead of on the fly."""
         with self._lock:
             self._shard.optimize()
+
+    def _vector_of(self, payload: ItemPayload, record: Any) -> Vector | None:
+        """The record's vector, decoded only when not remembered (converted on access)."""
+        return self._vector(payload, lambda: record.vector)
 
     def count(self) -> int:
         with self._lock:

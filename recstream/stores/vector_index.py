@@ -152,20 +152,23 @@ def open_vector_index(
     dimension: int,
     collection: str | None = None,
     distance: Distance = "cosine",
+    cache_vectors: int = 0,
 ) -> VectorIndex:
     """The backend the settings choose: a Qdrant server by URL, else embedded Qdrant. The
-    collection is named after model and dimension unless given."""
+    collection is named after model and dimension unless given; with cache_vectors, that many
+    decoded vectors are remembered (recstream.stores.vector_cache)."""
     name = collection or collection_name(model_id, dimension)
     if settings.qdrant_url:
         from recstream.stores.qdrant_client_index import QdrantClientIndex
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return QdrantClientIndex.connect(
-            settings.qdrant_url, name, dimension, api_key=api_key, distance=distance
+            settings.qdrant_url, name, dimension, api_key, distance, cache_vectors
         )
     from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 
-    return QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, dimension, distance)
+    path = settings.qdrant_embedded_path / name
+    return QdrantEdgeIndex.open(path, name, dimension, distance, cache_vectors)
 
 
 def drop_collection(settings: Settings, collection: str) -> None:

@@ -21,7 +21,6 @@ from recstream.schemas.events import InteractionEvent
 from recstream.schemas.requests import RecommendRequest
 from recstream.settings import Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.vector_cache import VectorCachingIndex
 from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
@@ -104,11 +103,12 @@ def stack(
     settings = isolated_settings(infra, unique, tmp_path)
     names = create_topics(settings)
     name = collection_name(embedder.model_id, embedder.dimension)
-    index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, embedder.dimension)
+    path = settings.qdrant_embedded_path / name
+    index = QdrantEdgeIndex.open(path, name, embedder.dimension, cache_vectors=1000)
     titles = _seed(index, embedder)
     store = session_store(settings)
     worker = QueryWorker(
-        Recommender(VectorCachingIndex(index), store, embedder),
+        Recommender(index, store, embedder),
         settings.kafka_client_config(),
         settings.topic_requests,
         settings.topic_responses,
