@@ -36,7 +36,8 @@ BUCKETS = (("cold", 0, 5), ("warm", 5, 50), ("heavy", 50, None))  # training eve
 HALF_LIVES_MS = (HOUR_MS, 24 * HOUR_MS, 30 * 24 * HOUR_MS)
 COVIS_WINDOWS = (5, 20)  # recent items each new one is counted as co-visited with
 COVIS_PER_SEED = (30, 60, 120)  # co-visited neighbours read per recent item
-COLLAB_WEIGHTS = (0.3, 0.5, 0.7, 0.9)  # share of the score given to the collaborative space
+# Share of the score given to the collaborative space (0: its items join the candidates only).
+COLLAB_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 COLLAB_MIN_HISTORY = (0, 5, 20)  # items a user needs before the collaborative space is used
 WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)

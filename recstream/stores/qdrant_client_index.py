@@ -8,7 +8,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from recstream.stores.vector_cache import VectorMemo, no_memo
+from recstream.stores.vector_cache import RecordReader
 from recstream.stores.vector_index import (
     CONTENT_VECTOR,
     INTEGER_FIELDS,
@@ -35,7 +35,7 @@ class QdrantClientIndex:
         cache_vectors: int = 0,
     ) -> None:
         self._client = client
-        self._vector = VectorMemo(cache_vectors).vector if cache_vectors else no_memo
+        self._read = RecordReader(cache_vectors)
         self._collection = collection
         self._dimension = dimension
         self._distance = models.Distance.DOT if distance == "dot" else models.Distance.COSINE
@@ -127,13 +127,7 @@ class QdrantClientIndex:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        found = {}
-        for record in records:
-            if record.payload:
-                payload = ItemPayload.from_payload(record.payload)
-                vector = self._vector_of(payload, record) if with_vectors else None
-                found[payload.item_id] = ItemRecord(payload, vector)
-        return found
+        return self._read.records(records, with_vectors)
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
@@ -147,17 +141,7 @@ class QdrantClientIndex:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        scored = []
-        for point in response.points:
-            if point.payload:
-                payload = ItemPayload.from_payload(point.payload)
-                stored = self._vector_of(payload, point) if with_vectors else None
-                scored.append(ScoredItem(payload, float(point.score), stored))
-        return scored
-
-    def _vector_of(self, payload: ItemPayload, record: Any) -> Vector | None:
-        """The record's vector, decoded only when not remembered (converted on access)."""
-        return self._vector(payload, lambda: record.vector)
+        return self._read.hits(response.points, with_vectors)
 
     def count(self) -> int:
         return int(self._client.count(self._collection, exact=True).count)

@@ -10,7 +10,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from recstream.errors import RecstreamError
-from recstream.stores.vector_cache import VectorMemo, no_memo
+from recstream.stores.vector_cache import RecordReader
 from recstream.stores.vector_index import (
     CONTENT_VECTOR,
     INTEGER_FIELDS,
@@ -36,7 +36,7 @@ class QdrantEdgeIndex:
         self._collection = collection
         self._dimension = dimension
         self._lock = threading.Lock()
-        self._vector = VectorMemo(cache_vectors).vector if cache_vectors else no_memo
+        self._read = RecordReader(cache_vectors)
 
     @classmethod
     def open(
@@ -96,13 +96,7 @@ class QdrantEdgeIndex:
             return {}
         with self._lock:
             records = self._shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
-        found = {}
-        for record in records:
-            if record.payload:
-                payload = ItemPayload.from_payload(record.payload)
-                vector = self._vector_of(payload, record) if with_vectors else None
-                found[payload.item_id] = ItemRecord(payload, vector)
-        return found
+        return self._read.records(records, with_vectors)
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
@@ -116,22 +110,12 @@ class QdrantEdgeIndex:
         )
         with self._lock:
             hits = self._shard.query(request)
-        scored = []
-        for hit in hits:
-            if hit.payload:
-                payload = ItemPayload.from_payload(hit.payload)
-                stored = self._vector_of(payload, hit) if with_vectors else None
-                scored.append(ScoredItem(payload, float(hit.score), stored))
-        return scored
+        return self._read.hits(hits, with_vectors)
 
     def optimize(self) -> None:
         """Build the HNSW index and merge segments now (blocking), instead of on the fly."""
         with self._lock:
             self._shard.optimize()
-
-    def _vector_of(self, payload: ItemPayload, record: Any) -> Vector | None:
-        """The record's vector, decoded only when not remembered (converted on access)."""
-        return self._vector(payload, lambda: record.vector)
 
     def count(self) -> int:
         with self._lock:

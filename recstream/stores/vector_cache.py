@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from recstream.stores.vector_index import ItemPayload, Vector, vector_from
+from recstream.stores.vector_index import ItemPayload, ItemRecord, ScoredItem, Vector, vector_from
 
 _Key = tuple[str, str, int]
 
@@ -51,6 +51,35 @@ class VectorMemo:
         return decoded
 
 
-def no_memo(_: ItemPayload, raw: Callable[[], Any]) -> Vector | None:
-    """Decode every time (indexes opened without a memo)."""
-    return vector_from(raw())
+class RecordReader:
+    """Turns the records a Qdrant API returns (anything with `payload`, `vector` and, for hits,
+    `score`) into ItemRecords and ScoredItems, through a memo when one is wanted."""
+
+    def __init__(self, cache_vectors: int = 0) -> None:
+        self._memo = VectorMemo(cache_vectors) if cache_vectors else None
+
+    def records(self, rows: Iterable[Any], with_vectors: bool) -> dict[str, ItemRecord]:
+        found = {}
+        for row in rows:
+            if row.payload:
+                payload = ItemPayload.from_payload(row.payload)
+                found[payload.item_id] = ItemRecord(
+                    payload, self._vector(payload, row, with_vectors)
+                )
+        return found
+
+    def hits(self, rows: Iterable[Any], with_vectors: bool) -> list[ScoredItem]:
+        scored = []
+        for row in rows:
+            if row.payload:
+                payload = ItemPayload.from_payload(row.payload)
+                vector = self._vector(payload, row, with_vectors)
+                scored.append(ScoredItem(payload, float(row.score), vector))
+        return scored
+
+    def _vector(self, payload: ItemPayload, row: Any, with_vectors: bool) -> Vector | None:
+        if not with_vectors:
+            return None
+        if self._memo is None:
+            return vector_from(row.vector)
+        return self._memo.vector(payload, lambda: row.vector)
