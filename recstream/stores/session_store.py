@@ -189,11 +189,16 @@ class RedisSessionStore:
         A script rather than a MULTI pipeline: the batch is tens of thousands of small writes, and
         per-command client overhead, not Redis, was the limit (see docs/benchmarks.md).
         """
+        new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
+        payload = self._batch_payload(effects, previous_landmark, new_categories)
         # use_bin_type=False: the raw format, which the Lua cmsgpack in Redis decodes.
-        payload = msgpack.packb(self._batch_payload(effects, previous_landmark), use_bin_type=False)
-        self._write_script(args=[payload])
+        self._write_script(args=[msgpack.packb(payload, use_bin_type=False)])
+        # Only once stored: after a failed write the retry must register them again.
+        self._known_categories |= new_categories
 
-    def _batch_payload(self, effects: BatchEffects, previous_landmark: int | None) -> list[Any]:
+    def _batch_payload(
+        self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
+    ) -> list[Any]:
         states = [
             [self.keys.user_state(user), *_flat(_encode_state(state))]
             for user, state in effects.states.items()
@@ -208,8 +213,6 @@ class RedisSessionStore:
             for user, items in effects.seen.items()
         ]
         increments = self._counter_increments(effects)
-        new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
-        self._known_categories |= new_categories
         sets = [[self.keys.categories(), *sorted(new_categories)]] if new_categories else []
         return [
             self._rebase(previous_landmark, effects.landmark),

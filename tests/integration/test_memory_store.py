@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
+import redis
 
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
@@ -17,6 +19,7 @@ from recstream.worker import session_store
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 
 HOUR = 3600 * 1000
+T0 = 1_600_000_000_000
 ITEMS = [f"item{n}" for n in range(24)]
 TYPES = ["view", "click", "like", "purchase", "dislike", "skip"]
 
@@ -123,3 +126,32 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
 def _assert_close(a: dict[str, float], b: dict[str, float]) -> None:
     assert list(a) == list(b)  # same order, ties included
     np.testing.assert_allclose(list(a.values()), list(b.values()), rtol=1e-12)
+
+
+def test_a_failed_write_stores_nothing_and_its_retry_registers_the_category(
+    infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    """Categories are registered (for popularity rebases) only by a write that was stored."""
+    settings = isolated_settings(infra, unique, tmp_path)
+    store = session_store(settings)
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    event = InteractionEvent("e1", "user1", "item1", "click", T0)
+    vectors = {"item1": _unit(np.random.default_rng(2))}
+    effects = apply_batch([event], {}, vectors, {"item1": "cat9"}, config, "m", 8, T0)
+    stored_script = store._write_script
+
+    def refused(*_: object, **__: object) -> None:
+        raise redis.ConnectionError("injected: Redis went away")
+
+    try:
+        store._write_script = refused  # type: ignore[assignment]
+        with pytest.raises(redis.ConnectionError):
+            store.write_batch(effects, None)
+        assert store.load_states(["user1"]) == {}
+        store._write_script = stored_script  # type: ignore[assignment]
+        store.write_batch(effects, None)
+        assert store._redis.smembers(store.keys.categories()) == {b"cat9"}
+        assert list(store.popularity(10, "cat9")) == ["item1"]
+    finally:
+        delete_namespace(settings)
+        store.close()
