@@ -80,6 +80,7 @@ class BatchEffects:
 
     states: dict[str, UserState] = field(default_factory=dict)
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time
+    new_guards: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> event id -> time
     popularity: dict[str, float] = field(default_factory=dict)
     category_popularity: dict[tuple[str, str], float] = field(default_factory=dict)
     covisits: dict[str, dict[str, float]] = field(default_factory=dict)  # item -> other -> n
@@ -140,6 +141,7 @@ def apply_batch(
         else:
             effects.vector_missing += 1
         _advance(state, event)
+        effects.new_guards.setdefault(event.user_id, {})[event.event_id] = event.event_time
     for state in effects.states.values():
         _settle_guards(state, config)
         _trim_collab(state)

@@ -19,15 +19,19 @@ import redis
 from recstream.stores.keys import KeySpace
 from recstream.streams.session import BatchEffects, UserState
 
+# "ids" (the event-id guards) is read only from states written before the guards got their own
+# sorted set (KeySpace.user_guards); it is never written now.
 _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model", "cr", "cvec", "cver")
 # A query never needs the event-id guards (the largest field by far for heavy users).
 _QUERY_FIELDS = tuple(f for f in _FIELDS if f not in ("ids", "floor"))
 
-# One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark}.
+# One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark,
+# guards}.
 # rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above, score,
 # member, ...} -> ZADD GT; increments: {key, keep, above, member, inc, ...} -> added to the
 # scores (as ZINCRBY would); a sorted set with more than `above` members (when above > 0) is then
-# cut to its top `keep`; sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET.
+# cut to its top `keep`; sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET;
+# guards: {key, floor, time, event id, ...} -> ZADD, then every id older than floor removed.
 _WRITE_BATCH_LUA = """
 local b = cmsgpack.unpack(ARGV[1])
 local CHUNK = 2000
@@ -69,6 +73,10 @@ for _, r in ipairs(b[4]) do
 end
 for _, r in ipairs(b[5]) do call_chunked('SADD', r[1], nil, r, 2) end
 redis.call('SET', b[6][1], b[6][2])
+for _, r in ipairs(b[7]) do
+  if #r > 2 then call_chunked('ZADD', r[1], nil, r, 3) end
+  redis.call('ZREMRANGEBYSCORE', r[1], '-inf', '(' .. r[2])
+end
 return #b[2]
 """
 
@@ -147,10 +155,14 @@ class RedisSessionStore:
         pipe = self._redis.pipeline(transaction=False)
         for user in users:
             pipe.hmget(self.keys.user_state(user), _FIELDS)
+            pipe.zrange(self.keys.user_guards(user), 0, -1, withscores=True)
+        replies = pipe.execute()
         states = {}
-        for user, values in zip(users, pipe.execute(), strict=True):
+        for user, values, guards in zip(users, replies[::2], replies[1::2], strict=True):
             if values[1] is not None:
-                states[user] = _decode_state(dict(zip(_FIELDS, values, strict=True)))
+                state = _decode_state(dict(zip(_FIELDS, values, strict=True)))
+                state.guard_ids.update({i.decode(): int(t) for i, t in guards})
+                states[user] = state
         return states
 
     def user_view(self, user_id: str) -> UserView:
@@ -221,6 +233,20 @@ class RedisSessionStore:
             increments,
             sets,
             [self.keys.popularity_landmark(), str(effects.landmark)],
+            self._guards(effects),
+        ]
+
+    def _guards(self, effects: BatchEffects) -> list[list[Any]]:
+        """Per changed user: the event ids applied now, and the floor below which ids go. Written
+        incrementally: rewriting a heavy user's 1024 ids every batch was the processor's largest
+        cost on long streams (docs/benchmarks.md)."""
+        return [
+            [
+                self.keys.user_guards(user),
+                str(state.floor),
+                *_flat(effects.new_guards.get(user, {}), score_first=True),
+            ]
+            for user, state in effects.states.items()
         ]
 
     def _rebase(self, old: int | None, new: int) -> list[list[Any]]:
@@ -308,7 +334,6 @@ def _encode_state(state: UserState) -> dict[str, bytes | str]:
         "last": str(state.last_time),
         "floor": str(state.floor),
         "n": str(state.count),
-        "ids": orjson.dumps(state.guard_ids),
         "recent": orjson.dumps(state.recent_items),
         "model": state.model,
         "cr": orjson.dumps(state.collab_items),

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import redis
 
@@ -14,7 +15,7 @@ from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.memory_store import InMemorySessionStore
 from recstream.stores.session_store import SessionStore, UserView
-from recstream.streams.session import SessionConfig, UserState, apply_batch
+from recstream.streams.session import MAX_GUARD_IDS, SessionConfig, UserState, apply_batch
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 
@@ -152,6 +153,36 @@ def test_a_failed_write_stores_nothing_and_its_retry_registers_the_category(
         store.write_batch(effects, None)
         assert store._redis.smembers(store.keys.categories()) == {b"cat9"}
         assert list(store.popularity(10, "cat9")) == ["item1"]
+    finally:
+        delete_namespace(settings)
+        store.close()
+
+
+def test_event_id_guards_are_stored_incrementally_capped_and_read_back(
+    infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(infra, unique, tmp_path)
+    store, memory = session_store(settings), InMemorySessionStore()
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    vectors = {"item1": _unit(np.random.default_rng(3))}
+    events = [InteractionEvent(f"e{n}", "heavy", "item1", "view", T0 + n) for n in range(1100)]
+    try:
+        for target in (store, memory):
+            for start in range(0, 1100, 400):  # three batches, all inside the lateness window
+                users = target.load_states(["heavy"])
+                effects = apply_batch(
+                    events[start : start + 400], users, vectors, {}, config, "m", 8, T0
+                )
+                target.write_batch(effects, None)
+        stored = store.load_states(["heavy"])["heavy"].guard_ids
+        assert stored == memory.load_states(["heavy"])["heavy"].guard_ids
+        assert len(stored) == MAX_GUARD_IDS and min(stored.values()) == T0 + 1100 - MAX_GUARD_IDS
+        assert store._redis.zcard(store.keys.user_guards("heavy")) == MAX_GUARD_IDS
+        # A state written before the guards had their own key keeps its ids in the hash: still read.
+        store._redis.hset(
+            store.keys.user_state("heavy"), "ids", orjson.dumps({"legacy": T0 + 5000})
+        )
+        assert store.load_states(["heavy"])["heavy"].guard_ids == stored | {"legacy": T0 + 5000}
     finally:
         delete_namespace(settings)
         store.close()
