@@ -22,7 +22,7 @@ from recstream.streams.session import BatchEffects, UserState
 # "ids" (the event-id guards) is read only from states written before the guards got their own
 # sorted set (KeySpace.user_guards); it is never written now.
 _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model", "cr", "cvec", "cver")
-# A query never needs the event-id guards (the largest field by far for heavy users).
+# A query needs neither the guards nor the floor.
 _QUERY_FIELDS = tuple(f for f in _FIELDS if f not in ("ids", "floor"))
 
 # One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark,
