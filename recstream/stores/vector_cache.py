@@ -28,8 +28,6 @@ class VectorMemo:
         self._capacity = capacity
         self._vectors: OrderedDict[_Key, Vector] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def vector(self, payload: ItemPayload, raw: Callable[[], Any]) -> Vector | None:
         """The item's vector: remembered, else decoded from `raw()` and remembered."""
@@ -38,9 +36,7 @@ class VectorMemo:
             found = self._vectors.get(key)
             if found is not None:
                 self._vectors.move_to_end(key)
-                self.hits += 1
                 return found
-            self.misses += 1
         decoded = vector_from(raw())
         if decoded is not None and self._capacity > 0:
             decoded.setflags(write=False)  # shared between callers: nobody may change it
