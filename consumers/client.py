@@ -6,28 +6,75 @@ writes the answer there, so a client reads only the replies of about 1/P of all 
 replies, and needs no consumer group (no rebalances when clients come and go). With more clients
 than partitions, several share one and skip each other's answers by request_id; raise the
 responses topic's partition count to keep that share small.
+
+One client may have many requests in flight, from many threads or coroutines: a reader thread
+takes every answer from the reply partition and hands it to the request waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
-from recstream.errors import RecstreamError
+from recstream.errors import InvalidMessageError, RecstreamError
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 from recstream.settings import Settings
 from recstream.streams.messages import poll_available
 
+log = logging.getLogger(__name__)
+
 
 class RequestTimeoutError(RecstreamError):
     """No response arrived in time."""
+
+
+class _Replies:
+    """Answers handed to the requests waiting for them. An answer nobody waits for yet (a
+    request sent elsewhere with our partition, or another client's) is kept, boundedly, so a
+    waiter that registers after its answer arrived still gets it."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Future[RecommendResponse]] = {}
+        self._unclaimed: OrderedDict[str, RecommendResponse] = OrderedDict()
+        self._keep = keep
+
+    def expect(self, request_id: str) -> Future[RecommendResponse]:
+        future: Future[RecommendResponse] = Future()
+        with self._lock:
+            early = self._unclaimed.pop(request_id, None)
+            if early is None:
+                future = self._waiting.setdefault(request_id, future)
+        if early is not None:
+            future.set_result(early)
+        return future
+
+    def deliver(self, response: RecommendResponse) -> None:
+        with self._lock:
+            future = self._waiting.pop(response.request_id, None)
+            if future is None:
+                self._unclaimed[response.request_id] = response
+                while len(self._unclaimed) > self._keep:
+                    self._unclaimed.popitem(last=False)
+                return
+        with contextlib.suppress(InvalidStateError):  # the waiter gave up (cancelled) just now
+            future.set_result(response)
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._waiting.pop(request_id, None)
 
 
 class RecClient:
@@ -52,6 +99,14 @@ class RecClient:
             random.randrange(partitions) if reply_partition is None else reply_partition
         )
         self._listen()
+        self._replies = _Replies()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read_replies, name="reply-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
 
     def _listen(self) -> None:
         """Read our reply partition from its current end: no earlier reply is taken for ours."""
@@ -63,17 +118,28 @@ class RecClient:
     def recommend(self, user_id: str, k: int = 10, **options: Any) -> RecommendResponse:
         """Recommendations for a user. Options: categories_in, categories_out, available_only,
         exclude, diversity, preference_text, preference_categories, deadline_ms."""
-        return self.ask(RecommendRequest(self._new_id(), k, user_id=user_id, **options))
+        return self.ask(RecommendRequest(new_request_id(), k, user_id=user_id, **options))
 
     def similar(self, item_id: str, k: int = 10, **options: Any) -> RecommendResponse:
         """More like this item."""
-        return self.ask(RecommendRequest(self._new_id(), k, item_id=item_id, **options))
+        return self.ask(RecommendRequest(new_request_id(), k, item_id=item_id, **options))
 
     def ask(self, request: RecommendRequest, timeout_s: float | None = None) -> RecommendResponse:
-        """Send a request and wait for its answer (other answers on our partition are skipped)."""
-        self._send(request)
+        """Send a request and wait for its answer. Safe to call from many threads at once."""
+        answer = self.submit(request)
         self._producer.flush(self._timeout_s)
-        return self.wait_for(request.request_id, timeout_s)
+        return self._result(request.request_id, answer, timeout_s)
+
+    def submit(self, request: RecommendRequest) -> Future[RecommendResponse]:
+        """Send a request without waiting: a future of its answer (see `forget`)."""
+        answer = self._replies.expect(request.request_id)  # before sending: no answer is missed
+        self._send(request)
+        self._producer.poll(0)
+        return answer
+
+    def forget(self, request_id: str) -> None:
+        """Stop waiting for an answer (e.g. after a timeout)."""
+        self._replies.forget(request_id)
 
     def _send(self, request: RecommendRequest) -> None:
         """Produce a request routed to our reply partition."""
@@ -92,40 +158,45 @@ class RecClient:
     ) -> list[RecommendResponse]:
         """Send several requests at once and wait for all their answers (in request order):
         a worker with several handler threads answers them side by side."""
-        for request in requests:
-            self._send(request)
+        answers = [self.submit(request) for request in requests]
         self._producer.flush(self._timeout_s)
-        wanted = {r.request_id for r in requests}
-        answers: dict[str, RecommendResponse] = {}
         deadline = time.monotonic() + (timeout_s or self._timeout_s)
-        while len(answers) < len(wanted) and time.monotonic() < deadline:
-            for response in self._poll_responses():
-                if response.request_id in wanted:
-                    answers[response.request_id] = response
-        missing = wanted - answers.keys()
-        if missing:
-            raise RequestTimeoutError(f"no response to {len(missing)} of {len(wanted)} requests")
-        return [answers[r.request_id] for r in requests]
+        return [
+            self._result(r.request_id, a, max(0.0, deadline - time.monotonic()))
+            for r, a in zip(requests, answers, strict=True)
+        ]
 
     def wait_for(self, request_id: str, timeout_s: float | None = None) -> RecommendResponse:
         """The answer to request_id on our reply partition (e.g. for a request sent elsewhere
-        with our reply_partition); other answers are skipped."""
-        deadline = time.monotonic() + (timeout_s or self._timeout_s)
-        while time.monotonic() < deadline:
-            for response in self._poll_responses():
-                if response.request_id == request_id:
-                    return response
-        raise RequestTimeoutError(
-            f"no response to {request_id} within "
-            f"{timeout_s or self._timeout_s:g}s (is a query worker running?)"
-        )
+        with our reply_partition), even if it arrived a little before this call."""
+        return self._result(request_id, self._replies.expect(request_id), timeout_s)
 
-    def _poll_responses(self) -> list[RecommendResponse]:
-        return [
-            self._codec.response(message.value())
-            for message in poll_available(self._consumer, 64, 0.05)
-            if message.error() is None
-        ]
+    def _result(
+        self, request_id: str, answer: Future[RecommendResponse], timeout_s: float | None
+    ) -> RecommendResponse:
+        waited = self._timeout_s if timeout_s is None else timeout_s
+        try:
+            return answer.result(waited)
+        except TimeoutError:
+            self.forget(request_id)
+            raise RequestTimeoutError(
+                f"no response to {request_id} within {waited:g}s (is a query worker running?)"
+            ) from None
+
+    def _read_replies(self) -> None:
+        while not self._closing.is_set():
+            try:
+                messages = poll_available(self._consumer, 64, 0.05)
+            except KafkaException as error:
+                log.warning("reading replies failed: %s", error)
+                continue
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                try:
+                    self._replies.deliver(self._codec.response(message.value()))
+                except InvalidMessageError as error:  # not ours to answer: note and go on
+                    log.warning("unreadable reply skipped: %s", error)
 
     def track(self, event: InteractionEvent) -> None:
         """Publish an interaction event (keyed by user)."""
@@ -146,11 +217,9 @@ class RecClient:
 
     def close(self) -> None:
         self.flush()
+        self._closing.set()
+        self._reader.join(5)
         self._consumer.close()
-
-    @staticmethod
-    def _new_id() -> str:
-        return uuid.uuid4().hex
 
     def __enter__(self) -> RecClient:
         return self
@@ -160,25 +229,33 @@ class RecClient:
 
 
 class AsyncRecClient:
-    """The same calls for asyncio code; each runs in a worker thread."""
+    """The same calls for asyncio code. Requests run concurrently: each awaits its own answer
+    from the shared reply reader."""
 
     def __init__(
         self, settings: Settings, reply_partition: int | None = None, timeout_s: float = 5.0
     ) -> None:
         self._client = RecClient(settings, reply_partition, timeout_s)
-        self._lock = asyncio.Lock()  # one request in flight per client keeps reply matching simple
 
     async def recommend(self, user_id: str, k: int = 10, **options: Any) -> RecommendResponse:
-        async with self._lock:
-            return await asyncio.to_thread(self._client.recommend, user_id, k, **options)
+        return await self.ask(RecommendRequest(new_request_id(), k, user_id=user_id, **options))
 
     async def similar(self, item_id: str, k: int = 10, **options: Any) -> RecommendResponse:
-        async with self._lock:
-            return await asyncio.to_thread(self._client.similar, item_id, k, **options)
+        return await self.ask(RecommendRequest(new_request_id(), k, item_id=item_id, **options))
+
+    async def ask(self, request: RecommendRequest) -> RecommendResponse:
+        answer = asyncio.wrap_future(self._client.submit(request))
+        timeout_s = self._client.timeout_s
+        try:
+            return await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError:
+            self._client.forget(request.request_id)
+            raise RequestTimeoutError(
+                f"no response to {request.request_id} within {timeout_s:g}s"
+            ) from None
 
     async def ask_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResponse]:
-        async with self._lock:
-            return await asyncio.to_thread(self._client.ask_many, requests)
+        return list(await asyncio.gather(*(self.ask(r) for r in requests)))
 
     async def track(self, event: InteractionEvent) -> None:
         await asyncio.to_thread(self._client.track, event)
@@ -188,6 +265,10 @@ class AsyncRecClient:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _fields(request: RecommendRequest) -> dict[str, Any]:

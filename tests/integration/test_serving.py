@@ -3,6 +3,7 @@ answers from embedded Qdrant and the real Redis, fed by the real interaction pro
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from recstream.consumers.client import RecClient
+from recstream.consumers.client import AsyncRecClient, RecClient, RequestTimeoutError
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.recommender import Recommender
 from recstream.infra import topics
@@ -189,17 +190,56 @@ def test_requests_in_flight_together_each_get_their_own_answer(stack: Stack) -> 
     """The worker answers with several handler threads: answers leave in any order, and each
     must still be the answer to its own request."""
     _track(stack, "fay", ["spa1", "rom1"])
-    categories = ("Space", "Romance", "Cooking")
-    requests = [
-        RecommendRequest(f"many-{n}", 2 + n % 3, user_id="fay", categories_in=(categories[n % 3],))
-        for n in range(30)
-    ]
-    answers = stack.client.ask_many(requests)
+    requests = _mixed_requests("fay", 30)
+    _assert_each_answers_its_own(requests, stack.client.ask_many(requests))
+
+
+def _assert_each_answers_its_own(requests: list[RecommendRequest], answers: list) -> None:  # type: ignore[type-arg]
     assert [a.request_id for a in answers] == [r.request_id for r in requests]
     for request, answer in zip(requests, answers, strict=True):
         ids = _ids(answer)
         assert len(ids) == request.k
         assert all(i.startswith(request.categories_in[0][:3].lower()) for i in ids)
+
+
+def _mixed_requests(user: str, count: int) -> list[RecommendRequest]:
+    categories = ("Space", "Romance", "Cooking")
+    return [
+        RecommendRequest(f"{user}-{n}", 2 + n % 3, user_id=user, categories_in=(categories[n % 3],))
+        for n in range(count)
+    ]
+
+
+def test_one_client_shared_by_threads_and_coroutines_gets_every_answer_right(
+    stack: Stack,
+) -> None:
+    """Many requests in flight on one client: its reply reader hands each answer to its own
+    waiter, whichever thread or coroutine asked."""
+    _track(stack, "gus", ["spa1"])
+    requests = _mixed_requests("gus", 24)
+    answers: dict[str, object] = {}
+
+    def ask(chunk: list[RecommendRequest]) -> None:
+        for request in chunk:
+            answers[request.request_id] = stack.client.ask(request)
+
+    threads = [threading.Thread(target=ask, args=(requests[n::6],)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    _assert_each_answers_its_own(requests, [answers[r.request_id] for r in requests])
+
+    async def gathered() -> list:  # type: ignore[type-arg]
+        client = AsyncRecClient(stack.settings, timeout_s=20)
+        try:
+            return await client.ask_many(_mixed_requests("gus-async", 12))
+        finally:
+            await client.close()
+
+    _assert_each_answers_its_own(_mixed_requests("gus-async", 12), asyncio.run(gathered()))
+    with pytest.raises(RequestTimeoutError):
+        stack.client.wait_for("never-asked", timeout_s=0.3)
 
 
 def test_lower_lambda_diversifies_the_list(stack: Stack) -> None:
