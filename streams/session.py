@@ -81,8 +81,6 @@ class BatchEffects:
     states: dict[str, UserState] = field(default_factory=dict)
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time
     new_guards: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> event id -> time
-    # user -> items whose collab weight changed (or that left the history) in this batch
-    collab_touched: dict[str, set[str]] = field(default_factory=dict)
     popularity: dict[str, float] = field(default_factory=dict)
     category_popularity: dict[tuple[str, str], float] = field(default_factory=dict)
     covisits: dict[str, dict[str, float]] = field(default_factory=dict)  # item -> other -> n
@@ -138,18 +136,15 @@ def apply_batch(
         weight = config.weight(event)
         _record(effects, state, event, weight, item_categories, config)
         _add_collab(state, event.item_id, weight)
-        effects.collab_touched.setdefault(event.user_id, set()).add(event.item_id)
         if event.item_id in item_vectors:
             steps[event.user_id].append(_step(state, event, weight, config))
         else:
             effects.vector_missing += 1
         _advance(state, event)
         effects.new_guards.setdefault(event.user_id, {})[event.event_id] = event.event_time
-    for user, state in effects.states.items():
+    for state in effects.states.values():
         _settle_guards(state, config)
-        evicted = _trim_collab(state)
-        if evicted:
-            effects.collab_touched.setdefault(user, set()).update(evicted)
+        _trim_collab(state)
     _apply_vector_steps(effects.states, steps, item_vectors, dimension)
     if collab is not None:
         started = time.perf_counter()
@@ -167,15 +162,13 @@ def _add_collab(state: UserState, item_id: str, weight: float) -> None:
         history.pop(item_id, None)
 
 
-def _trim_collab(state: UserState) -> list[str]:
+def _trim_collab(state: UserState) -> None:
     """Once per user and batch (not per event: that was a scan of 500 items per event for
-    heavy users): keep the MAX_COLLAB_ITEMS strongest items, ties by item id. The evicted ones."""
+    heavy users): keep the MAX_COLLAB_ITEMS strongest items, ties by item id."""
     history = state.collab_items
-    if len(history) <= MAX_COLLAB_ITEMS:
-        return []
-    strongest = heapq.nlargest(MAX_COLLAB_ITEMS, history.items(), key=lambda p: (p[1], p[0]))
-    state.collab_items = dict(strongest)
-    return [item for item in history if item not in state.collab_items]
+    if len(history) > MAX_COLLAB_ITEMS:
+        strongest = heapq.nlargest(MAX_COLLAB_ITEMS, history.items(), key=lambda p: (p[1], p[0]))
+        state.collab_items = dict(strongest)
 
 
 def _fold_in(states: Mapping[str, UserState], collab: CollabModel) -> None:

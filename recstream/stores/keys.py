@@ -19,20 +19,15 @@ class KeySpace:
         return f"{self.namespace}:{LAYOUT_VERSION}"
 
     def user_state(self, user_id: str) -> str:
-        """Hash: vec (float32 bytes), last, floor, n, recent (JSON), model, cvec (float32
-        bytes), cver; ids (JSON) and cr (JSON) only in states written before the guards and the
-        collab history moved to their own sorted sets (read until the next write, not written)."""
+        """Hash: vec (float32 bytes), last, floor, n, recent (JSON), model, cr (JSON),
+        cvec (float32 bytes), cver; ids (JSON) only in states written before the guards moved
+        to their own sorted set (read, never written)."""
         return f"{self._prefix}:u:{{{user_id}}}:state"
 
     def user_guards(self, user_id: str) -> str:
         """Sorted set: event id -> event time (ms), the applied events inside the lateness
         window (at most 1024), written incrementally."""
         return f"{self._prefix}:u:{{{user_id}}}:ids"
-
-    def user_collab_history(self, user_id: str) -> str:
-        """Sorted set: item -> summed event weight, the user's collaborative history r_u
-        (positive totals only, the 500 strongest), written incrementally."""
-        return f"{self._prefix}:u:{{{user_id}}}:cr"
 
     def user_seen(self, user_id: str) -> str:
         """Sorted set: item id -> last interaction time (ms), capped to the newest N."""

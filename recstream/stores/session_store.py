@@ -19,21 +19,19 @@ import redis
 from recstream.stores.keys import KeySpace
 from recstream.streams.session import BatchEffects, UserState
 
-# "ids" (the event-id guards) and "cr" (the collab history) are read only from states written
-# before they got their own sorted sets (KeySpace.user_guards, .user_collab_history); never written.
+# "ids" (the event-id guards) is read only from states written before the guards got their own
+# sorted set (KeySpace.user_guards); it is never written now.
 _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model", "cr", "cvec", "cver")
 # A query needs neither the guards nor the floor.
 _QUERY_FIELDS = tuple(f for f in _FIELDS if f not in ("ids", "floor"))
 
 # One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark,
-# guards, collab}.
+# guards}.
 # rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above, score,
 # member, ...} -> ZADD GT; increments: {key, keep, above, member, inc, ...} -> added to the
 # scores (as ZINCRBY would); a sorted set with more than `above` members (when above > 0) is then
 # cut to its top `keep`; sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET;
-# guards: {key, floor, time, event id, ...} -> ZADD, then every id older than floor removed;
-# collab: {key, state key, drop legacy field (0/1), n, weight, item (n pairs), removed item, ...}
-# -> ZADD the n pairs, ZREM the rest, HDEL the state's legacy `cr` when asked.
+# guards: {key, floor, time, event id, ...} -> ZADD, then every id older than floor removed.
 _WRITE_BATCH_LUA = """
 local b = cmsgpack.unpack(ARGV[1])
 local CHUNK = 2000
@@ -43,13 +41,6 @@ local function call_chunked(cmd, key, extra, args, from)
     for j = i, math.min(i + CHUNK - 1, #args) do part[#part + 1] = args[j] end
     if extra then redis.call(cmd, key, extra, unpack(part))
     else redis.call(cmd, key, unpack(part)) end
-  end
-end
-local function call_range(cmd, key, args, from, to)
-  for i = from, to, CHUNK do
-    local part = {}
-    for j = i, math.min(i + CHUNK - 1, to) do part[#part + 1] = args[j] end
-    redis.call(cmd, key, unpack(part))
   end
 end
 local function trim(r)
@@ -85,12 +76,6 @@ redis.call('SET', b[6][1], b[6][2])
 for _, r in ipairs(b[7]) do
   if #r > 2 then call_chunked('ZADD', r[1], nil, r, 3) end
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', '(' .. r[2])
-end
-for _, r in ipairs(b[8]) do
-  local adds_end = 4 + 2 * r[4]
-  if r[4] > 0 then call_range('ZADD', r[1], r, 5, adds_end) end
-  if #r > adds_end then call_range('ZREM', r[1], r, adds_end + 1, #r) end
-  if r[3] == 1 then redis.call('HDEL', r[2], 'cr') end
 end
 return #b[2]
 """
@@ -156,7 +141,6 @@ class RedisSessionStore:
         self._covis_max = covis_max_neighbours
         self._popularity_half_life_ms = popularity_half_life_ms
         self._known_categories: set[str] = set()
-        self._legacy_collab: set[str] = set()  # users whose state still has the old `cr` field
         self._write_script = client.register_script(_WRITE_BATCH_LUA)
 
     @classmethod
@@ -172,30 +156,25 @@ class RedisSessionStore:
         for user in users:
             pipe.hmget(self.keys.user_state(user), _FIELDS)
             pipe.zrange(self.keys.user_guards(user), 0, -1, withscores=True)
-            pipe.zrange(self.keys.user_collab_history(user), 0, -1, withscores=True)
         replies = pipe.execute()
         states = {}
-        for n, user in enumerate(users):
-            values, guards, history = replies[3 * n : 3 * n + 3]
+        for user, values, guards in zip(users, replies[::2], replies[1::2], strict=True):
             if values[1] is not None:
-                fields = dict(zip(_FIELDS, values, strict=True))
-                if fields["cr"]:
-                    self._legacy_collab.add(user)  # moved to its own key at the next write
-                states[user] = _with_sets(_decode_state(fields), guards, history)
+                state = _decode_state(dict(zip(_FIELDS, values, strict=True)))
+                state.guard_ids.update({i.decode(): int(t) for i, t in guards})
+                states[user] = state
         return states
 
     def user_view(self, user_id: str) -> UserView:
         """State (without guards), seen history and last response, one pipelined round trip."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.hmget(self.keys.user_state(user_id), _QUERY_FIELDS)
-        pipe.zrange(self.keys.user_collab_history(user_id), 0, -1, withscores=True)
         pipe.zrange(self.keys.user_seen(user_id), 0, -1, withscores=True)
         pipe.get(self.keys.user_last_recommendations(user_id))
-        values, history, seen, last = pipe.execute()
+        values, seen, last = pipe.execute()
         fields = dict(zip(_QUERY_FIELDS, values, strict=True))
-        state = _decode_state(fields) if fields["last"] is not None else None
         return UserView(
-            None if state is None else _with_sets(state, [], history),
+            _decode_state(fields) if fields["last"] is not None else None,
             {item.decode(): int(score) for item, score in seen},
             None if last is None else bytes(last),
         )
@@ -228,7 +207,6 @@ class RedisSessionStore:
         self._write_script(args=[msgpack.packb(payload, use_bin_type=False)])
         # Only once stored: after a failed write the retry must register them again.
         self._known_categories |= new_categories
-        self._legacy_collab -= effects.states.keys()
 
     def _batch_payload(
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
@@ -256,32 +234,7 @@ class RedisSessionStore:
             sets,
             [self.keys.popularity_landmark(), str(effects.landmark)],
             self._guards(effects),
-            self._collab_histories(effects),
         ]
-
-    def _collab_histories(self, effects: BatchEffects) -> list[list[Any]]:
-        """Per user: the collab weights that changed (absolute values) and the items that left
-        the history; a state still holding the old JSON field gets its whole history moved."""
-        entries = []
-        for user, state in effects.states.items():
-            touched = effects.collab_touched.get(user, set())
-            legacy = user in self._legacy_collab
-            if not touched and not legacy:
-                continue
-            history = state.collab_items
-            kept = history if legacy else {i: history[i] for i in touched if i in history}
-            gone = [item for item in touched if item not in history]
-            entries.append(
-                [
-                    self.keys.user_collab_history(user),
-                    self.keys.user_state(user),
-                    int(legacy),
-                    len(kept),
-                    *_flat(kept, score_first=True),
-                    *gone,
-                ]
-            )
-        return entries
 
     def _guards(self, effects: BatchEffects) -> list[list[Any]]:
         """Per changed user: the event ids applied now, and the floor below which ids go. Written
@@ -383,6 +336,7 @@ def _encode_state(state: UserState) -> dict[str, bytes | str]:
         "n": str(state.count),
         "recent": orjson.dumps(state.recent_items),
         "model": state.model,
+        "cr": orjson.dumps(state.collab_items),
         "cver": str(state.collab_version),
     }
     fields["vec"] = _vector_bytes(state.vector)
@@ -396,16 +350,6 @@ def _vector_bytes(vector: np.ndarray | None) -> bytes:
 
 def _vector_from(raw: bytes | None) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.float32).copy() if raw else None
-
-
-def _with_sets(
-    state: UserState, guards: list[tuple[bytes, float]], history: list[tuple[bytes, float]]
-) -> UserState:
-    """Merge the guards' and the collab history's own keys into a state read from the hash
-    (over whatever an older state still held in its JSON fields)."""
-    state.guard_ids.update({i.decode(): int(t) for i, t in guards})
-    state.collab_items.update({i.decode(): float(w) for i, w in history})
-    return state
 
 
 def _decode_state(fields: Mapping[str, bytes | None]) -> UserState:

@@ -15,13 +15,7 @@ from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.memory_store import InMemorySessionStore
 from recstream.stores.session_store import SessionStore, UserView
-from recstream.streams.session import (
-    MAX_COLLAB_ITEMS,
-    MAX_GUARD_IDS,
-    SessionConfig,
-    UserState,
-    apply_batch,
-)
+from recstream.streams.session import MAX_GUARD_IDS, SessionConfig, UserState, apply_batch
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 
@@ -93,7 +87,6 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
                 b.recent_items,
             )
             np.testing.assert_array_equal(a.vector, b.vector)
-            assert a.collab_items == b.collab_items and a.collab_items
             _assert_same_view(redis_store.user_view(user), memory.user_view(user), a)
         assert redis_store.covisitation_many(ITEMS, 3) == memory.covisitation_many(ITEMS, 3)
         assert redis_store.covisitation_many(ITEMS, 3)["item1"] == redis_store.covisitation(
@@ -190,48 +183,6 @@ def test_event_id_guards_are_stored_incrementally_capped_and_read_back(
             store.keys.user_state("heavy"), "ids", orjson.dumps({"legacy": T0 + 5000})
         )
         assert store.load_states(["heavy"])["heavy"].guard_ids == stored | {"legacy": T0 + 5000}
-    finally:
-        delete_namespace(settings)
-        store.close()
-
-
-def test_collab_history_is_stored_incrementally_capped_and_moves_out_of_the_hash(
-    infra: Settings, unique: str, tmp_path: Path
-) -> None:
-    settings = isolated_settings(infra, unique, tmp_path)
-    store, memory = session_store(settings), InMemorySessionStore()
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
-    items = [f"x{n:03d}" for n in range(MAX_COLLAB_ITEMS + 100)]
-    vectors = {i: _unit(np.random.default_rng(n)) for n, i in enumerate(items)}
-    kinds = ["view", "purchase", "like", "click"]
-    events = [
-        InteractionEvent(f"c{n}", "fan", item, kinds[n % 4], T0 + n) for n, item in enumerate(items)
-    ]
-    events += [InteractionEvent("c-neg", "fan", "x003", "dislike", T0 + 999)]  # 1 - 2: leaves
-    try:
-        for target in (store, memory):
-            for start in range(0, len(events), 250):
-                users = target.load_states(["fan"])
-                batch = events[start : start + 250]
-                target.write_batch(apply_batch(batch, users, vectors, {}, config, "m", 8, T0), None)
-        stored = store.load_states(["fan"])["fan"].collab_items
-        assert stored == memory.load_states(["fan"])["fan"].collab_items
-        assert len(stored) == MAX_COLLAB_ITEMS and "x003" not in stored
-        assert store._redis.zcard(store.keys.user_collab_history("fan")) == MAX_COLLAB_ITEMS
-        view = store.user_view("fan").state
-        assert view is not None and view.collab_items == stored
-        # A state written before the history had its own key: read, then moved at the next write.
-        key = store.keys.user_state("fan")
-        store._redis.hset(key, "cr", orjson.dumps({"old-item": 4.0}))
-        fresh = session_store(settings)
-        loaded = fresh.load_states(["fan"])
-        assert loaded["fan"].collab_items == stored | {"old-item": 4.0}
-        late = [InteractionEvent("c-late", "fan", "x001", "view", T0 + 5000)]
-        fresh.write_batch(apply_batch(late, loaded, vectors, {}, config, "m", 8, T0), None)
-        assert store._redis.hget(key, "cr") is None
-        after = fresh.load_states(["fan"])["fan"].collab_items
-        assert after["old-item"] == 4.0 and len(after) == MAX_COLLAB_ITEMS
-        fresh.close()
     finally:
         delete_namespace(settings)
         store.close()
