@@ -87,6 +87,7 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
                 b.recent_items,
             )
             np.testing.assert_array_equal(a.vector, b.vector)
+            assert a.collab_items == b.collab_items and a.collab_items
             _assert_same_view(redis_store.user_view(user), memory.user_view(user), a)
         assert redis_store.covisitation_many(ITEMS, 3) == memory.covisitation_many(ITEMS, 3)
         assert redis_store.covisitation_many(ITEMS, 3)["item1"] == redis_store.covisitation(
