@@ -180,9 +180,7 @@ class RecClient:
             return answer.result(waited)
         except TimeoutError:
             self.forget(request_id)
-            raise RequestTimeoutError(
-                f"no response to {request_id} within {waited:g}s (is a query worker running?)"
-            ) from None
+            raise _timed_out(request_id, waited) from None
 
     def _read_replies(self) -> None:
         while not self._closing.is_set():
@@ -251,9 +249,7 @@ class AsyncRecClient:
             return await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
             self._client.forget(request.request_id)
-            raise RequestTimeoutError(
-                f"no response to {request.request_id} within {timeout_s:g}s"
-            ) from None
+            raise _timed_out(request.request_id, timeout_s) from None
 
     async def ask_many(self, requests: Sequence[RecommendRequest]) -> list[RecommendResponse]:
         return list(await asyncio.gather(*(self.ask(r) for r in requests)))
@@ -266,6 +262,12 @@ class AsyncRecClient:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)
+
+
+def _timed_out(request_id: str, seconds: float) -> RequestTimeoutError:
+    return RequestTimeoutError(
+        f"no response to {request_id} within {seconds:g}s (is a query worker running?)"
+    )
 
 
 def new_request_id() -> str:

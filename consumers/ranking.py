@@ -12,7 +12,7 @@ relative to a landmark that moves, and a moved landmark must not change a rankin
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +87,26 @@ def hybrid_scores(candidates: Sequence[Candidate], weights: RankingWeights) -> S
     )
 
 
+class CategoryCap:
+    """The max_per_category business rule (0: none): how many items of each category a list
+    holds. Items without a category are never capped."""
+
+    def __init__(self, cap: int, categories: Iterable[str | None] = ()) -> None:
+        self._cap = cap
+        self._taken = Counter(c for c in categories if c)
+
+    def full(self, category: str | None) -> bool:
+        return bool(self._cap and category and self._taken[category] >= self._cap)
+
+    def admit(self, category: str | None) -> bool:
+        """Count an item in if the rule lets it in."""
+        if self.full(category):
+            return False
+        if category:
+            self._taken[category] += 1
+        return True
+
+
 def diversify(
     candidates: Sequence[Candidate],
     scores: Scores,
@@ -104,7 +124,7 @@ def diversify(
         return []
     vectors = np.stack([c.vector for c in candidates]).astype(np.float64)
     categories = np.array([c.category or "" for c in candidates], dtype=object)
-    taken: Counter[str] = Counter()
+    rule = CategoryCap(max_per_category)
     closest = np.full(len(candidates), -1.0)  # max cosine to the selection so far
     open_ = np.ones(len(candidates), dtype=bool)
     chosen: list[int] = []
@@ -117,9 +137,9 @@ def diversify(
         open_[best] = False
         closest = np.maximum(closest, vectors @ vectors[best])
         open_ &= closest <= duplicate_cosine
-        category = categories[best]
-        taken[category] += 1
-        if max_per_category and category and taken[category] >= max_per_category:
+        category = candidates[best].category
+        rule.admit(category)  # an open candidate always fits the rule
+        if rule.full(category):
             open_ &= categories != category
     return chosen
 

@@ -10,7 +10,6 @@ topped up with popular items, so a user never gets an empty list while eligible 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -18,7 +17,14 @@ from typing import Protocol
 import numpy as np
 
 from recstream.consumers import metrics
-from recstream.consumers.ranking import Candidate, Ranked, RankingWeights, rank, reasons_for
+from recstream.consumers.ranking import (
+    Candidate,
+    CategoryCap,
+    Ranked,
+    RankingWeights,
+    rank,
+    reasons_for,
+)
 from recstream.errors import RecstreamError
 from recstream.schemas.requests import (
     RecommendedItem,
@@ -252,9 +258,9 @@ class Recommender:
         for item_id, record in self._index.retrieve(missing, with_vectors=True).items():
             if record.vector is not None and _passes(record, flt):
                 records[item_id] = (record, record.vector)
-        popularity = self._store.popularity_of(list(records))
         if not records:
             return []
+        popularity = self._store.popularity_of(list(records))
         vectors = np.stack([vector for _, vector in records.values()])
         similarities = vectors @ query
         # The engaged item each candidate is closest to, for the "similar to" reason.
@@ -308,7 +314,9 @@ class Recommender:
             ]
         top = pool and max(pool.values())
         extra: list[Ranked] = []
-        within_rules = _CategoryCap(self._category_cap(request), ranked)
+        within_rules = CategoryCap(
+            self._category_cap(request), (r.candidate.category for r in ranked)
+        )
         for item_id, record in eligible:
             if len(extra) == missing:
                 break
@@ -325,22 +333,6 @@ class Recommender:
             score = pool.get(item_id, 0.0) / top if top else 0.0
             extra.append(Ranked(candidate, score, reasons_for(candidate, 0.0, "popular")))
         return ranked + extra
-
-
-class _CategoryCap:
-    """The max-per-category rule for items added after ranking (the top-up)."""
-
-    def __init__(self, cap: int, ranked: list[Ranked]) -> None:
-        self._cap = cap
-        self._taken = Counter(r.candidate.category for r in ranked if r.candidate.category)
-
-    def admit(self, category: str | None) -> bool:
-        if not self._cap or not category:
-            return True
-        if self._taken[category] >= self._cap:
-            return False
-        self._taken[category] += 1
-        return True
 
 
 def _passes(record: ItemRecord | ScoredItem, flt: SearchFilter) -> bool:

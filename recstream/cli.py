@@ -88,7 +88,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         options["categories_in"] = tuple(args.category)
     if args.not_category:
         options["categories_out"] = tuple(args.not_category)
-    if args.max_per_category:
+    if args.max_per_category is not None:
         options["max_per_category"] = args.max_per_category
     with RecClient(settings, timeout_s=args.timeout) as client:
         if args.command == "recommend":

@@ -18,6 +18,16 @@ STATUSES = ("ok", "error", "overloaded", "expired")
 DEFAULT_DIVERSITY = 0.7
 
 
+_OPTIONAL_REQUEST_FIELDS = (
+    "user_id",
+    "item_id",
+    "reply_to",
+    "reply_partition",
+    "deadline_ms",
+    "max_per_category",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RecommendRequest:
     request_id: str
@@ -43,8 +53,7 @@ class RecommendRequest:
             "k": self.k,
             "diversity": self.diversity,
         }
-        optional = ("user_id", "item_id", "reply_to", "reply_partition", "deadline_ms")
-        for name in (*optional, "max_per_category"):
+        for name in _OPTIONAL_REQUEST_FIELDS:
             if getattr(self, name) is not None:
                 message[name] = getattr(self, name)
         filters: dict[str, Any] = {"available_only": self.available_only}

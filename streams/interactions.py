@@ -264,7 +264,6 @@ class InteractionConsumer:
         self._pending: _InFlight | None = None
         self._committed = 0  # records committed since run_once last reported
         self._stop = threading.Event()
-        self.applied_batches = 0
 
     def _on_moved(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
@@ -319,7 +318,6 @@ class InteractionConsumer:
             log.warning("commit failed, batch will be replayed: %s", error)
             self._processor.forget_users()
             return
-        self.applied_batches += 1
         self._committed += len(raws)
 
     @staticmethod

@@ -82,7 +82,7 @@ class InMemorySessionStore:
     def user_view(self, user_id: str) -> UserView:
         state = self._states.get(user_id)
         return UserView(
-            None if state is None else replace(state.copy(), guard_ids={}, floor=0),
+            None if state is None else replace(state, guard_ids={}, floor=0).copy(),
             self.seen(user_id),
             self.last_response(user_id),
         )

@@ -175,7 +175,7 @@ class RedisSessionStore:
         fields = dict(zip(_QUERY_FIELDS, values, strict=True))
         return UserView(
             _decode_state(fields) if fields["last"] is not None else None,
-            {item.decode(): int(score) for item, score in seen},
+            _times(seen),
             None if last is None else bytes(last),
         )
 
@@ -187,8 +187,7 @@ class RedisSessionStore:
         for item_id in item_ids:
             pipe.zrevrange(self.keys.covisitation(item_id), 0, limit - 1, withscores=True)
         return {
-            item_id: {other.decode(): float(score) for other, score in pairs}
-            for item_id, pairs in zip(item_ids, pipe.execute(), strict=True)
+            item_id: _scores(pairs) for item_id, pairs in zip(item_ids, pipe.execute(), strict=True)
         }
 
     def popularity_landmark(self) -> int | None:
@@ -273,19 +272,14 @@ class RedisSessionStore:
 
     # Reads used by the query side and by tests.
     def seen(self, user_id: str) -> dict[str, int]:
-        pairs = self._redis.zrange(self.keys.user_seen(user_id), 0, -1, withscores=True)
-        return {item.decode(): int(score) for item, score in pairs}
+        return _times(self._redis.zrange(self.keys.user_seen(user_id), 0, -1, withscores=True))
 
     def covisitation(self, item_id: str, limit: int = 50) -> dict[str, float]:
-        pairs = self._redis.zrevrange(
-            self.keys.covisitation(item_id), 0, limit - 1, withscores=True
-        )
-        return {other.decode(): float(score) for other, score in pairs}
+        return self.covisitation_many([item_id], limit)[item_id]
 
     def popularity(self, limit: int = 100, category: str | None = None) -> dict[str, float]:
         key = self.keys.category_popularity(category) if category else self.keys.popularity()
-        pairs = self._redis.zrevrange(key, 0, limit - 1, withscores=True)
-        return {item.decode(): float(score) for item, score in pairs}
+        return _scores(self._redis.zrevrange(key, 0, limit - 1, withscores=True))
 
     def popularity_of(self, item_ids: list[str]) -> dict[str, float]:
         """Stored popularity of the given items (0 for items never engaged with)."""
@@ -320,6 +314,14 @@ class RedisSessionStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _times(pairs: list[tuple[bytes, float]]) -> dict[str, int]:
+    return {member.decode(): int(score) for member, score in pairs}
+
+
+def _scores(pairs: list[tuple[bytes, float]]) -> dict[str, float]:
+    return {member.decode(): float(score) for member, score in pairs}
 
 
 def _flat(mapping: Mapping[str, Any], score_first: bool = False) -> list[Any]:
