@@ -108,9 +108,10 @@ def _raw_consume_rate(settings: Settings, events: int) -> float:
     return events / elapsed
 
 
-def _seed_index(settings: Settings, items: int) -> QdrantEdgeIndex:
+def _seed_index(settings: Settings, items: int, collab_factors: int) -> QdrantEdgeIndex:
     name = collection_name(DEFAULT_MODEL_ID, DIM)
-    index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
+    path = settings.qdrant_embedded_path / name
+    index = QdrantEdgeIndex.open(path, name, DIM, collab_dimension=collab_factors)
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(items, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -124,15 +125,16 @@ def _seed_index(settings: Settings, items: int) -> QdrantEdgeIndex:
     return index
 
 
-def _publish_collab(settings: Settings, items: int, factors: int) -> None:
+def _publish_collab(settings: Settings, index: QdrantEdgeIndex, items: int, factors: int) -> None:
     """A collaborative version over the bench items (random factors: only the cost matters)."""
     rng = np.random.default_rng(4)
     ids = [f"i{n}" for n in range(items)]
     model = CollabModel(
         0, ids, (rng.normal(size=(items, factors)) * 0.1).astype(np.float32), 0.1, 1.0
     )
-    payloads = {i: ItemPayload(i, "", None, (), True, "", 1) for i in ids}
-    collab_versions(settings).publish(model, payloads, None)
+    versions = collab_versions(settings)
+    versions.stage(model, None)
+    versions.install_staged(index)
 
 
 def bench_interactions(
@@ -145,13 +147,13 @@ def bench_interactions(
         )
         specs = topics.planned_topics(settings)
         topics.ensure_topics(settings, specs)
-        index = _seed_index(settings, items)
+        index = _seed_index(settings, items, collab_factors)
         try:
             produce_s = _produce_interactions(settings, events, users, items)
             raw_rate = _raw_consume_rate(settings, events)
             reader = None
             if collab_factors:
-                _publish_collab(settings, items, collab_factors)
+                _publish_collab(settings, index, items, collab_factors)
                 reader = CollabReader(collab_versions(settings), settings.collab_refresh_s)
             consumer = interaction_consumer(
                 settings.model_copy(update={"item_cache_size": items}),

@@ -45,8 +45,8 @@ class UnknownItemError(RecstreamError):
 class CollabView(Protocol):
     """One user's predicted preferences in the collaborative space of one model version."""
 
-    def top(self, limit: int, exclude: set[str]) -> dict[str, float]:
-        """The best `limit` items not in exclude, with their scores."""
+    factor: Vector  # the user's factor
+    slot: int | None  # the index slot holding the version's item factors (None: not installed)
 
     def score(self, item_ids: Sequence[str]) -> dict[str, float]:
         """Scores of the given items (items unknown to the model are left out)."""
@@ -202,11 +202,16 @@ class Recommender:
         collab: CollabView | None = None,
     ) -> list[Ranked]:
         wanted = request.k * self._config.overfetch
-        hits = self._index.search(query, wanted, flt, with_vectors=True)
+        if collab is not None and collab.slot is not None:
+            # One index query: the nearest items by content and the collaborative space's best,
+            # fused (both under the request's filter).
+            hits = self._index.search_blend(
+                query, collab.factor, collab.slot, wanted, flt, with_vectors=True
+            )
+        else:
+            hits = self._index.search(query, wanted, flt, with_vectors=True)
         covisited = self._covisited(anchors[: self._config.covis_seeds], flt)
-        # The collaborative space's own best items join the candidates.
-        liked = list(collab.top(wanted, set(flt.exclude_item_ids))) if collab else []
-        candidates = self._candidates(query, anchors, hits, covisited, flt, liked)
+        candidates = self._candidates(query, anchors, hits, covisited, flt)
         if collab is not None:
             scores = collab.score([c.item_id for c in candidates])
             candidates = [replace(c, collab=scores.get(c.item_id, 0.0)) for c in candidates]
@@ -248,13 +253,12 @@ class Recommender:
         hits: list[ScoredItem],
         covisited: dict[str, tuple[float, str]],
         flt: SearchFilter,
-        extra: Sequence[str] = (),
     ) -> list[Candidate]:
         records: dict[str, tuple[ItemRecord | ScoredItem, Vector]] = {
             h.payload.item_id: (h, h.vector) for h in hits if h.vector is not None
         }
-        missing = [i for i in dict.fromkeys([*covisited, *extra]) if i not in records]
-        # Co-visited (and collab) items come from outside the filtered search: filter them here.
+        missing = [i for i in covisited if i not in records]
+        # Co-visited items come from outside the filtered search: filter them here.
         for item_id, record in self._index.retrieve(missing, with_vectors=True).items():
             if record.vector is not None and _passes(record, flt):
                 records[item_id] = (record, record.vector)

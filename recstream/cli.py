@@ -112,7 +112,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
     while True:
         try:
-            print(describe(train(settings)), flush=True)
+            print(describe(train(settings, wait_s=args.wait)), flush=True)
         except RecstreamError as error:
             if not args.every:
                 raise
@@ -208,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument(
         "--every", type=float, default=0, metavar="SECONDS", help="train again on this schedule"
+    )
+    training.add_argument(
+        "--wait",
+        type=float,
+        default=60,
+        metavar="SECONDS",
+        help="how long to wait for a running worker to install the new version (0: do not wait)",
     )
     training.set_defaults(handlers={None: _train}, action=None)
 

@@ -133,7 +133,7 @@ def _train_collab(settings: Settings) -> None:
     from recstream.train import describe, train
 
     try:
-        print(describe(train(settings)))
+        print(describe(train(settings, wait_s=60)))  # the demo's worker installs it
     except RecstreamError as error:
         print(f"collaborative space not trained: {error}")
         return

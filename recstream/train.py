@@ -1,9 +1,10 @@
 """`recstream train`: the collaborative space's training job (docs/collab.md).
 
 Reads the retained interactions topic from its start to where it ends now, builds each user's
-history (event weights, decayed by age), fits implicit ALS, and publishes the item factors as a
-new version that readers switch to atomically. Too little data is refused with a clear message
-and the current version stays.
+history (event weights, decayed by age), fits implicit ALS, and stages the item factors as a new
+version. A worker that holds the vector index installs it (into the collaborative slot no reader
+uses) and switches readers to it atomically; the train role inside a worker installs at once.
+Too little data is refused with a clear message and the current version stays.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from recstream.errors import InvalidMessageError, RecstreamError
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
-from recstream.stores.collab_store import VersionInfo
-from recstream.stores.vector_index import ItemPayload
+from recstream.stores.collab_store import VersionInfo, wait_installed
+from recstream.stores.vector_index import VectorIndex
 from recstream.streams import metrics
 from recstream.streams.collab import AlsParams, fit_als, neighbour_drift, user_histories
 from recstream.worker import collab_versions, event_decoder
@@ -27,14 +28,14 @@ from recstream.worker import collab_versions, event_decoder
 
 @dataclass(frozen=True)
 class TrainReport:
-    version: VersionInfo
+    version: VersionInfo  # as installed, or as staged (slot None) when no worker installed it yet
     events: int
     invalid: int
     users: int
     items: int
     read_seconds: float
     fit_seconds: float
-    publish_seconds: float
+    publish_seconds: float  # staging, and installing where this run installed or waited
 
 
 def read_interactions(settings: Settings) -> tuple[list[InteractionEvent], int]:
@@ -98,7 +99,9 @@ def _read_until(
     return events, invalid
 
 
-def train(settings: Settings) -> TrainReport:
+def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 0) -> TrainReport:
+    """Fit and stage a new version. With `index` (a worker's own), install it now; else wait up
+    to wait_s for a running worker to install it."""
     started = time.monotonic()
     events, invalid = read_interactions(settings)
     read_s = time.monotonic() - started
@@ -124,8 +127,11 @@ def train(settings: Settings) -> TrainReport:
             drift = neighbour_drift(versions.load(previous), model)
         except RecstreamError:
             drift = None  # an unreadable previous version: nothing to compare with
-    payloads = {i: ItemPayload(i, "", None, (), True, "", newest) for i in items}
-    info = versions.publish(model, payloads, drift)
+    info = versions.stage(model, drift)
+    if index is not None:
+        info = versions.install_staged(index) or info
+    elif wait_s > 0:
+        info = wait_installed(versions, info.version, wait_s) or info
     if drift is not None:
         metrics.COLLAB_DRIFT.set(drift)
     report = TrainReport(
@@ -168,9 +174,16 @@ def _write_report(settings: Settings, report: TrainReport) -> None:
 def describe(report: TrainReport) -> str:
     v = report.version
     drift = "n/a (first version)" if v.drift is None else f"{v.drift:.3f}"
+    where = (
+        f"installed in slot {v.slot} ({v.items} items); readers switch within "
+        "RECSTREAM_COLLAB_REFRESH_S"
+        if v.slot is not None
+        else "staged, not installed yet: a running worker installs it (its log says if it "
+        "rejects it)"
+    )
     return (
         f"collab version {v.version}: {report.events} events ({report.invalid} invalid), "
         f"{report.users} users, {report.items} items, {v.dimension} factors; read "
         f"{report.read_seconds}s, fit {report.fit_seconds}s, publish {report.publish_seconds}s; "
-        f"neighbour drift {drift}; readers switch within RECSTREAM_COLLAB_REFRESH_S"
+        f"neighbour drift {drift}; {where}"
     )

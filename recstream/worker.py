@@ -30,7 +30,12 @@ from recstream.infra import topics
 from recstream.infra.kafka_server import kafka_answers
 from recstream.schemas.events import EventDecoder, TimeBounds
 from recstream.settings import Settings
-from recstream.stores.collab_store import CollabReader, CollabVersions, StateCollab
+from recstream.stores.collab_store import (
+    CollabInstaller,
+    CollabReader,
+    CollabVersions,
+    StateCollab,
+)
 from recstream.stores.keys import KeySpace
 from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import VectorIndex, open_vector_index
@@ -63,7 +68,7 @@ def event_decoder(settings: Settings) -> EventDecoder:
 
 def collab_versions(settings: Settings) -> CollabVersions:
     client = redis.Redis.from_url(settings.redis_address)
-    return CollabVersions(settings, client, KeySpace(settings.redis_namespace))
+    return CollabVersions(client, KeySpace(settings.redis_namespace), settings.collab_refresh_s)
 
 
 def session_store(settings: Settings) -> RedisSessionStore:
@@ -105,6 +110,7 @@ class Runtime:
             embedder.model_id,
             embedder.dimension,
             cache_vectors=settings.vector_cache_items,
+            collab_dimension=settings.collab_factors,
         )
         return cls(
             settings,
@@ -262,13 +268,27 @@ def _add_training_loop(app: faust.App, runtime: Runtime) -> None:
     def run() -> None:
         while not stopping.wait(every):
             try:
-                log.info(describe(train(runtime.settings)))
+                log.info(describe(train(runtime.settings, runtime.index)))
             except RecstreamError as error:  # e.g. too little data yet: try again next time
                 log.warning("collaborative training skipped: %s", error)
             except Exception:
                 log.exception("collaborative training failed; the current version stays")
 
     _run_in_thread(app, runtime, "train", run, stopping.set)
+
+
+def _add_collab_installer(app: faust.App, runtime: Runtime) -> None:
+    """Every worker holds the vector index, so every worker may install a staged collaborative
+    version (`recstream train` run as its own process only stages it; a Redis lock lets one
+    worker at a time write it)."""
+    installer = CollabInstaller(collab_versions(runtime.settings), runtime.index)
+    stopping = threading.Event()
+
+    def run() -> None:
+        installer.install_once()
+        installer.run(stopping, runtime.settings.collab_refresh_s)
+
+    _run_in_thread(app, runtime, "collab-install", run, stopping.set)
 
 
 def _run_in_thread(
@@ -310,6 +330,7 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
         _add_query_loop(app, runtime)
     if "train" in roles:
         _add_training_loop(app, runtime)
+    _add_collab_installer(app, runtime)
 
     async def _shutdown(_: Any, **__: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(None, runtime.close)

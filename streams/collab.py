@@ -43,6 +43,7 @@ class CollabModel:
         self.factors = factors.astype(np.float32)
         self.regularization = regularization
         self.alpha = alpha
+        self.slot: int | None = None  # where the vector index holds these factors, if anywhere
         self._rows = {item: n for n, item in enumerate(self.items)}
         wide = self.factors.astype(np.float64)
         self.gram: npt.NDArray[np.float64] = wide.T @ wide
@@ -247,19 +248,12 @@ class ModelView:
 
     def __init__(self, model: CollabModel, user_factor: Matrix) -> None:
         self._model = model
-        self._scores = model.scores(user_factor)
-
-    def top(self, limit: int, exclude: set[str]) -> dict[str, float]:
-        order = np.argsort(-self._scores, kind="stable")
-        found: dict[str, float] = {}
-        for row in order:
-            item = self._model.items[row]
-            if item not in exclude:
-                found[item] = float(self._scores[row])
-                if len(found) == limit:
-                    break
-        return found
+        self.factor = user_factor
+        self.slot = model.slot
 
     def score(self, item_ids: Sequence[str]) -> dict[str, float]:
         rows = {item: row for item in item_ids if (row := self._model.row(item)) is not None}
-        return {item: float(self._scores[row]) for item, row in rows.items()}
+        if not rows:
+            return {}
+        scores = self._model.factors[list(rows.values())] @ self.factor
+        return {item: float(score) for item, score in zip(rows, scores, strict=True)}

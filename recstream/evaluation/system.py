@@ -99,6 +99,17 @@ def replay(
         store.write_batch(effects, previous)
 
 
+def install_collab(index: InMemoryVectorIndex, model: CollabModel) -> CollabModel:
+    """Put the model's factors into the index's first collaborative slot (what a worker does
+    with a staged version), so retrieval fuses both spaces as in serving. Done on every call:
+    variants may come with different models, and it costs milliseconds."""
+    if index.collab_dimension != model.dimension:
+        index.resize_collab(model.dimension)
+    index.write_collab(0, dict(zip(model.items, model.factors, strict=True)))
+    model.slot = 0
+    return model
+
+
 def recommend_all(
     index: InMemoryVectorIndex,
     store: InMemorySessionStore,
@@ -115,7 +126,7 @@ def recommend_all(
     )
     source = None
     if collab is not None and variant.collab_min_history is not None:
-        source = StateCollab(FixedModel(collab), variant.collab_min_history)
+        source = StateCollab(FixedModel(install_collab(index, collab)), variant.collab_min_history)
     recommender = Recommender(index, store, None, config, collab=source)
     lists = {}
     for user in users:

@@ -1,8 +1,12 @@
-"""Versions of the collaborative space: item factors in their own collection of the vector index
-(dot distance: factor lengths matter), one collection per version, and a pointer in Redis that
-readers follow. Publishing writes the whole new version first and moves the pointer last, in one
-SET: a reader sees the old version or the new one, never a mix, and a failed run leaves the
-pointer where it was. The previous version's collection is dropped only after the switch.
+"""Versions of the collaborative space.
+
+Item factors live in the content collection of the vector index as named vectors beside
+`content`, in two slots (double-buffering). `recstream train` stages a version in Redis (item
+list and factors); a worker that holds the index installs it: it rewrites the slot no reader uses
+and then moves the `active` pointer in one SET, so a reader sees the old version or the new one,
+never a mix, and a failed install leaves the pointer where it was. The previous version stays in
+its slot until the next install; a slot is rewritten only once every reader has had time to move
+off it (two refresh periods after the last switch). docs/collab.md.
 """
 
 from __future__ import annotations
@@ -10,8 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -19,115 +22,178 @@ import orjson
 import redis
 
 from recstream.errors import RecstreamError
-from recstream.settings import Settings
 from recstream.stores.keys import KeySpace
-from recstream.stores.vector_index import ItemPayload, drop_collection, open_vector_index
+from recstream.stores.vector_index import COLLAB_SLOTS, VectorIndex
 from recstream.streams import metrics
 from recstream.streams.collab import CollabModel, ModelView
 from recstream.streams.session import UserState
 
 log = logging.getLogger(__name__)
 
-COLLAB_MODEL_ID = "collab-als"
+INSTALL_LOCK_S = 600  # a worker that died mid-install gives the lock up after this
+
+
+class CollabRejectedError(RecstreamError):
+    """A staged version that can never be installed (e.g. its dimension does not fit the index)."""
 
 
 @dataclass(frozen=True)
 class VersionInfo:
     version: int
-    collection: str
     dimension: int
     regularization: float
     alpha: float
     items: int
     trained_ms: int
     drift: float | None  # mean share of top-20 neighbours changed against the previous version
-
-
-def collab_collection(version: int, dimension: int) -> str:
-    return f"collab__als-v{version}__{dimension}"
+    slot: int | None = None  # the index slot holding its factors, once installed
+    installed_ms: int | None = None
 
 
 class CollabVersions:
-    def __init__(self, settings: Settings, client: redis.Redis[bytes], keys: KeySpace) -> None:
-        self._settings = settings
+    def __init__(self, client: redis.Redis[bytes], keys: KeySpace, refresh_s: float) -> None:
         self._redis = client
         self._keys = keys
+        self._refresh_s = refresh_s
 
     def active(self) -> VersionInfo | None:
-        raw = self._redis.get(self._keys.collab_active())
+        return self._info(self._keys.collab_active())
+
+    def staged(self) -> VersionInfo | None:
+        return self._info(self._keys.collab_staged())
+
+    def _info(self, key: str) -> VersionInfo | None:
+        raw = self._redis.get(key)
         return None if raw is None else VersionInfo(**orjson.loads(raw))
 
-    def publish(
-        self, model: CollabModel, payloads: Mapping[str, ItemPayload], drift: float | None
-    ) -> VersionInfo:
-        """Write `model` as a new version and switch readers to it. Items without a payload
-        (not in the catalog) are left out."""
+    def stage(self, model: CollabModel, drift: float | None) -> VersionInfo:
+        """Store `model` as a new version for a worker to install; a staged version not yet
+        installed is replaced (the newer training wins)."""
         version = int(self._redis.incr(self._keys.collab_counter()))
-        kept = [i for i in model.items if i in payloads]  # model order, so rows match
         info = VersionInfo(
             version,
-            collab_collection(version, model.dimension),
             model.dimension,
             model.regularization,
             model.alpha,
-            len(kept),
+            len(model.items),
             int(time.time() * 1000),
             drift,
         )
-        try:
-            self._write(info, model, payloads, kept)
-        except Exception:
-            drop_collection(self._settings, info.collection)
-            self._redis.delete(self._keys.collab_items(version))
-            raise
-        previous = self.active()
-        self._redis.set(self._keys.collab_active(), orjson.dumps(asdict(info)))
-        if previous is not None:
-            drop_collection(self._settings, previous.collection)
-            self._redis.delete(self._keys.collab_items(previous.version))
+        superseded = self.staged()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._keys.collab_items(version), orjson.dumps(list(model.items)))
+        pipe.set(self._keys.collab_factors(version), model.factors.astype("<f4").tobytes())
+        pipe.set(self._keys.collab_staged(), orjson.dumps(asdict(info)))
+        pipe.execute()
+        if superseded is not None:
+            self._forget(superseded.version)
         return info
 
-    def _write(
-        self,
-        info: VersionInfo,
-        model: CollabModel,
-        payloads: Mapping[str, ItemPayload],
-        kept: list[str],
-    ) -> None:
-        index = open_vector_index(
-            self._settings, COLLAB_MODEL_ID, info.dimension, info.collection, "dot"
-        )
+    def install_staged(self, index: VectorIndex) -> VersionInfo | None:
+        """Write the staged version into the free slot of `index` and switch readers to it.
+        None when there is nothing to do yet: nothing staged, another worker installing, or
+        readers may still be on the free slot's version. Raises CollabRejectedError (and drops
+        the staged version) when it can never fit; any other error leaves it staged."""
+        staged, active = self.staged(), self.active()
+        if staged is None or not self._free_slot_is_idle(active):
+            return None
+        lock = self._keys.collab_installing()
+        if not self._redis.set(lock, staged.version, nx=True, ex=INSTALL_LOCK_S):
+            return None
         try:
-            for start in range(0, len(kept), 1000):
-                chunk = kept[start : start + 1000]
-                index.upsert([(payloads[i], model.factors[model.row(i) or 0]) for i in chunk])
+            return self._install(index, staged, active)
         finally:
-            index.close()
-        self._redis.set(self._keys.collab_items(info.version), orjson.dumps(kept))
+            self._redis.delete(lock)
+
+    def _free_slot_is_idle(self, active: VersionInfo | None) -> bool:
+        if active is None or active.installed_ms is None:
+            return True
+        return time.time() * 1000 - active.installed_ms >= 2000 * self._refresh_s
+
+    def _install(
+        self, index: VectorIndex, staged: VersionInfo, active: VersionInfo | None
+    ) -> VersionInfo:
+        if index.collab_dimension != staged.dimension:
+            self._redis.delete(self._keys.collab_staged())
+            self._forget(staged.version)
+            have = index.collab_dimension or "no"
+            raise CollabRejectedError(
+                f"collab version {staged.version} has {staged.dimension} factors but collection "
+                f"{index.collection} has {have} collaborative dimensions: rejected"
+                + (f"; version {active.version} stays" if active else "")
+            )
+        model = self.load(staged)
+        slot = (
+            COLLAB_SLOTS[0] if active is None or active.slot != COLLAB_SLOTS[0] else COLLAB_SLOTS[1]
+        )
+        written = index.write_collab(slot, dict(zip(model.items, model.factors, strict=True)))
+        installed = replace(staged, slot=slot, items=written, installed_ms=int(time.time() * 1000))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._keys.collab_active(), orjson.dumps(asdict(installed)))
+        pipe.delete(self._keys.collab_staged())
+        pipe.execute()
+        if active is not None:
+            self._forget(active.version)
+        return installed
+
+    def _forget(self, version: int) -> None:
+        self._redis.delete(self._keys.collab_items(version), self._keys.collab_factors(version))
 
     def load(self, info: VersionInfo) -> CollabModel:
         """The factors of one version, checked against what the version declares."""
-        raw = self._redis.get(self._keys.collab_items(info.version))
-        if raw is None:
-            raise RecstreamError(f"collab version {info.version} has no item list")
-        items: list[str] = orjson.loads(raw)
-        index = open_vector_index(
-            self._settings, COLLAB_MODEL_ID, info.dimension, info.collection, "dot"
-        )
-        try:
-            records = index.retrieve(items, with_vectors=True)
-        finally:
-            index.close()
-        vectors = [records[i].vector for i in items if i in records]
-        if len(vectors) != len(items) or any(
-            v is None or v.shape != (info.dimension,) for v in vectors
-        ):
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self._keys.collab_items(info.version))
+        pipe.get(self._keys.collab_factors(info.version))
+        raw_items, raw_factors = pipe.execute()
+        if raw_items is None or raw_factors is None:
+            raise RecstreamError(f"collab version {info.version} has no stored factors")
+        items: list[str] = orjson.loads(raw_items)
+        factors = np.frombuffer(raw_factors, dtype="<f4")
+        if factors.size != len(items) * info.dimension:
             raise RecstreamError(
-                f"collab version {info.version} does not hold {len(items)} vectors of "
+                f"collab version {info.version} does not hold {len(items)} factors of "
                 f"dimension {info.dimension}: rejected"
             )
-        factors = np.stack([v for v in vectors if v is not None])
-        return CollabModel(info.version, items, factors, info.regularization, info.alpha)
+        model = CollabModel(
+            info.version,
+            items,
+            factors.reshape(len(items), info.dimension),
+            info.regularization,
+            info.alpha,
+        )
+        model.slot = info.slot
+        return model
+
+
+class CollabInstaller:
+    """Installs staged versions from inside a worker that holds the vector index (in embedded
+    mode nobody else can write it): a look every refresh period, on the caller's thread."""
+
+    def __init__(self, versions: CollabVersions, index: VectorIndex) -> None:
+        self._versions = versions
+        self._index = index
+
+    def run(self, stopping: threading.Event, every_s: float) -> None:
+        while not stopping.wait(every_s):
+            self.install_once()
+
+    def install_once(self) -> VersionInfo | None:
+        try:
+            installed = self._versions.install_staged(self._index)
+        except CollabRejectedError as error:
+            log.error("%s", error)
+            return None
+        except Exception:  # the index or Redis failed: the version stays staged, retried later
+            log.exception("collaborative version not installed; retrying")
+            return None
+        if installed is not None:
+            log.info(
+                "collaborative version %d installed in slot %s (%d items)",
+                installed.version,
+                installed.slot,
+                installed.items,
+            )
+        return installed
 
 
 class CollabReader:
@@ -192,3 +258,17 @@ class StateCollab:
         if factor is None or state.collab_version != model.version:
             factor = model.fold_in(state.collab_items)
         return None if factor is None else ModelView(model, factor)
+
+
+def wait_installed(versions: CollabVersions, version: int, timeout_s: float) -> VersionInfo | None:
+    """The active version once a worker installed `version` (or a newer one); None when it
+    was rejected or superseded meanwhile, or after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        active = versions.active()
+        if active is not None and active.version >= version:
+            return active
+        staged = versions.staged()
+        if staged is None or staged.version != version or time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)

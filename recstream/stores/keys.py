@@ -69,6 +69,18 @@ class KeySpace:
         """String (JSON list): a version's item ids, in the order of its factor rows."""
         return f"{self._prefix}:collab:v{version}:items"
 
+    def collab_factors(self, version: int) -> str:
+        """String (float32 bytes): a version's item factors, rows in the order of its items."""
+        return f"{self._prefix}:collab:v{version}:factors"
+
+    def collab_staged(self) -> str:
+        """String (JSON): a trained version waiting to be written into the vector index."""
+        return f"{self._prefix}:collab:staged"
+
+    def collab_installing(self) -> str:
+        """String with a TTL: held by the one worker writing a staged version into the index."""
+        return f"{self._prefix}:collab:installing"
+
     def pattern(self) -> str:
         """Every key of this namespace and layout version (for tests and resets)."""
         return f"{self._prefix}:*"

@@ -7,12 +7,15 @@ serving: every search scans every item.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from recstream.errors import RecstreamError
 from recstream.stores.vector_index import (
+    COLLAB_SLOTS,
+    RRF_K,
     Distance,
     ItemPayload,
     ItemRecord,
@@ -25,11 +28,21 @@ _GROW = 1024  # rows added at a time when the matrix is full
 
 
 class InMemoryVectorIndex:
-    def __init__(self, collection: str, dimension: int, distance: Distance = "cosine") -> None:
+    def __init__(
+        self,
+        collection: str,
+        dimension: int,
+        distance: Distance = "cosine",
+        collab_dimension: int = 0,
+    ) -> None:
         self._collection = collection
         self._dimension = dimension
+        self._collab_dimension = collab_dimension
         self._normalise = distance == "cosine"
         self._matrix = np.zeros((0, dimension), dtype=np.float32)
+        # Collaborative slots, row-aligned with the matrix, and which rows hold a vector there.
+        self._collab = np.zeros((len(COLLAB_SLOTS), 0, collab_dimension), dtype=np.float32)
+        self._has_collab = np.zeros((len(COLLAB_SLOTS), 0), dtype=bool)
         self._payloads: list[ItemPayload | None] = []  # None: a deleted row, reused later
         # Per row, for filtering without a Python loop over the catalog:
         self._eligible = np.zeros(0, dtype=bool)  # live and available
@@ -45,6 +58,10 @@ class InMemoryVectorIndex:
     @property
     def dimension(self) -> int:
         return self._dimension
+
+    @property
+    def collab_dimension(self) -> int:
+        return self._collab_dimension
 
     def upsert(self, items: Sequence[tuple[ItemPayload, Vector]]) -> None:
         for payload, vector in items:
@@ -73,6 +90,12 @@ class InMemoryVectorIndex:
             self._live = np.concatenate([self._live, pad])
             self._eligible = np.concatenate([self._eligible, pad])
             self._categories = np.concatenate([self._categories, np.zeros(_GROW, dtype=object)])
+            collab = np.zeros((len(COLLAB_SLOTS), row + _GROW, self._collab_dimension), np.float32)
+            collab[:, :row] = self._collab
+            self._collab = collab
+            self._has_collab = np.concatenate(
+                [self._has_collab, np.zeros((len(COLLAB_SLOTS), _GROW), dtype=bool)], axis=1
+            )
         self._payloads.append(None)
         return row
 
@@ -88,6 +111,7 @@ class InMemoryVectorIndex:
             row = self._rows.pop(item_id, None)
             if row is not None:
                 self._store_payload(row, None)
+                self._has_collab[:, row] = False
                 self._free.append(row)
 
     def retrieve(self, item_ids: Sequence[str], with_vectors: bool = True) -> dict[str, ItemRecord]:
@@ -104,21 +128,80 @@ class InMemoryVectorIndex:
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
     ) -> list[ScoredItem]:
         allowed = self._allowed_rows(flt)
-        if limit <= 0 or not allowed.any():
-            return []
+        top, scores = self._nearest(vector, allowed, limit)
+        return [self._hit(row, float(scores[row]), with_vectors) for row in top]
+
+    def _nearest(
+        self, vector: Vector, allowed: npt.NDArray[np.bool_], limit: int
+    ) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """The best `limit` allowed rows by content vector, best first, and all rows' scores."""
         query = _unit(vector) if self._normalise else vector.astype(np.float32)
         scores = np.where(allowed, self._matrix[: len(self._payloads)] @ query, -np.inf)
-        count = min(limit, int(allowed.sum()))
-        top = np.argpartition(-scores, count - 1)[:count]
-        # Best first; equal scores in row order, so results are deterministic.
-        top = top[np.lexsort((top, -scores[top]))]
-        hits = []
-        for row in top:
-            payload = self._payloads[row]
-            assert payload is not None  # deleted rows are never allowed
-            found = self._matrix[row].copy() if with_vectors else None
-            hits.append(ScoredItem(payload, float(scores[row]), found))
-        return hits
+        return _top_rows(scores, allowed, limit), scores
+
+    def _hit(self, row: int, score: float, with_vectors: bool) -> ScoredItem:
+        payload = self._payloads[row]
+        assert payload is not None  # deleted rows are never allowed
+        return ScoredItem(payload, score, self._matrix[row].copy() if with_vectors else None)
+
+    def resize_collab(self, dimension: int) -> None:
+        """Empty collaborative slots of a new dimension (the evaluation tries several factor
+        counts over one embedded catalog; a Qdrant collection fixes it at creation)."""
+        rows = len(self._matrix)
+        self._collab_dimension = dimension
+        self._collab = np.zeros((len(COLLAB_SLOTS), rows, dimension), dtype=np.float32)
+        self._has_collab = np.zeros((len(COLLAB_SLOTS), rows), dtype=bool)
+
+    def write_collab(self, slot: int, factors: Mapping[str, Vector]) -> int:
+        self._check_collab(slot)
+        self._has_collab[slot] = False
+        written = 0
+        for item_id, vector in factors.items():
+            row = self._rows.get(item_id)
+            if row is not None:
+                self._collab[slot, row] = vector
+                self._has_collab[slot, row] = True
+                written += 1
+        return written
+
+    def read_collab(self, slot: int, item_ids: Sequence[str]) -> dict[str, Vector]:
+        self._check_collab(slot)
+        rows = {i: row for i in item_ids if (row := self._rows.get(i)) is not None}
+        return {
+            i: self._collab[slot, row].copy()
+            for i, row in rows.items()
+            if self._has_collab[slot, row]
+        }
+
+    def search_blend(
+        self,
+        content: Vector,
+        collab: Vector,
+        slot: int,
+        limit: int,
+        flt: SearchFilter,
+        with_vectors: bool = False,
+    ) -> list[ScoredItem]:
+        self._check_collab(slot)
+        allowed = self._allowed_rows(flt)
+        by_content, _ = self._nearest(content, allowed, limit)
+        rows = len(self._payloads)
+        liked = allowed & self._has_collab[slot, :rows]
+        by_collab = _top_rows(
+            np.where(liked, self._collab[slot, :rows] @ collab, -np.inf), liked, limit
+        )
+        fused: dict[int, float] = {}
+        for ranking in (by_content, by_collab):
+            for rank, row in enumerate(ranking, start=1):
+                fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank)
+        order = sorted(fused, key=lambda row: (-fused[row], row))
+        return [self._hit(row, fused[row], with_vectors) for row in order]
+
+    def _check_collab(self, slot: int) -> None:
+        if not self._collab_dimension:
+            raise RecstreamError(f"collection {self._collection} has no collaborative slots")
+        if slot not in COLLAB_SLOTS:
+            raise ValueError(f"collab slot {slot} is not one of {COLLAB_SLOTS}")
 
     def _allowed_rows(self, flt: SearchFilter) -> npt.NDArray[np.bool_]:
         rows = len(self._payloads)
@@ -141,6 +224,17 @@ class InMemoryVectorIndex:
 
     def close(self) -> None:
         """Nothing to flush: the index lives only in this process."""
+
+
+def _top_rows(
+    scores: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_], limit: int
+) -> list[int]:
+    """The best `limit` allowed rows, best first; equal scores in row order (deterministic)."""
+    count = min(limit, int(allowed.sum()))
+    if count <= 0:
+        return []
+    top = np.argpartition(-scores, count - 1)[:count]
+    return [int(row) for row in top[np.lexsort((top, -scores[top]))]]
 
 
 def _unit(vector: Vector) -> Vector:

@@ -3,24 +3,30 @@ which speaks the same API, as the stand-in for a server."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from recstream.errors import RecstreamError
 from recstream.stores.vector_cache import RecordReader
 from recstream.stores.vector_index import (
+    COLLAB_SLOTS,
     CONTENT_VECTOR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    RRF_K,
     Distance,
     ItemPayload,
     ItemRecord,
     ScoredItem,
     SearchFilter,
     Vector,
+    collab_vector,
     point_id,
 )
+
+_CONTENT_ONLY = [CONTENT_VECTOR]  # what reads ask for: collab vectors are read on purpose only
 
 
 class QdrantClientIndex:
@@ -33,12 +39,14 @@ class QdrantClientIndex:
         dimension: int,
         distance: Distance = "cosine",
         cache_vectors: int = 0,
+        collab_dimension: int = 0,
     ) -> None:
         self._client = client
         self._read = RecordReader(cache_vectors)
         self._collection = collection
         self._dimension = dimension
         self._distance = models.Distance.DOT if distance == "dot" else models.Distance.COSINE
+        self._collab_dimension = collab_dimension
         self._ensure_collection()
 
     @classmethod
@@ -50,9 +58,10 @@ class QdrantClientIndex:
         api_key: str | None = None,
         distance: Distance = "cosine",
         cache_vectors: int = 0,
+        collab_dimension: int = 0,
     ) -> QdrantClientIndex:
         client = QdrantClient(url=url, api_key=api_key)
-        return cls(client, collection, dimension, distance, cache_vectors)
+        return cls(client, collection, dimension, distance, cache_vectors, collab_dimension)
 
     @classmethod
     def local(
@@ -62,6 +71,7 @@ class QdrantClientIndex:
         dimension: int,
         distance: Distance = "cosine",
         cache_vectors: int = 0,
+        collab_dimension: int = 0,
     ) -> QdrantClientIndex:
         """qdrant-client's local mode: ':memory:' or a folder path."""
         client = (
@@ -69,17 +79,26 @@ class QdrantClientIndex:
             if location == ":memory:"
             else QdrantClient(path=location)
         )
-        return cls(client, collection, dimension, distance, cache_vectors)
+        return cls(client, collection, dimension, distance, cache_vectors, collab_dimension)
 
     def _ensure_collection(self) -> None:
+        """Create the collection on first use; an existing one keeps its own vectors."""
         if self._client.collection_exists(self._collection):
+            vectors = self._client.get_collection(self._collection).config.params.vectors
+            first = (
+                vectors.get(collab_vector(COLLAB_SLOTS[0])) if isinstance(vectors, dict) else None
+            )
+            self._collab_dimension = first.size if first else 0
             return
-        self._client.create_collection(
-            self._collection,
-            vectors_config={
-                CONTENT_VECTOR: models.VectorParams(size=self._dimension, distance=self._distance)
-            },
-        )
+        config = {
+            CONTENT_VECTOR: models.VectorParams(size=self._dimension, distance=self._distance)
+        }
+        if self._collab_dimension:  # dot: the length of an ALS factor carries meaning
+            for slot in COLLAB_SLOTS:
+                config[collab_vector(slot)] = models.VectorParams(
+                    size=self._collab_dimension, distance=models.Distance.DOT
+                )
+        self._client.create_collection(self._collection, vectors_config=config)
         for name in KEYWORD_FIELDS:
             self._client.create_payload_index(
                 self._collection, name, models.PayloadSchemaType.KEYWORD
@@ -97,14 +116,105 @@ class QdrantClientIndex:
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def collab_dimension(self) -> int:
+        return self._collab_dimension
+
     def upsert(self, items: Sequence[tuple[ItemPayload, Vector]]) -> None:
+        ids = [point_id(p.item_id) for p, _ in items]
+        kept = self._collab_vectors_of(ids)
         points = [
             models.PointStruct(
-                id=point_id(p.item_id), vector={CONTENT_VECTOR: v.tolist()}, payload=p.to_payload()
+                id=pid,
+                vector={CONTENT_VECTOR: v.tolist()} | kept.get(pid, {}),
+                payload=p.to_payload(),
             )
-            for p, v in items
+            for pid, (p, v) in zip(ids, items, strict=True)
         ]
         self._client.upsert(self._collection, points=points, wait=True)
+
+    def _collab_vectors_of(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The collab vectors stored for these points: an upsert replaces a whole point, so the
+        catalog's rewrite of an item must carry them over. (Against a server, a collab write
+        between this read and the upsert would be lost for those items: versions are written
+        rarely, catalog rewrites of trained items are rare, and the next version repairs it.)"""
+        if not self._collab_dimension or not ids:
+            return {}
+        names = [collab_vector(slot) for slot in COLLAB_SLOTS]
+        records = self._client.retrieve(
+            self._collection, ids, with_payload=False, with_vectors=names
+        )
+        return {
+            str(r.id): dict(r.vector) for r in records if isinstance(r.vector, dict) and r.vector
+        }
+
+    def write_collab(self, slot: int, factors: Mapping[str, Vector]) -> int:
+        name = self._collab_name(slot)
+        everything = models.Filter(must=[models.HasVectorCondition(has_vector=name)])
+        self._client.delete_vectors(
+            self._collection,
+            vectors=[name],
+            points=models.FilterSelector(filter=everything),
+            wait=True,
+        )
+        written = 0
+        items = list(factors)
+        for start in range(0, len(items), 1000):
+            chunk = {point_id(i): i for i in items[start : start + 1000]}
+            stored = self._client.retrieve(self._collection, list(chunk), with_payload=False)
+            vectors = [
+                models.PointVectors(id=r.id, vector={name: factors[chunk[str(r.id)]].tolist()})
+                for r in stored
+            ]
+            if vectors:  # only items stored now: updating a missing point is an error
+                self._client.update_vectors(self._collection, vectors, wait=True)
+            written += len(vectors)
+        return written
+
+    def read_collab(self, slot: int, item_ids: Sequence[str]) -> dict[str, Vector]:
+        name = self._collab_name(slot)
+        records = self._client.retrieve(
+            self._collection,
+            [point_id(i) for i in item_ids],
+            with_payload=True,
+            with_vectors=[name],
+        )
+        return self._read.named(records, name)
+
+    def search_blend(
+        self,
+        content: Vector,
+        collab: Vector,
+        slot: int,
+        limit: int,
+        flt: SearchFilter,
+        with_vectors: bool = False,
+    ) -> list[ScoredItem]:
+        condition = _client_filter(flt)
+        response = self._client.query_points(
+            self._collection,
+            prefetch=[
+                models.Prefetch(
+                    query=content.tolist(), using=CONTENT_VECTOR, limit=limit, filter=condition
+                ),
+                models.Prefetch(
+                    query=collab.tolist(),
+                    using=self._collab_name(slot),
+                    limit=limit,
+                    filter=condition,
+                ),
+            ],
+            query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+            limit=2 * limit,
+            with_payload=True,
+            with_vectors=_CONTENT_ONLY if with_vectors else False,
+        )
+        return self._read.hits(response.points, with_vectors)
+
+    def _collab_name(self, slot: int) -> str:
+        if not self._collab_dimension:
+            raise RecstreamError(f"collection {self._collection} has no collaborative slots")
+        return collab_vector(slot)
 
     def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
         self._client.set_payload(
@@ -125,7 +235,7 @@ class QdrantClientIndex:
             self._collection,
             [point_id(i) for i in item_ids],
             with_payload=True,
-            with_vectors=with_vectors,
+            with_vectors=_CONTENT_ONLY if with_vectors else False,
         )
         return self._read.records(records, with_vectors)
 
@@ -139,7 +249,7 @@ class QdrantClientIndex:
             limit=limit,
             query_filter=_client_filter(flt),
             with_payload=True,
-            with_vectors=with_vectors,
+            with_vectors=_CONTENT_ONLY if with_vectors else False,
         )
         return self._read.hits(response.points, with_vectors)
 

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import qdrant_edge as qe
 
 from recstream.errors import RecstreamError
 from recstream.stores.vector_cache import RecordReader
 from recstream.stores.vector_index import (
+    COLLAB_SLOTS,
     CONTENT_VECTOR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    RRF_K,
     Distance,
     ItemPayload,
     ItemRecord,
     ScoredItem,
     SearchFilter,
     Vector,
+    collab_vector,
     point_id,
 )
+
+_CONTENT_ONLY = [CONTENT_VECTOR]  # what reads ask for: collab vectors are read on purpose only
 
 
 class QdrantEdgeIndex:
@@ -30,11 +36,17 @@ class QdrantEdgeIndex:
     catalog agent, the interaction thread and the query worker of one process."""
 
     def __init__(
-        self, shard: qe.EdgeShard, collection: str, dimension: int, cache_vectors: int = 0
+        self,
+        shard: qe.EdgeShard,
+        collection: str,
+        dimension: int,
+        cache_vectors: int = 0,
+        collab_dimension: int = 0,
     ) -> None:
         self._shard = shard
         self._collection = collection
         self._dimension = dimension
+        self._collab_dimension = collab_dimension
         self._lock = threading.Lock()
         self._read = RecordReader(cache_vectors)
 
@@ -46,23 +58,27 @@ class QdrantEdgeIndex:
         dimension: int,
         distance: Distance = "cosine",
         cache_vectors: int = 0,
+        collab_dimension: int = 0,
     ) -> QdrantEdgeIndex:
-        """Open the shard at path, creating it (with payload indexes) on first use. With
-        cache_vectors, that many decoded vectors are remembered (recstream.stores.vector_cache)."""
-        metric = qe.Distance.Dot if distance == "dot" else qe.Distance.Cosine
-        config = qe.EdgeConfig(
-            vectors={CONTENT_VECTOR: qe.EdgeVectorParams(size=dimension, distance=metric)}
-        )
+        """Open the shard at path, creating it (with payload indexes and, when collab_dimension
+        is set, the collaborative slots) on first use; an existing shard keeps its own vectors.
+        With cache_vectors, that many decoded vectors are remembered (vector_cache)."""
         try:
-            if (path / "edge_config.json").exists() or any(path.glob("segments*")):
+            if (path / "edge_config.json").exists():
+                shard = qe.EdgeShard.load(str(path), None)  # the config it was created with
+                collab_dimension = _stored_collab_dimension(path)
+            elif any(path.glob("segments*")):  # written by a binding that kept no config file
+                config = _edge_config(dimension, distance, collab_dimension)
                 shard = qe.EdgeShard.load(str(path), config)
             else:
                 path.mkdir(parents=True, exist_ok=True)
-                shard = qe.EdgeShard.create(str(path), config)
+                shard = qe.EdgeShard.create(
+                    str(path), _edge_config(dimension, distance, collab_dimension)
+                )
                 _create_payload_indexes(shard)
         except Exception as error:  # the binding raises plain exceptions (e.g. shard locked)
             raise RecstreamError(f"cannot open embedded Qdrant shard at {path}: {error}") from error
-        return cls(shard, collection, dimension, cache_vectors)
+        return cls(shard, collection, dimension, cache_vectors, collab_dimension)
 
     @property
     def collection(self) -> str:
@@ -72,13 +88,92 @@ class QdrantEdgeIndex:
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def collab_dimension(self) -> int:
+        return self._collab_dimension
+
     def upsert(self, items: Sequence[tuple[ItemPayload, Vector]]) -> None:
-        points = [
-            qe.Point(point_id(p.item_id), {CONTENT_VECTOR: v.tolist()}, p.to_payload())
-            for p, v in items
-        ]
-        with self._lock:
+        ids: list[qe.PointId] = [point_id(p.item_id) for p, _ in items]
+        with self._lock:  # read and rewrite as one step: a collab write cannot slip between
+            kept = self._collab_vectors_of(ids)
+            points = [
+                qe.Point(pid, {CONTENT_VECTOR: v.tolist()} | kept.get(str(pid), {}), p.to_payload())
+                for pid, (p, v) in zip(ids, items, strict=True)
+            ]
             self._shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def _collab_vectors_of(self, ids: list[qe.PointId]) -> dict[str, Any]:
+        """The collab vectors stored for these points: an upsert replaces a whole point, so the
+        catalog's rewrite of an item must carry them over."""
+        if not self._collab_dimension or not ids:
+            return {}
+        names = [collab_vector(slot) for slot in COLLAB_SLOTS]
+        return {str(r.id): r.vector for r in self._shard.retrieve(ids, False, names) if r.vector}
+
+    def write_collab(self, slot: int, factors: Mapping[str, Vector]) -> int:
+        name = self._collab_name(slot)
+        with self._lock:
+            self._shard.update(
+                qe.UpdateOperation.delete_vectors_by_filter(
+                    qe.Filter(must=[qe.HasVectorCondition(name)]), [name]
+                )
+            )
+        written = 0
+        items = list(factors)
+        for start in range(0, len(items), 1000):
+            chunk = {point_id(i): i for i in items[start : start + 1000]}
+            with self._lock:  # only items stored now: updating a missing point is an error
+                stored = [str(r.id) for r in self._shard.retrieve(list(chunk), False, False)]
+                self._shard.update(
+                    qe.UpdateOperation.update_vectors(
+                        [qe.PointVectors(p, {name: factors[chunk[p]].tolist()}) for p in stored]
+                    )
+                )
+            written += len(stored)
+        return written
+
+    def read_collab(self, slot: int, item_ids: Sequence[str]) -> dict[str, Vector]:
+        name = self._collab_name(slot)
+        with self._lock:
+            records = self._shard.retrieve([point_id(i) for i in item_ids], True, [name])
+        return self._read.named(records, name)
+
+    def search_blend(
+        self,
+        content: Vector,
+        collab: Vector,
+        slot: int,
+        limit: int,
+        flt: SearchFilter,
+        with_vectors: bool = False,
+    ) -> list[ScoredItem]:
+        condition = _edge_filter(flt)
+        request = qe.QueryRequest(
+            limit=2 * limit,
+            prefetches=[
+                qe.Prefetch(
+                    limit,
+                    qe.Query.Nearest(content.tolist(), using=CONTENT_VECTOR),
+                    filter=condition,
+                ),
+                qe.Prefetch(
+                    limit,
+                    qe.Query.Nearest(collab.tolist(), using=self._collab_name(slot)),
+                    filter=condition,
+                ),
+            ],
+            query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # the stub omits Rrf
+            with_payload=True,
+            with_vector=_CONTENT_ONLY if with_vectors else False,
+        )
+        with self._lock:
+            hits = self._shard.query(request)
+        return self._read.hits(hits, with_vectors)
+
+    def _collab_name(self, slot: int) -> str:
+        if not self._collab_dimension:
+            raise RecstreamError(f"collection {self._collection} has no collaborative slots")
+        return collab_vector(slot)
 
     def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
         payload = {"available": int(available), "updated_ms": updated_ms}
@@ -95,7 +190,9 @@ class QdrantEdgeIndex:
         if not item_ids:
             return {}
         with self._lock:
-            records = self._shard.retrieve([point_id(i) for i in item_ids], True, with_vectors)
+            records = self._shard.retrieve(
+                [point_id(i) for i in item_ids], True, _CONTENT_ONLY if with_vectors else False
+            )
         return self._read.records(records, with_vectors)
 
     def search(
@@ -106,7 +203,7 @@ class QdrantEdgeIndex:
             query=qe.Query.Nearest(vector.tolist(), using=CONTENT_VECTOR),
             filter=_edge_filter(flt),
             with_payload=True,
-            with_vector=with_vectors,
+            with_vector=_CONTENT_ONLY if with_vectors else False,
         )
         with self._lock:
             hits = self._shard.query(request)
@@ -125,6 +222,24 @@ class QdrantEdgeIndex:
         with self._lock:
             self._shard.flush()
             self._shard.close()
+
+
+def _edge_config(dimension: int, distance: Distance, collab_dimension: int) -> qe.EdgeConfig:
+    metric = qe.Distance.Dot if distance == "dot" else qe.Distance.Cosine
+    vectors = {CONTENT_VECTOR: qe.EdgeVectorParams(size=dimension, distance=metric)}
+    if collab_dimension:  # dot: the length of an ALS factor carries meaning (popularity)
+        for slot in COLLAB_SLOTS:
+            vectors[collab_vector(slot)] = qe.EdgeVectorParams(
+                size=collab_dimension, distance=qe.Distance.Dot
+            )
+    return qe.EdgeConfig(vectors=vectors)
+
+
+def _stored_collab_dimension(path: Path) -> int:
+    """The collab slots' dimension a shard was created with (0: none), from its config file."""
+    vectors = orjson.loads((path / "edge_config.json").read_bytes()).get("vectors", {})
+    slot = vectors.get(collab_vector(COLLAB_SLOTS[0]))
+    return int(slot["size"]) if slot else 0
 
 
 def _create_payload_indexes(shard: qe.EdgeShard) -> None:

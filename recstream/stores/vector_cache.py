@@ -16,7 +16,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from recstream.stores.vector_index import ItemPayload, ItemRecord, ScoredItem, Vector, vector_from
+from recstream.stores.vector_index import (
+    ItemPayload,
+    ItemRecord,
+    ScoredItem,
+    Vector,
+    as_vector,
+    vector_from,
+)
 
 _Key = tuple[str, str, int]
 
@@ -72,6 +79,14 @@ class RecordReader:
                 vector = self._vector(payload, row, with_vectors)
                 scored.append(ScoredItem(payload, float(row.score), vector))
         return scored
+
+    def named(self, rows: Iterable[Any], name: str) -> dict[str, Vector]:
+        """One named vector (a collab slot) of each record that has it; not remembered."""
+        return {
+            row.payload["item_id"]: as_vector(row.vector[name])
+            for row in rows
+            if row.payload and row.vector and name in row.vector
+        }
 
     def _vector(self, payload: ItemPayload, row: Any, with_vectors: bool) -> Vector | None:
         if not with_vectors:

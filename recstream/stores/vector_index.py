@@ -22,6 +22,12 @@ Vector = npt.NDArray[np.float32]
 # cosine for content embeddings; dot for ALS factors, whose lengths carry meaning (popularity).
 Distance = Literal["cosine", "dot"]
 CONTENT_VECTOR = "content"
+# The collaborative space (docs/collab.md): ALS item factors as two more named vectors beside the
+# content one, double-buffered: a new model version is written into the slot no reader uses, then
+# readers switch to it. Their dimension is fixed when the collection is created.
+COLLAB_SLOTS = (0, 1)
+# Reciprocal rank fusion of the content and the collaborative candidate lists (Qdrant's RRF k).
+RRF_K = 60
 # Payload fields with an index (filters run inside the index, before scoring).
 KEYWORD_FIELDS = ("item_id", "category", "tags")
 # Availability is stored as 0/1: qdrant-edge-py 0.9 does not match boolean payload values.
@@ -40,6 +46,13 @@ def collection_name(model_id: str, dimension: int) -> str:
     """One collection per embedding model version: the name carries model id and dimension."""
     safe = re.sub(r"[^A-Za-z0-9]+", "-", model_id).strip("-").lower()
     return f"items__{safe}__{dimension}"
+
+
+def collab_vector(slot: int) -> str:
+    """The named vector of one collaborative slot."""
+    if slot not in COLLAB_SLOTS:
+        raise ValueError(f"collab slot {slot} is not one of {COLLAB_SLOTS}")
+    return f"collab_{slot}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +125,7 @@ class VectorIndex(Protocol):
     def dimension(self) -> int: ...
 
     def upsert(self, items: Sequence[tuple[ItemPayload, Vector]]) -> None:
-        """Insert or replace items with their vectors."""
+        """Insert or replace items with their content vectors (collab vectors are kept)."""
 
     def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
         """Change availability without touching vectors."""
@@ -127,6 +140,31 @@ class VectorIndex(Protocol):
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
     ) -> list[ScoredItem]:
         """Nearest items by cosine similarity that pass the filter, best first."""
+
+    @property
+    def collab_dimension(self) -> int:
+        """The dimension of the collaborative slots (0: the collection has none)."""
+
+    def write_collab(self, slot: int, factors: Mapping[str, Vector]) -> int:
+        """Make `factors` the whole content of one collaborative slot: every item's vector in
+        the slot is removed, then the given items that are stored get theirs. Returns how many
+        were written. Content vectors and payloads are untouched."""
+
+    def read_collab(self, slot: int, item_ids: Sequence[str]) -> dict[str, Vector]:
+        """The slot's vectors of those items that have one."""
+
+    def search_blend(
+        self,
+        content: Vector,
+        collab: Vector,
+        slot: int,
+        limit: int,
+        flt: SearchFilter,
+        with_vectors: bool = False,
+    ) -> list[ScoredItem]:
+        """In one query: the `limit` nearest items by content vector and the `limit` best by
+        dot product with `collab` in the slot, both filtered, fused by reciprocal rank (best
+        first; the score is the fused one). Vectors returned are the content vectors."""
 
     def count(self) -> int:
         """Number of items stored."""
@@ -153,36 +191,21 @@ def open_vector_index(
     collection: str | None = None,
     distance: Distance = "cosine",
     cache_vectors: int = 0,
+    collab_dimension: int = 0,
 ) -> VectorIndex:
     """The backend the settings choose: a Qdrant server by URL, else embedded Qdrant. The
     collection is named after model and dimension unless given; with cache_vectors, that many
-    decoded vectors are remembered (recstream.stores.vector_cache)."""
+    decoded vectors are remembered (recstream.stores.vector_cache). A collection created here
+    gets collaborative slots of collab_dimension (0: none); an existing one keeps what it has."""
     name = collection or collection_name(model_id, dimension)
     if settings.qdrant_url:
         from recstream.stores.qdrant_client_index import QdrantClientIndex
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return QdrantClientIndex.connect(
-            settings.qdrant_url, name, dimension, api_key, distance, cache_vectors
+            settings.qdrant_url, name, dimension, api_key, distance, cache_vectors, collab_dimension
         )
     from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 
     path = settings.qdrant_embedded_path / name
-    return QdrantEdgeIndex.open(path, name, dimension, distance, cache_vectors)
-
-
-def drop_collection(settings: Settings, collection: str) -> None:
-    """Remove a whole collection (an old model version) from the backend the settings choose;
-    nothing happens when it does not exist. It must not be open in this process."""
-    if settings.qdrant_url:
-        from qdrant_client import QdrantClient
-
-        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        client = QdrantClient(url=settings.qdrant_url, api_key=api_key)
-        if client.collection_exists(collection):
-            client.delete_collection(collection)
-        client.close()
-        return
-    import shutil
-
-    shutil.rmtree(settings.qdrant_embedded_path / collection, ignore_errors=True)
+    return QdrantEdgeIndex.open(path, name, dimension, distance, cache_vectors, collab_dimension)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recstream.errors import RecstreamError
 from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.qdrant_client_index import QdrantClientIndex
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
@@ -25,6 +26,7 @@ from recstream.stores.vector_index import (
 )
 
 DIM = 16
+COLLAB_DIM = 4
 
 
 def _payload(item_id: str, category: str = "a", available: bool = True) -> ItemPayload:
@@ -41,14 +43,16 @@ def _unit(rng: np.random.Generator) -> Vector:
 BACKENDS = ["edge", "client-local", "memory", "edge-cached", "client-local-cached"]
 
 
-def _open(kind: str, tmp_path: Path, distance: Distance = "cosine") -> VectorIndex:
+def _open(
+    kind: str, tmp_path: Path, distance: Distance = "cosine", collab: int = COLLAB_DIM
+) -> VectorIndex:
     name = collection_name("test-model", DIM)
     cache = 8 if kind.endswith("-cached") else 0  # fewer than a search returns: evictions too
     if kind.startswith("edge"):
-        return QdrantEdgeIndex.open(tmp_path / name, name, DIM, distance, cache)
+        return QdrantEdgeIndex.open(tmp_path / name, name, DIM, distance, cache, collab)
     if kind.startswith("client-local"):
-        return QdrantClientIndex.local(str(tmp_path / "client"), name, DIM, distance, cache)
-    return InMemoryVectorIndex(name, DIM, distance)
+        return QdrantClientIndex.local(str(tmp_path / "client"), name, DIM, distance, cache, collab)
+    return InMemoryVectorIndex(name, DIM, distance, collab)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -185,3 +189,82 @@ def test_reopening_keeps_the_data(tmp_path: Path, vectors: dict[str, Vector]) ->
         assert again.retrieve(["i5"])["i5"].payload.item_id == "i5"
     finally:
         again.close()
+
+
+def _factors(items: list[str], seed: int = 11) -> dict[str, Vector]:
+    rng = np.random.default_rng(seed)
+    return {i: rng.normal(size=COLLAB_DIM).astype(np.float32) for i in items}
+
+
+def test_collab_slots_are_written_whole_and_apart(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill(index, vectors)
+    assert index.collab_dimension == COLLAB_DIM
+    first = _factors(["i1", "i2", "i3"])
+    assert index.write_collab(0, first | {"not-stored": first["i1"]}) == 3
+    read = index.read_collab(0, ["i1", "i2", "i3", "i4", "not-stored"])
+    assert set(read) == {"i1", "i2", "i3"}
+    np.testing.assert_allclose(read["i2"], first["i2"], atol=1e-6)
+    other = _factors(["i4"], seed=12)
+    assert index.write_collab(1, other) == 1
+    assert index.write_collab(0, {"i1": other["i4"]}) == 1  # a new version replaces the slot
+    assert set(index.read_collab(0, ["i1", "i2", "i3"])) == {"i1"}
+    np.testing.assert_allclose(index.read_collab(0, ["i1"])["i1"], other["i4"], atol=1e-6)
+    assert set(index.read_collab(1, ["i1", "i4"])) == {"i4"}  # the other slot untouched
+
+
+def test_a_catalog_rewrite_keeps_the_collab_vectors(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill(index, vectors)
+    factors = _factors(["i1"])
+    index.write_collab(1, factors)
+    rewritten = replace(index.retrieve(["i1"])["i1"].payload, content_hash="h-new", updated_ms=9)
+    index.upsert([(rewritten, vectors["i2"])])
+    np.testing.assert_allclose(index.read_collab(1, ["i1"])["i1"], factors["i1"], atol=1e-6)
+    stored = index.retrieve(["i1"])["i1"]
+    assert stored.payload.content_hash == "h-new" and stored.vector is not None
+    np.testing.assert_allclose(stored.vector, vectors["i2"], atol=1e-6)
+
+
+def test_search_blend_fuses_both_spaces_under_the_filter(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill(index, vectors)  # odd items in category a, every fifth unavailable
+    liked = np.zeros(COLLAB_DIM, dtype=np.float32)
+    liked[0] = 1.0
+    factors = {i: -liked for i in vectors} | {"i9": 5 * liked, "i11": 3 * liked}
+    index.write_collab(1, factors)
+    anywhere = SearchFilter(available_only=False)
+    hits = index.search_blend(vectors["i3"], liked, 1, 2, anywhere, with_vectors=True)
+    by_content = [h.payload.item_id for h in index.search(vectors["i3"], 2, anywhere)]
+    assert {h.payload.item_id for h in hits} == set(by_content) | {"i9", "i11"}
+    assert [h.payload.item_id for h in hits][:2] in (["i3", "i9"], ["i9", "i3"])  # both firsts
+    for hit in hits:  # the content vectors, for the ranking after
+        assert hit.vector is not None
+        np.testing.assert_allclose(hit.vector, vectors[hit.payload.item_id], atol=1e-6)
+    only_b = SearchFilter(available_only=False, categories_in=("b",), exclude_item_ids=("i3",))
+    filtered = {h.payload.item_id for h in index.search_blend(vectors["i3"], liked, 1, 2, only_b)}
+    assert filtered and all(int(i[1:]) % 2 == 0 for i in filtered)  # i9 and i11 are in a
+
+
+def test_an_index_without_collab_slots_refuses_collab_writes(tmp_path: Path) -> None:
+    for kind in ("edge", "client-local", "memory"):
+        index = _open(kind, tmp_path / kind, collab=0)
+        try:
+            assert index.collab_dimension == 0
+            with pytest.raises(RecstreamError, match="no collaborative slots"):
+                index.write_collab(0, {})
+        finally:
+            index.close()
+
+
+def test_reopening_keeps_the_collab_slots_of_creation(tmp_path: Path) -> None:
+    for kind in ("edge", "client-local"):
+        _open(kind, tmp_path / kind).close()
+        again = _open(kind, tmp_path / kind, collab=COLLAB_DIM * 2)  # asks for another size
+        try:
+            assert again.collab_dimension == COLLAB_DIM  # what the collection was created with
+        finally:
+            again.close()

@@ -43,8 +43,10 @@ def create_topics(settings: Settings) -> list[str]:
 
 
 def open_index(settings: Settings) -> QdrantEdgeIndex:
+    """The worker's collection, with collaborative slots as the worker would create them."""
     name = collection_name(MODEL_ID, DIM)
-    return QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
+    path = settings.qdrant_embedded_path / name
+    return QdrantEdgeIndex.open(path, name, DIM, collab_dimension=settings.collab_factors)
 
 
 def seed_items(index: QdrantEdgeIndex, count: int, seed: int = 5) -> dict[str, np.ndarray]:

@@ -1,7 +1,8 @@
 """The collaborative space end to end against the real Kafka and Redis: `recstream train` reads
-the interactions topic and publishes a version; the interaction processor folds users in against
-it; the query worker's answers follow a new interaction through the topics; versions switch
-atomically, too little data is refused, a version of the wrong dimension is rejected."""
+the interactions topic and stages a version, which is installed into a collaborative slot of the
+index (by the process holding it, or by a running worker); the interaction processor folds users
+in against it; the query worker's answers follow a new interaction through the topics; versions
+switch atomically, too little data is refused, a version of the wrong dimension is rejected."""
 
 from __future__ import annotations
 
@@ -25,11 +26,16 @@ from recstream.errors import RecstreamError
 from recstream.infra import topics
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
-from recstream.stores.collab_store import CollabReader, StateCollab
+from recstream.stores.collab_store import (
+    CollabReader,
+    CollabRejectedError,
+    StateCollab,
+)
 from recstream.stores.keys import KeySpace
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.streams.collab import CollabModel
 from recstream.streams.dlq import DeadLetterWriter
-from recstream.train import train
+from recstream.train import TrainReport, train
 from recstream.worker import collab_versions, interaction_consumer, session_store
 from tests.integration.ingest_helpers import (
     create_topics,
@@ -92,6 +98,23 @@ def env(infra: Settings, unique: str, tmp_path: Path) -> Iterator[Env]:
     delete_namespace(settings)
 
 
+def _train(env: Env, settings: Settings | None = None) -> TrainReport:
+    """Train and install into the test's index, as the worker's train role does (after the
+    pause an install waits for: readers leave the free slot within two refresh periods)."""
+    time.sleep(2 * env.settings.collab_refresh_s + 0.01)
+    report = train(settings or env.settings, env.index)
+    assert report.version.slot is not None
+    return report
+
+
+def _factors_in_slot(env: Env, model: CollabModel, slot: int) -> None:
+    """The slot holds exactly this model's factors."""
+    stored = env.index.read_collab(slot, list(model.items))
+    assert set(stored) == set(model.items)
+    for item in model.items:
+        np.testing.assert_allclose(stored[item], model.factors[model.row(item) or 0], rtol=1e-6)
+
+
 def _apply(env: Env, count: int) -> None:
     """Run the interaction processor (with its collab reader) over `count` new records."""
     reader = CollabReader(collab_versions(env.settings), env.settings.collab_refresh_s)
@@ -102,7 +125,7 @@ def _apply(env: Env, count: int) -> None:
 
 
 def test_training_publishes_and_the_processor_folds_users_in(env: Env) -> None:
-    report = train(env.settings)
+    report = _train(env)
     assert report.version.version == 1 and report.version.drift is None
     assert (report.users, report.items, report.events) == (40, 20, len(env.events))
     assert (env.settings.state_dir / "collab" / "train-v1.json").exists()
@@ -111,6 +134,8 @@ def test_training_publishes_and_the_processor_folds_users_in(env: Env) -> None:
     info = versions.active()
     assert info is not None
     model = versions.load(info)
+    assert info.slot is not None and model.slot == info.slot
+    _factors_in_slot(env, model, info.slot)
     store = session_store(env.settings)
     state = store.load_states(["user3"])["user3"]
     store.close()
@@ -123,56 +148,83 @@ def test_training_publishes_and_the_processor_folds_users_in(env: Env) -> None:
     assert own > other
 
 
-def test_retraining_on_unchanged_data_keeps_neighbours_and_drops_the_old_version(env: Env) -> None:
-    first = train(env.settings).version
+def test_retraining_on_unchanged_data_keeps_neighbours_in_the_other_slot(env: Env) -> None:
+    first = _train(env).version
+    versions = collab_versions(env.settings)
+    first_model = versions.load(first)
     produce_events(env.settings, env.events[:100])  # a replay: the same event ids again
-    report = train(env.settings)
+    report = _train(env)
     second = report.version
     assert report.events == len(env.events)  # the replayed events counted once
     assert second.version == first.version + 1
     assert second.drift is not None and second.drift < 0.05
-    assert not (env.settings.qdrant_embedded_path / first.collection).exists()
-    assert collab_versions(env.settings).active() == second
+    assert versions.active() == second
+    assert first.slot is not None and second.slot is not None and second.slot != first.slot
+    _factors_in_slot(env, versions.load(second), second.slot)
+    _factors_in_slot(env, first_model, first.slot)  # the previous version untouched beside it
+    with pytest.raises(RecstreamError, match="no stored factors"):
+        versions.load(first)  # its Redis copy is gone after the switch
+    third = _train(env).version  # back into the first slot, replacing the first version whole
+    assert third.slot == first.slot
+    _factors_in_slot(env, versions.load(third), first.slot)
 
 
 def test_too_little_data_is_refused_and_the_version_stays(env: Env) -> None:
-    current = train(env.settings).version
+    current = _train(env).version
     strict = env.settings.model_copy(update={"collab_min_events": 10**6})
     with pytest.raises(RecstreamError, match=rf"too little data.*version {current.version} stays"):
         train(strict)
     assert collab_versions(env.settings).active() == current
 
 
-def test_a_failed_publish_leaves_readers_on_the_old_version(
+def test_a_failed_install_leaves_readers_on_the_old_version(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    current = train(env.settings).version
+    current = _train(env).version
     versions = collab_versions(env.settings)
+    model = versions.load(current)
+    write = env.index.write_collab
 
-    def broken_write(*_: object) -> None:
+    def half_then_fail(slot: int, factors: dict[str, np.ndarray]) -> int:
+        write(slot, dict(list(factors.items())[: len(factors) // 2]))
         raise OSError("disk full")  # fault injection: the index write fails midway
 
-    monkeypatch.setattr(versions, "_write", broken_write)
-    model = versions.load(current)
+    monkeypatch.setattr(env.index, "write_collab", half_then_fail)
+    time.sleep(2 * env.settings.collab_refresh_s)
     with pytest.raises(OSError, match="disk full"):
-        versions.publish(model, {i: _payload(i) for i in model.items}, None)
+        train(env.settings, env.index)
     assert versions.active() == current
-    assert versions.load(current).items == model.items
+    assert current.slot is not None
+    _factors_in_slot(env, model, current.slot)  # the active slot never touched
+    staged = versions.staged()
+    assert staged is not None and staged.version == current.version + 1  # kept for a retry
+    monkeypatch.setattr(env.index, "write_collab", write)
+    retried = versions.install_staged(env.index)
+    assert retried is not None and retried.version == staged.version
+    assert versions.active() == retried and versions.staged() is None
 
 
 def test_a_version_of_the_wrong_dimension_is_rejected_and_readers_keep_theirs(env: Env) -> None:
-    current = train(env.settings).version
+    current = _train(env).version
     versions = collab_versions(env.settings)
     reader = CollabReader(versions, refresh_s=0.01)
     assert reader.current() is not None
-    # A pointer to a version that declares 6 dimensions over a collection holding 4.
-    lying = replace(current, version=99, dimension=current.dimension + 2)
+    model = versions.load(current)
+    wider = CollabModel(0, model.items, np.hstack([model.factors, model.factors]), 0.1, 1.0)
+    staged = versions.stage(wider, None)  # 8 factors for a collection made with 4
+    time.sleep(2 * env.settings.collab_refresh_s)
+    with pytest.raises(CollabRejectedError, match=rf"8 factors.*version {current.version} stays"):
+        versions.install_staged(env.index)
+    assert versions.active() == current and versions.staged() is None
+    # A pointer whose stored factors do not have the dimension it declares is refused on load.
+    lying = replace(current, version=staged.version, dimension=current.dimension + 2)
     client = redis.Redis.from_url(env.settings.redis_address)
     keys = KeySpace(env.settings.redis_namespace)
-    client.set(keys.collab_items(99), client.get(keys.collab_items(current.version)) or b"[]")
+    client.set(keys.collab_items(lying.version), orjson.dumps(list(model.items)))
+    client.set(keys.collab_factors(lying.version), model.factors.tobytes())
     client.set(keys.collab_active(), orjson.dumps(asdict(lying)))
     client.close()
-    with pytest.raises(RecstreamError, match=r"rejected|cannot open"):
+    with pytest.raises(RecstreamError, match="rejected"):
         versions.load(lying)
     time.sleep(0.02)
     kept = reader.current()
@@ -180,37 +232,41 @@ def test_a_version_of_the_wrong_dimension_is_rejected_and_readers_keep_theirs(en
 
 
 def test_the_switch_is_atomic_under_concurrent_reads(env: Env) -> None:
-    train(env.settings)
+    _train(env)
     versions = collab_versions(env.settings)
     reader = CollabReader(versions, refresh_s=0.0)
-    seen: list[tuple[int, int, int]] = []
+    probe = [f"item{i}" for i in range(20)]
+    seen: set[int] = set()
+    mixed: list[int] = []
     errors: list[BaseException] = []
     stop = threading.Event()
 
-    def read() -> None:
+    def read() -> None:  # what a request does: one model, its slot in the index
         while not stop.is_set():
             try:
                 model = reader.current()
-                if model is not None:
-                    seen.append((model.version, model.dimension, len(model.items)))
+                assert model is not None and model.slot is not None
+                stored = env.index.read_collab(model.slot, probe)
+                rows = [model.row(i) or 0 for i in probe]
+                if not np.allclose(np.stack([stored[i] for i in probe]), model.factors[rows]):
+                    mixed.append(model.version)
+                seen.add(model.version)
             except BaseException as error:
                 errors.append(error)
 
     thread = threading.Thread(target=read)
     thread.start()
-    for factors in (6, 8):  # each version with its own dimension: a mix would show
-        train(env.settings.model_copy(update={"collab_factors": factors}))
+    for alpha in (2.0, 4.0, 8.0):  # each version's factors differ: a mix would show
+        _train(env, env.settings.model_copy(update={"collab_alpha": alpha}))
     time.sleep(0.2)
     stop.set()
     thread.join(10)
-    assert not errors
-    dimensions = {version: dim for version, dim, _ in seen}
-    assert {v: d for v, d, _ in seen} == dimensions  # one dimension per version, always
-    assert dimensions.get(3) == 8  # the reader ended on the newest version
+    assert not errors and not mixed
+    assert len(seen) >= 2 and max(seen) == 4  # the reader followed the switches to the newest
 
 
 def test_a_new_interaction_changes_the_next_collab_recommendation(env: Env) -> None:
-    train(env.settings)
+    _train(env)
     _apply(env, len(env.events))
     store = session_store(env.settings)
     reader = CollabReader(collab_versions(env.settings), 0.05)
@@ -250,12 +306,6 @@ def test_a_new_interaction_changes_the_next_collab_recommendation(env: Env) -> N
     assert taste(after) > taste(before)  # the list moved towards the new taste
 
 
-def _payload(item: str):  # type: ignore[no-untyped-def]
-    from recstream.stores.vector_index import ItemPayload
-
-    return ItemPayload(item, "", None, (), True, "", 0)
-
-
 def test_the_workers_train_role_publishes_on_its_schedule(env: Env, tmp_path: Path) -> None:
     settings = env.settings.model_copy(update={"collab_train_every_s": 1.0})
     env.index.close()  # the worker process opens the embedded index itself
@@ -272,3 +322,20 @@ def test_the_workers_train_role_publishes_on_its_schedule(env: Env, tmp_path: Pa
     finally:
         assert worker.stop() == 0
     env.index = open_index(settings)  # for the fixture's teardown
+
+
+def test_a_running_worker_installs_what_a_separate_train_run_stages(
+    env: Env, tmp_path: Path
+) -> None:
+    env.index.close()  # the worker process opens the embedded index itself
+    worker = WorkerProcess(env.settings, tmp_path / "worker.log", roles="query")
+    try:
+        report = train(env.settings, wait_s=60)  # no index here: stage, wait for the worker
+        assert worker.process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        assert report.version.slot is not None, (tmp_path / "worker.log").read_text()[-3000:]
+        assert collab_versions(env.settings).active() == report.version
+    finally:
+        assert worker.stop() == 0
+    env.index = open_index(env.settings)
+    installed = collab_versions(env.settings).load(report.version)
+    _factors_in_slot(env, installed, report.version.slot)
