@@ -36,6 +36,7 @@ class TrainReport:
     read_seconds: float
     fit_seconds: float
     publish_seconds: float  # staging, and installing where this run installed or waited
+    status: str  # installed, staged (a worker will install it), or why it was not installed
 
 
 def read_interactions(settings: Settings) -> tuple[list[InteractionEvent], int]:
@@ -132,6 +133,7 @@ def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 
         info = versions.install_staged(index) or info
     elif wait_s > 0:
         info = wait_installed(versions, info.version, wait_s) or info
+    status = _status(info, versions.staged())
     if drift is not None:
         metrics.COLLAB_DRIFT.set(drift)
     report = TrainReport(
@@ -143,9 +145,18 @@ def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 
         round(read_s, 2),
         round(fit_s, 2),
         round(time.monotonic() - publish_started, 2),
+        status,
     )
     _write_report(settings, report)
     return report
+
+
+def _status(info: VersionInfo, staged: VersionInfo | None) -> str:
+    if info.slot is not None:
+        return "installed"
+    if staged is not None and staged.version == info.version:
+        return "staged"
+    return "not installed: a worker rejected it or a newer version replaced it"
 
 
 def _check_enough(
@@ -174,13 +185,15 @@ def _write_report(settings: Settings, report: TrainReport) -> None:
 def describe(report: TrainReport) -> str:
     v = report.version
     drift = "n/a (first version)" if v.drift is None else f"{v.drift:.3f}"
-    where = (
-        f"installed in slot {v.slot} ({v.items} items); readers switch within "
-        "RECSTREAM_COLLAB_REFRESH_S"
-        if v.slot is not None
-        else "staged, not installed yet: a running worker installs it (its log says if it "
-        "rejects it)"
-    )
+    if report.status == "installed":
+        where = (
+            f"installed in slot {v.slot} ({v.items} items); readers switch within "
+            "RECSTREAM_COLLAB_REFRESH_S"
+        )
+    elif report.status == "staged":
+        where = "staged, not installed yet: a running worker installs it"
+    else:
+        where = f"{report.status} (the worker's log says which)"
     return (
         f"collab version {v.version}: {report.events} events ({report.invalid} invalid), "
         f"{report.users} users, {report.items} items, {v.dimension} factors; read "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Protocol
 
 import numpy as np
@@ -64,7 +64,13 @@ class CollabVersions:
 
     def _info(self, key: str) -> VersionInfo | None:
         raw = self._redis.get(key)
-        return None if raw is None else VersionInfo(**orjson.loads(raw))
+        if raw is None:
+            return None
+        # Fields this code does not know (a pointer written before session 10 names its own
+        # collection) are left out: such a version has no slot and no stored factors, so
+        # readers skip it and the next install replaces it.
+        known = {f.name for f in fields(VersionInfo)}
+        return VersionInfo(**{k: v for k, v in orjson.loads(raw).items() if k in known})
 
     def stage(self, model: CollabModel, drift: float | None) -> VersionInfo:
         """Store `model` as a new version for a worker to install; a staged version not yet

@@ -103,7 +103,7 @@ def _train(env: Env, settings: Settings | None = None) -> TrainReport:
     pause an install waits for: readers leave the free slot within two refresh periods)."""
     time.sleep(2 * env.settings.collab_refresh_s + 0.01)
     report = train(settings or env.settings, env.index)
-    assert report.version.slot is not None
+    assert report.version.slot is not None and report.status == "installed"
     return report
 
 
@@ -332,10 +332,26 @@ def test_a_running_worker_installs_what_a_separate_train_run_stages(
     try:
         report = train(env.settings, wait_s=60)  # no index here: stage, wait for the worker
         assert worker.process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-        assert report.version.slot is not None, (tmp_path / "worker.log").read_text()[-3000:]
+        assert report.status == "installed", (tmp_path / "worker.log").read_text()[-3000:]
+        assert report.version.slot is not None
         assert collab_versions(env.settings).active() == report.version
     finally:
         assert worker.stop() == 0
     env.index = open_index(env.settings)
     installed = collab_versions(env.settings).load(report.version)
     _factors_in_slot(env, installed, report.version.slot)
+
+
+def test_a_pointer_from_the_sibling_collection_days_is_skipped_then_replaced(env: Env) -> None:
+    """Before session 10 a version lived in its own collection and the pointer named it."""
+    old = {"version": 7, "collection": "collab__als-v7__4", "dimension": 4, "regularization": 0.1}
+    old |= {"alpha": 1.0, "items": 20, "trained_ms": 1, "drift": None}
+    client = redis.Redis.from_url(env.settings.redis_address)
+    client.set(KeySpace(env.settings.redis_namespace).collab_active(), orjson.dumps(old))
+    client.close()
+    versions = collab_versions(env.settings)
+    active = versions.active()
+    assert active is not None and active.version == 7 and active.slot is None
+    assert CollabReader(versions, 0.0).current() is None  # nothing loadable: content only
+    installed = _train(env).version
+    assert versions.active() == installed and installed.slot is not None
