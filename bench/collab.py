@@ -6,6 +6,11 @@
    event stream as bench/ingest.py, with and without a collaborative model, so the difference is
    the fold-in cost per event and the ratio is its effect on the processor's events/s.
    Baseline in the same run: the same batches without the model.
+3. Retrieval in embedded Qdrant over items with a content vector and a collaborative slot: the
+   fused query (content and collab prefetch, reciprocal-rank fusion, one call) against a
+   content-only search, and against a content search plus a brute-force numpy pass over all
+   item factors (how serving found collab candidates before the slots); and the time to install
+   a version (write every item's factor into a slot).
 
 Prints one JSON object; docs/benchmarks.md records the figures with the machine.
 """
@@ -15,7 +20,9 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,8 @@ from recstream.datasets import movielens_dir
 from recstream.movielens import rating_events
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, load_settings
+from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.vector_index import ItemPayload, SearchFilter
 from recstream.streams.collab import AlsParams, CollabModel, fit_als, user_histories
 from recstream.streams.session import SessionConfig, UserState, apply_batch
 
@@ -119,6 +128,62 @@ def bench_fold_in(events: int, users: int, items: int, factors: int, batch: int)
     }
 
 
+def _per_query_us(run: Callable[[int], object], queries: int) -> float:
+    run(0)  # warm up
+    started = time.perf_counter()
+    for n in range(queries):
+        run(n)
+    return (time.perf_counter() - started) / queries * 1e6
+
+
+def bench_retrieval(items: int, factors: int, limit: int, queries: int = 300) -> dict[str, Any]:
+    rng = np.random.default_rng(6)
+    content = rng.normal(size=(items, DIM)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    item_factors = (rng.normal(size=(items, factors)) * 0.1).astype(np.float32)
+    users = (rng.normal(size=(queries, factors))).astype(np.float32)
+    ids = [f"i{n}" for n in range(items)]
+    flt = SearchFilter()
+    with tempfile.TemporaryDirectory() as folder:
+        index = QdrantEdgeIndex.open(Path(folder), "bench", DIM, collab_dimension=factors)
+        for start in range(0, items, 2000):
+            end = min(items, start + 2000)
+            index.upsert(
+                [
+                    (ItemPayload(ids[n], "", None, (), True, "h", 1), content[n])
+                    for n in range(start, end)
+                ]
+            )
+        started = time.perf_counter()
+        index.write_collab(0, dict(zip(ids, item_factors, strict=True)))
+        install_s = time.perf_counter() - started
+        index.optimize()
+
+        def content_only(n: int) -> object:
+            return index.search(content[n], limit, flt)
+
+        def fused(n: int) -> object:
+            return index.search_blend(content[n], users[n], 0, limit, flt)
+
+        def numpy_pass(n: int) -> object:
+            hits = index.search(content[n], limit, flt)
+            scores = item_factors @ users[n]
+            top = np.argpartition(-scores, limit)[:limit]
+            return hits, [ids[i] for i in top[np.argsort(-scores[top])]]
+
+        result = {
+            "items": items,
+            "factors": factors,
+            "limit_per_space": limit,
+            "install_s": round(install_s, 2),
+            "content_only_us": round(_per_query_us(content_only, queries)),
+            "fused_us": round(_per_query_us(fused, queries)),
+            "content_plus_numpy_us": round(_per_query_us(numpy_pass, queries)),
+        }
+        index.close()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -126,6 +191,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--retrieval-items", type=int, nargs="+", default=[10_000, 100_000])
     args = parser.parse_args()
     settings = load_settings()
     folder = movielens_dir(settings.dataset_dir, settings.state_dir / "datasets")
@@ -133,6 +199,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
         "training": bench_training(folder, args.factors),
         "fold_in": bench_fold_in(args.events, args.users, args.items, args.factors, args.batch),
+        "retrieval": [bench_retrieval(n, args.factors, 80) for n in args.retrieval_items],
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 

@@ -124,11 +124,11 @@ class QdrantEdgeIndex:
             chunk = {point_id(i): i for i in items[start : start + 1000]}
             with self._lock:  # only items stored now: updating a missing point is an error
                 stored = [str(r.id) for r in self._shard.retrieve(list(chunk), False, False)]
-                self._shard.update(
-                    qe.UpdateOperation.update_vectors(
-                        [qe.PointVectors(p, {name: factors[chunk[p]].tolist()}) for p in stored]
-                    )
-                )
+                if stored:
+                    vectors = [
+                        qe.PointVectors(p, {name: factors[chunk[p]].tolist()}) for p in stored
+                    ]
+                    self._shard.update(qe.UpdateOperation.update_vectors(vectors))
             written += len(stored)
         return written
 

@@ -212,6 +212,8 @@ def test_collab_slots_are_written_whole_and_apart(
     assert set(index.read_collab(0, ["i1", "i2", "i3"])) == {"i1"}
     np.testing.assert_allclose(index.read_collab(0, ["i1"])["i1"], other["i4"], atol=1e-6)
     assert set(index.read_collab(1, ["i1", "i4"])) == {"i4"}  # the other slot untouched
+    assert index.write_collab(1, {"not-stored": other["i4"]}) == 0  # nothing known: emptied
+    assert index.read_collab(1, ["i1", "i4"]) == {}
 
 
 def test_a_catalog_rewrite_keeps_the_collab_vectors(
