@@ -1,14 +1,17 @@
 """`recstream eval --live N`: the offline path checked against the real one. N test users' training
 events and the items they touch go through the real topics into a real worker (Kafka, Redis,
-embedded Qdrant); their recommendations come back through the request topic. The same events are
-then replayed offline over the worker's own item vectors (read from its index once it stopped),
-and both lists must be the same for every user."""
+embedded Qdrant); `recstream train` fits a collaborative version on them, which the worker
+installs, when there are enough of them; the recommendations come back through the request topic.
+The same events are then replayed offline over the worker's own item vectors (read from its index
+once it stopped) and the same collaborative version, and both lists must be the same for every
+user."""
 
 from __future__ import annotations
 
 import random
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +29,9 @@ from recstream.settings import Settings
 from recstream.stores.memory_index import InMemoryVectorIndex
 from recstream.stores.memory_store import InMemorySessionStore
 from recstream.stores.vector_index import VectorIndex, open_vector_index
+from recstream.streams.collab import CollabModel
 from recstream.streams.embedder import Embedder
-from recstream.worker import ranking_weights, session_config, session_store
+from recstream.worker import collab_versions, ranking_weights, session_config, session_store
 
 K = 10
 
@@ -37,6 +41,7 @@ class LiveCheck:
     users: list[str]
     live: dict[str, list[str]]
     offline: dict[str, list[str]]
+    collab_version: int | None = None  # the collaborative version both sides blended in
 
     @property
     def mismatched(self) -> list[str]:
@@ -46,6 +51,7 @@ class LiveCheck:
         return {
             "users": len(self.users),
             "same_lists": len(self.users) - len(self.mismatched),
+            "collab_version": self.collab_version,
             "mismatched": {u: [self.live[u], self.offline[u]] for u in self.mismatched},
         }
 
@@ -80,9 +86,11 @@ def check_live(
         topics.ensure_topics(settings, topics.planned_topics(settings))
         try:
             live = _run_live(settings, chosen, events, items, timeout_s)
+            collab = _installed_collab(settings)
             served = open_vector_index(settings, embedder.model_id, embedder.dimension)
             try:
-                offline = _run_offline(settings, served, chosen, events, [c.item_id for c in items])
+                item_ids = [c.item_id for c in items]
+                offline = _run_offline(settings, served, chosen, events, item_ids, collab)
             finally:
                 served.close()
         finally:
@@ -90,14 +98,37 @@ def check_live(
             store = session_store(settings)
             store.delete_namespace()
             store.close()
-    return LiveCheck(chosen, live, offline)
+    return LiveCheck(chosen, live, offline, collab.version if collab else None)
 
 
 def _served_variant(settings: Settings) -> Variant:
-    # The live sample's namespace never has a trained collaborative version, so neither side
-    # blends one in; the collab weight is in so the two configurations read the same.
-    weights = ranking_weights(settings)
-    return Variant("served", weights, 0.7, covis_per_seed=settings.covis_per_seed)
+    return Variant(
+        "served",
+        ranking_weights(settings),
+        0.7,
+        covis_per_seed=settings.covis_per_seed,
+        collab_min_history=settings.collab_min_history,
+    )
+
+
+def _train_live(settings: Settings) -> None:
+    """A collaborative version on the sample, installed by the live worker, when the sample is
+    big enough to train on (too little data is refused: then neither side blends)."""
+    from recstream.train import train
+
+    try:
+        report = train(settings, wait_s=60)
+    except RecstreamError:
+        return
+    if report.status != "installed":
+        raise RecstreamError(f"the live worker did not install collab version: {report.status}")
+    time.sleep(settings.collab_refresh_s + 0.5)  # the worker's readers switch to it
+
+
+def _installed_collab(settings: Settings) -> CollabModel | None:
+    versions = collab_versions(settings)
+    active = versions.active()
+    return None if active is None else versions.load(active)
 
 
 def _run_live(
@@ -112,6 +143,7 @@ def _run_live(
     worker, log = start_worker(settings)
     try:
         feed_worker(settings, worker, log, items, events)
+        _train_live(settings)
         diversity = _served_variant(settings).diversity
         with RecClient(settings, timeout_s=timeout_s) as client:
             return {
@@ -129,6 +161,7 @@ def _run_offline(
     users: Sequence[str],
     events: Sequence[InteractionEvent],
     item_ids: list[str],
+    collab: CollabModel | None,
 ) -> dict[str, list[str]]:
     """The offline path over the item vectors the worker stored (the same state)."""
     index = InMemoryVectorIndex(served.collection, served.dimension)
@@ -139,4 +172,4 @@ def _run_offline(
         settings.history_cap, settings.covis_max_neighbours, config.popularity_half_life_ms
     )
     replay(events, index, store, config)
-    return recommend_all(index, store, users, K, _served_variant(settings))
+    return recommend_all(index, store, users, K, _served_variant(settings), collab)

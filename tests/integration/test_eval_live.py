@@ -43,10 +43,25 @@ def _dataset() -> EvalDataset:
 
 
 def test_live_lists_equal_offline_lists(infra: Settings, unique: str, tmp_path: Path) -> None:
-    settings = isolated_settings(infra, unique, tmp_path, metrics_port=free_port())
+    """With a collaborative version trained on the sample: the worker installs it, and both
+    sides retrieve by both spaces (Qdrant's fused query vs the in-memory index's)."""
+    settings = isolated_settings(
+        infra,
+        unique,
+        tmp_path,
+        metrics_port=free_port(),
+        collab_min_events=50,
+        collab_min_users=3,
+        collab_min_items=10,
+        collab_factors=8,
+        collab_min_history=1,
+        collab_refresh_s=0.2,
+        rank_weight_collab=0.4,
+    )
     dataset = _dataset()
     split = last_fraction(dataset.events, 0.2)
     check = check_live(settings, dataset, split, 8, load_embedder(settings))
+    assert check.collab_version is not None  # trained, installed, blended on both sides
     assert len(check.users) == 8
     assert all(len(check.live[u]) == 10 for u in check.users)  # real answers, not empty ones
     assert check.mismatched == [], check.summary()
