@@ -107,7 +107,8 @@ def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 
     events, invalid = read_interactions(settings)
     read_s = time.monotonic() - started
     newest = events[-1].event_time if events else 0
-    histories = user_histories(events, settings.event_weights, settings.collab_half_life_ms, newest)
+    half_life = settings.collab_half_life_ms or None
+    histories = user_histories(events, settings.event_weights, half_life, newest)
     items = sorted({i for h in histories.values() for i in h})
     versions = collab_versions(settings)
     previous = versions.active()
