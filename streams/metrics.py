@@ -59,6 +59,12 @@ COLLAB_DRIFT = Gauge(
     "recstream_collab_neighbour_drift_ratio",
     "Mean share of items' top-20 collaborative neighbours that changed with the last training.",
 )
+COLLAB_INSTALLS = Counter(
+    "recstream_collab_installs_total",
+    "Staged collaborative versions this process tried to write into the index, by outcome: "
+    "installed, rejected (can never fit, dropped), failed (left staged, retried).",
+    ["outcome"],
+)
 COLLAB_FOLD_IN_SECONDS = Histogram(
     "recstream_collab_fold_in_seconds",
     "Fold-in time of one interaction batch (every changed user's ALS solve).",

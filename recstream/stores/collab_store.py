@@ -107,9 +107,17 @@ class CollabVersions:
         if not self._redis.set(lock, staged.version, nx=True, ex=INSTALL_LOCK_S):
             return None
         try:
-            return self._install(index, staged, active)
+            installed = self._install(index, staged, active)
+        except CollabRejectedError:
+            metrics.COLLAB_INSTALLS.labels("rejected").inc()
+            raise
+        except Exception:
+            metrics.COLLAB_INSTALLS.labels("failed").inc()
+            raise
         finally:
             self._redis.delete(lock)
+        metrics.COLLAB_INSTALLS.labels("installed").inc()
+        return installed
 
     def _free_slot_is_idle(self, active: VersionInfo | None) -> bool:
         if active is None or active.installed_ms is None:

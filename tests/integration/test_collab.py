@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from recstream.consumers.client import RecClient
 from recstream.consumers.query_worker import QueryWorker
@@ -115,6 +116,11 @@ def _factors_in_slot(env: Env, model: CollabModel, slot: int) -> None:
         np.testing.assert_allclose(stored[item], model.factors[model.row(item) or 0], rtol=1e-6)
 
 
+def _installs(outcome: str) -> float:
+    """This process's count of install attempts with that outcome."""
+    return REGISTRY.get_sample_value("recstream_collab_installs_total", {"outcome": outcome}) or 0.0
+
+
 def _apply(env: Env, count: int) -> None:
     """Run the interaction processor (with its collab reader) over `count` new records."""
     reader = CollabReader(collab_versions(env.settings), env.settings.collab_refresh_s)
@@ -191,8 +197,10 @@ def test_a_failed_install_leaves_readers_on_the_old_version(
 
     monkeypatch.setattr(env.index, "write_collab", half_then_fail)
     time.sleep(2 * env.settings.collab_refresh_s)
+    failed = _installs("failed")
     with pytest.raises(OSError, match="disk full"):
         train(env.settings, env.index)
+    assert _installs("failed") == failed + 1
     assert versions.active() == current
     assert current.slot is not None
     _factors_in_slot(env, model, current.slot)  # the active slot never touched
@@ -213,8 +221,10 @@ def test_a_version_of_the_wrong_dimension_is_rejected_and_readers_keep_theirs(en
     wider = CollabModel(0, model.items, np.hstack([model.factors, model.factors]), 0.1, 1.0)
     staged = versions.stage(wider, None)  # 8 factors for a collection made with 4
     time.sleep(2 * env.settings.collab_refresh_s)
+    rejected = _installs("rejected")
     with pytest.raises(CollabRejectedError, match=rf"8 factors.*version {current.version} stays"):
         versions.install_staged(env.index)
+    assert _installs("rejected") == rejected + 1  # operators see it
     assert versions.active() == current and versions.staged() is None
     # A pointer whose stored factors do not have the dimension it declares is refused on load.
     lying = replace(current, version=staged.version, dimension=current.dimension + 2)
@@ -335,6 +345,7 @@ def test_a_running_worker_installs_what_a_separate_train_run_stages(
         assert report.status == "installed", (tmp_path / "worker.log").read_text()[-3000:]
         assert report.version.slot is not None
         assert collab_versions(env.settings).active() == report.version
+        assert worker.metric("recstream_collab_installs_total", outcome="installed") == 1
     finally:
         assert worker.stop() == 0
     env.index = open_index(env.settings)
