@@ -108,8 +108,12 @@ def _demo(settings: Settings, _: argparse.Namespace) -> int:
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
-    from recstream.train import describe, train
+    from recstream.train import describe, describe_versions, train
+    from recstream.worker import collab_versions
 
+    if args.status:
+        print(describe_versions(collab_versions(settings)))
+        return 0
     while True:
         try:
             print(describe(train(settings, wait_s=args.wait)), flush=True)
@@ -215,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=60,
         metavar="SECONDS",
         help="how long to wait for a running worker to install the new version (0: do not wait)",
+    )
+    training.add_argument(
+        "--status", action="store_true", help="show the active and any staged version; no training"
     )
     training.set_defaults(handlers={None: _train}, action=None)
 

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from recstream.errors import InvalidMessageError, RecstreamError
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
-from recstream.stores.collab_store import VersionInfo, wait_installed
+from recstream.stores.collab_store import CollabVersions, VersionInfo, wait_installed
 from recstream.stores.vector_index import VectorIndex
 from recstream.streams import metrics
 from recstream.streams.collab import AlsParams, fit_als, neighbour_drift, user_histories
@@ -201,3 +201,20 @@ def describe(report: TrainReport) -> str:
         f"{report.read_seconds}s, fit {report.fit_seconds}s, publish {report.publish_seconds}s; "
         f"neighbour drift {drift}; {where}"
     )
+
+
+def describe_versions(versions: CollabVersions) -> str:
+    """What `recstream train --status` prints: the version readers use and any staged one."""
+    lines = []
+    for label, info in (("active", versions.active()), ("staged", versions.staged())):
+        if info is None:
+            lines.append(f"{label}: none")
+            continue
+        trained = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.trained_ms / 1000))
+        drift = "n/a" if info.drift is None else f"{info.drift:.3f}"
+        where = "" if info.slot is None else f", slot {info.slot}"
+        lines.append(
+            f"{label}: version {info.version}{where}, {info.items} items, {info.dimension} "
+            f"factors, trained {trained} UTC, neighbour drift {drift}"
+        )
+    return "\n".join(lines)

@@ -36,7 +36,7 @@ from recstream.stores.keys import KeySpace
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.streams.collab import CollabModel
 from recstream.streams.dlq import DeadLetterWriter
-from recstream.train import TrainReport, train
+from recstream.train import TrainReport, describe_versions, train
 from recstream.worker import collab_versions, interaction_consumer, session_store
 from tests.integration.ingest_helpers import (
     create_topics,
@@ -170,6 +170,9 @@ def test_retraining_on_unchanged_data_keeps_neighbours_in_the_other_slot(env: En
     _factors_in_slot(env, first_model, first.slot)  # the previous version untouched beside it
     with pytest.raises(RecstreamError, match="no stored factors"):
         versions.load(first)  # its Redis copy is gone after the switch
+    status = describe_versions(versions)
+    assert f"active: version {second.version}, slot {second.slot}, 20 items" in status
+    assert "staged: none" in status
     third = _train(env).version  # back into the first slot, replacing the first version whole
     assert third.slot == first.slot
     _factors_in_slot(env, versions.load(third), first.slot)
