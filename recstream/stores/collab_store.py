@@ -31,6 +31,14 @@ from recstream.streams.session import UserState
 log = logging.getLogger(__name__)
 
 INSTALL_LOCK_S = 600  # a worker that died mid-install gives the lock up after this
+# KEYS: active, staged; ARGV: the new active pointer, the installed version number.
+_SWITCH_LUA = """
+redis.call('SET', KEYS[1], ARGV[1])
+local staged = redis.call('GET', KEYS[2])
+if staged and cjson.decode(staged)['version'] == tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+end
+"""
 
 
 class CollabRejectedError(RecstreamError):
@@ -55,6 +63,7 @@ class CollabVersions:
         self._redis = client
         self._keys = keys
         self._refresh_s = refresh_s
+        self._switch = client.register_script(_SWITCH_LUA)
 
     def active(self) -> VersionInfo | None:
         return self._info(self._keys.collab_active())
@@ -91,8 +100,9 @@ class CollabVersions:
         pipe.set(self._keys.collab_factors(version), model.factors.astype("<f4").tobytes())
         pipe.set(self._keys.collab_staged(), orjson.dumps(asdict(info)))
         pipe.execute()
-        if superseded is not None:
-            self._forget(superseded.version)
+        installing = self._redis.get(self._keys.collab_installing())
+        if superseded is not None and installing != str(superseded.version).encode():
+            self._forget(superseded.version)  # (one being installed right now keeps its data)
         return info
 
     def install_staged(self, index: VectorIndex) -> VersionInfo | None:
@@ -142,10 +152,12 @@ class CollabVersions:
         )
         written = index.write_collab(slot, dict(zip(model.items, model.factors, strict=True)))
         installed = replace(staged, slot=slot, items=written, installed_ms=int(time.time() * 1000))
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._keys.collab_active(), orjson.dumps(asdict(installed)))
-        pipe.delete(self._keys.collab_staged())
-        pipe.execute()
+        # The switch, and the staged pointer cleared only if it still names this version: a
+        # training run may have staged a newer one meanwhile, which must stay staged.
+        self._switch(
+            keys=[self._keys.collab_active(), self._keys.collab_staged()],
+            args=[orjson.dumps(asdict(installed)), str(staged.version)],
+        )
         if active is not None:
             self._forget(active.version)
         return installed

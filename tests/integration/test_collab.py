@@ -31,6 +31,7 @@ from recstream.stores.collab_store import (
     CollabReader,
     CollabRejectedError,
     StateCollab,
+    VersionInfo,
 )
 from recstream.stores.keys import KeySpace
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
@@ -369,3 +370,33 @@ def test_a_pointer_from_the_sibling_collection_days_is_skipped_then_replaced(env
     assert CollabReader(versions, 0.0).current() is None  # nothing loadable: content only
     installed = _train(env).version
     assert versions.active() == installed and installed.slot is not None
+
+
+def test_a_version_staged_during_an_install_stays_staged(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training run that stages version 2 while a worker installs version 1."""
+    versions = collab_versions(env.settings)
+    first = versions.stage(
+        CollabModel(0, [f"item{i}" for i in range(20)], _random(4), 0.1, 1.0), None
+    )
+    write = env.index.write_collab
+    newer: list[VersionInfo] = []
+
+    def write_while_training(slot: int, factors: dict[str, np.ndarray]) -> int:
+        model = CollabModel(0, [f"item{i}" for i in range(20)], _random(4, seed=2), 0.1, 1.0)
+        newer.append(versions.stage(model, None))
+        return write(slot, factors)
+
+    monkeypatch.setattr(env.index, "write_collab", write_while_training)
+    installed = versions.install_staged(env.index)
+    assert installed is not None and installed.version == first.version
+    assert versions.staged() == newer[0]  # not lost with the first one's pointer
+    assert versions.load(installed).items == tuple(f"item{i}" for i in range(20))  # data kept
+    monkeypatch.setattr(env.index, "write_collab", write)
+    time.sleep(2 * env.settings.collab_refresh_s)
+    assert (versions.install_staged(env.index) or first).version == newer[0].version
+
+
+def _random(dimension: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(20, dimension)).astype(np.float32)
