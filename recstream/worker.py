@@ -285,7 +285,6 @@ def _add_collab_installer(app: faust.App, runtime: Runtime) -> None:
     stopping = threading.Event()
 
     def run() -> None:
-        installer.install_once()
         installer.run(stopping, runtime.settings.collab_refresh_s)
 
     _run_in_thread(app, runtime, "collab-install", run, stopping.set)

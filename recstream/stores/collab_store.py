@@ -58,6 +58,16 @@ class VersionInfo:
     installed_ms: int | None = None
 
 
+def _info(raw: bytes | None) -> VersionInfo | None:
+    if raw is None:
+        return None
+    # Fields this code does not know (a pointer written before session 10 names its own
+    # collection) are left out: such a version has no slot and no stored factors, so readers
+    # skip it and the next install replaces it.
+    known = {f.name for f in fields(VersionInfo)}
+    return VersionInfo(**{k: v for k, v in orjson.loads(raw).items() if k in known})
+
+
 class CollabVersions:
     def __init__(self, client: redis.Redis[bytes], keys: KeySpace, refresh_s: float) -> None:
         self._redis = client
@@ -66,20 +76,10 @@ class CollabVersions:
         self._switch = client.register_script(_SWITCH_LUA)
 
     def active(self) -> VersionInfo | None:
-        return self._info(self._keys.collab_active())
+        return _info(self._redis.get(self._keys.collab_active()))
 
     def staged(self) -> VersionInfo | None:
-        return self._info(self._keys.collab_staged())
-
-    def _info(self, key: str) -> VersionInfo | None:
-        raw = self._redis.get(key)
-        if raw is None:
-            return None
-        # Fields this code does not know (a pointer written before session 10 names its own
-        # collection) are left out: such a version has no slot and no stored factors, so
-        # readers skip it and the next install replaces it.
-        known = {f.name for f in fields(VersionInfo)}
-        return VersionInfo(**{k: v for k, v in orjson.loads(raw).items() if k in known})
+        return _info(self._redis.get(self._keys.collab_staged()))
 
     def stage(self, model: CollabModel, drift: float | None) -> VersionInfo:
         """Store `model` as a new version for a worker to install; a staged version not yet
@@ -110,7 +110,9 @@ class CollabVersions:
         None when there is nothing to do yet: nothing staged, another worker installing, or
         readers may still be on the free slot's version. Raises CollabRejectedError (and drops
         the staged version) when it can never fit; any other error leaves it staged."""
-        staged, active = self.staged(), self.active()
+        # Every worker asks every refresh period: both pointers in one read.
+        raw = self._redis.mget([self._keys.collab_staged(), self._keys.collab_active()])
+        staged, active = _info(raw[0]), _info(raw[1])
         if staged is None or not self._free_slot_is_idle(active):
             return None
         lock = self._keys.collab_installing()
@@ -200,6 +202,8 @@ class CollabInstaller:
         self._index = index
 
     def run(self, stopping: threading.Event, every_s: float) -> None:
+        """Look at once (a version may wait from before the worker started), then every every_s."""
+        self.install_once()
         while not stopping.wait(every_s):
             self.install_once()
 

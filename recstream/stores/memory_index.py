@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from recstream.errors import RecstreamError
 from recstream.stores.vector_index import (
     COLLAB_SLOTS,
     RRF_K,
@@ -22,6 +21,7 @@ from recstream.stores.vector_index import (
     ScoredItem,
     SearchFilter,
     Vector,
+    collab_vector_of,
 )
 
 _GROW = 1024  # rows added at a time when the matrix is full
@@ -198,10 +198,7 @@ class InMemoryVectorIndex:
         return [self._hit(row, fused[row], with_vectors) for row in order]
 
     def _check_collab(self, slot: int) -> None:
-        if not self._collab_dimension:
-            raise RecstreamError(f"collection {self._collection} has no collaborative slots")
-        if slot not in COLLAB_SLOTS:
-            raise ValueError(f"collab slot {slot} is not one of {COLLAB_SLOTS}")
+        collab_vector_of(self._collection, self._collab_dimension, slot)  # refuses a bad one
 
     def _allowed_rows(self, flt: SearchFilter) -> npt.NDArray[np.bool_]:
         rows = len(self._payloads)

@@ -8,10 +8,10 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from recstream.errors import RecstreamError
 from recstream.stores.vector_cache import RecordReader
 from recstream.stores.vector_index import (
     COLLAB_SLOTS,
+    COLLAB_VECTORS,
     CONTENT_VECTOR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -23,6 +23,8 @@ from recstream.stores.vector_index import (
     SearchFilter,
     Vector,
     collab_vector,
+    collab_vector_of,
+    point_chunks,
     point_id,
 )
 
@@ -140,9 +142,8 @@ class QdrantClientIndex:
         rarely, catalog rewrites of trained items are rare, and the next version repairs it.)"""
         if not self._collab_dimension or not ids:
             return {}
-        names = [collab_vector(slot) for slot in COLLAB_SLOTS]
         records = self._client.retrieve(
-            self._collection, ids, with_payload=False, with_vectors=names
+            self._collection, ids, with_payload=False, with_vectors=COLLAB_VECTORS
         )
         return {
             str(r.id): dict(r.vector) for r in records if isinstance(r.vector, dict) and r.vector
@@ -158,9 +159,7 @@ class QdrantClientIndex:
             wait=True,
         )
         written = 0
-        items = list(factors)
-        for start in range(0, len(items), 1000):
-            chunk = {point_id(i): i for i in items[start : start + 1000]}
+        for chunk in point_chunks(factors):
             stored = self._client.retrieve(self._collection, list(chunk), with_payload=False)
             vectors = [
                 models.PointVectors(id=r.id, vector={name: factors[chunk[str(r.id)]].tolist()})
@@ -212,9 +211,7 @@ class QdrantClientIndex:
         return self._read.hits(response.points, with_vectors)
 
     def _collab_name(self, slot: int) -> str:
-        if not self._collab_dimension:
-            raise RecstreamError(f"collection {self._collection} has no collaborative slots")
-        return collab_vector(slot)
+        return collab_vector_of(self._collection, self._collab_dimension, slot)
 
     def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
         self._client.set_payload(

@@ -14,6 +14,7 @@ from recstream.errors import RecstreamError
 from recstream.stores.vector_cache import RecordReader
 from recstream.stores.vector_index import (
     COLLAB_SLOTS,
+    COLLAB_VECTORS,
     CONTENT_VECTOR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -25,6 +26,8 @@ from recstream.stores.vector_index import (
     SearchFilter,
     Vector,
     collab_vector,
+    collab_vector_of,
+    point_chunks,
     point_id,
 )
 
@@ -107,8 +110,8 @@ class QdrantEdgeIndex:
         catalog's rewrite of an item must carry them over."""
         if not self._collab_dimension or not ids:
             return {}
-        names = [collab_vector(slot) for slot in COLLAB_SLOTS]
-        return {str(r.id): r.vector for r in self._shard.retrieve(ids, False, names) if r.vector}
+        records = self._shard.retrieve(ids, False, COLLAB_VECTORS)
+        return {str(r.id): r.vector for r in records if r.vector}
 
     def write_collab(self, slot: int, factors: Mapping[str, Vector]) -> int:
         name = self._collab_name(slot)
@@ -119,9 +122,7 @@ class QdrantEdgeIndex:
                 )
             )
         written = 0
-        items = list(factors)
-        for start in range(0, len(items), 1000):
-            chunk = {point_id(i): i for i in items[start : start + 1000]}
+        for chunk in point_chunks(factors):
             with self._lock:  # only items stored now: updating a missing point is an error
                 stored = [str(r.id) for r in self._shard.retrieve(list(chunk), False, False)]
                 if stored:
@@ -171,9 +172,7 @@ class QdrantEdgeIndex:
         return self._read.hits(hits, with_vectors)
 
     def _collab_name(self, slot: int) -> str:
-        if not self._collab_dimension:
-            raise RecstreamError(f"collection {self._collection} has no collaborative slots")
-        return collab_vector(slot)
+        return collab_vector_of(self._collection, self._collab_dimension, slot)
 
     def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
         payload = {"available": int(available), "updated_ms": updated_ms}

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from recstream.errors import RecstreamError
 from recstream.settings import Settings
 
 Vector = npt.NDArray[np.float32]
@@ -53,6 +54,29 @@ def collab_vector(slot: int) -> str:
     if slot not in COLLAB_SLOTS:
         raise ValueError(f"collab slot {slot} is not one of {COLLAB_SLOTS}")
     return f"collab_{slot}"
+
+
+COLLAB_VECTORS = [collab_vector(slot) for slot in COLLAB_SLOTS]
+
+
+def collab_vector_of(collection: str, collab_dimension: int, slot: int) -> str:
+    """The slot's named vector in a collection, refused clearly when it was created without
+    collaborative slots (every adapter's collab reads and writes go through this)."""
+    if not collab_dimension:
+        raise RecstreamError(f"collection {collection} has no collaborative slots")
+    return collab_vector(slot)
+
+
+def point_chunks(item_ids: Iterable[str], size: int = 1000) -> Iterator[dict[str, str]]:
+    """Item ids in chunks of `size`, each as point id -> item id (to map records back)."""
+    chunk: dict[str, str] = {}
+    for item_id in item_ids:
+        chunk[point_id(item_id)] = item_id
+        if len(chunk) == size:
+            yield chunk
+            chunk = {}
+    if chunk:
+        yield chunk
 
 
 @dataclass(frozen=True, slots=True)
