@@ -311,10 +311,15 @@ def _run_in_thread(
 
 def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
     settings = runtime.settings
+    # faust creates `<datadir>/v1/tables` even with in-memory tables: keep it under the state
+    # directory, not in whatever directory the worker was started from.
+    datadir = settings.state_dir / "faust" / settings.consumer_group
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
+        datadir=str(datadir),
         web_enabled=False,
         topic_replication_factor=settings.kafka_replication_factor,
         consumer_auto_offset_reset="earliest",

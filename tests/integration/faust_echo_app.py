@@ -1,7 +1,7 @@
 """A tiny faust app for the integration tests: copies every value of a topic into a Redis list.
 
 Run as a real worker process: `python faust_echo_app.py worker`. Configured by environment:
-ECHO_BROKER, ECHO_APP_ID (consumer group), ECHO_TOPIC, ECHO_REDIS_URL, ECHO_REDIS_KEY.
+ECHO_BROKER, ECHO_APP_ID (consumer group), ECHO_TOPIC, ECHO_REDIS_URL, ECHO_REDIS_KEY, ECHO_DATADIR.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ app = faust.App(
     os.environ["ECHO_APP_ID"],
     broker=f"kafka://{os.environ['ECHO_BROKER']}",
     store="memory://",
+    datadir=os.environ["ECHO_DATADIR"],
     web_enabled=False,
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",

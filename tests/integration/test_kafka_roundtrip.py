@@ -89,6 +89,7 @@ def faust_worker(infra: Settings, unique: str, tmp_path: Path) -> Iterator[objec
         "ECHO_TOPIC": unique,
         "ECHO_REDIS_URL": infra.redis_address,
         "ECHO_REDIS_KEY": f"{unique}:echo",
+        "ECHO_DATADIR": str(tmp_path / "faust-data"),
     }
     running: list[subprocess.Popen[bytes]] = []
 
