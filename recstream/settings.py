@@ -83,7 +83,12 @@ class Settings(BaseSettings):
     covis_max_neighbours: int = Field(200, ge=1, le=10_000)
     popularity_half_life_ms: int = Field(7 * 24 * 3600 * 1000, gt=0)
     allowed_lateness_ms: int = Field(3600 * 1000, ge=0)
-    interaction_batch_size: int = Field(5000, ge=1, le=100_000)
+    # A batch is what the consumer has, up to interaction_batch_size events; it is stored in
+    # atomic chunks of whole users, a chunk closed once it holds interaction_write_chunk events.
+    # A bigger batch costs less per event; a chunk's script blocks Redis while it runs
+    # (docs/ingest.md).
+    interaction_batch_size: int = Field(20_000, ge=1, le=100_000)
+    interaction_write_chunk: int = Field(5000, ge=1, le=100_000)
     interaction_batch_timeout_ms: int = Field(100, ge=1, le=60_000)
     item_cache_size: int = Field(100_000, ge=0)
     embed_batch_size: int = Field(64, ge=1, le=4096)

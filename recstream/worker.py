@@ -201,6 +201,7 @@ def interaction_consumer(
         event_decoder(settings),
         item_cache_size=settings.item_cache_size,
         collab=collab,
+        write_chunk_events=settings.interaction_write_chunk,
     )
     return InteractionConsumer(
         processor,

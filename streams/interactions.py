@@ -33,6 +33,7 @@ from recstream.streams.session import (
     UserState,
     apply_batch,
     popularity_landmark,
+    user_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,10 @@ class _LRU(OrderedDict[str, Any]):
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A batch applied in memory and not yet stored."""
+    """A batch applied in memory and not yet stored: one effects per write chunk (whole users,
+    `user_groups`), each stored atomically on its own."""
 
-    effects: BatchEffects
+    chunks: list[BatchEffects]
     previous_landmark: int | None
     decoded: int
     started: float
@@ -94,8 +96,10 @@ class InteractionProcessor:
         user_cache_size: int = 100_000,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         collab: CollabReader | None = None,
+        write_chunk_events: int = 5000,
     ) -> None:
         self._config = config
+        self._write_chunk_events = write_chunk_events
         self._index = index
         self._store = store
         self._dead_letters = dead_letters
@@ -115,15 +119,16 @@ class InteractionProcessor:
         self._pinned = {}
         self._landmark_loaded = False
 
-    def process(self, messages: Sequence[RawMessage]) -> BatchEffects:
-        """Decode, apply and store one batch; raises only when the store or index fails."""
+    def process(self, messages: Sequence[RawMessage]) -> list[BatchEffects]:
+        """Decode, apply and store one batch (its effects per write chunk); raises only when the
+        store or index fails."""
         batch = self.prepare(messages)
         try:
             self.store(batch)
         except Exception:
             self.forget_users()  # the stored state is unknown now: reload it next time
             raise
-        return batch.effects
+        return batch.chunks
 
     def prepare(self, messages: Sequence[RawMessage]) -> PreparedBatch:
         """Decode and apply one batch in memory, ready for `store`. The next batch may be
@@ -131,25 +136,33 @@ class InteractionProcessor:
         started = time.perf_counter()
         events = self._decode(messages)
         try:
-            effects, previous_landmark = self._apply(events)
+            chunks, previous_landmark = self._apply(events)
             self._dead_letters.flush()
         except Exception:
             self.forget_users()  # the stored state is unknown now: reload it next time
             raise
-        for user, state in effects.states.items():
-            self._users.put(user, state)
         # Pinned until the next batch is prepared (by then this one is stored): an LRU eviction
         # must never send a user of a batch in flight back to Redis for an older state.
-        self._pinned = effects.states
-        return PreparedBatch(effects, previous_landmark, len(events), started)
+        self._pinned = {}
+        for effects in chunks:
+            for user, state in effects.states.items():
+                self._users.put(user, state)
+            self._pinned |= effects.states
+        return PreparedBatch(chunks, previous_landmark, len(events), started)
 
     def store(self, batch: PreparedBatch) -> None:
-        """Write a prepared batch (one atomic script call), in the order batches were prepared.
-        After a failure the caller must `forget_users` and apply the batch again (batches
-        prepared after it were built on it: they are void)."""
-        if batch.decoded:
-            self._store.write_batch(batch.effects, batch.previous_landmark)
-        self._observe(batch.effects, batch.decoded, time.perf_counter() - batch.started)
+        """Write a prepared batch, one atomic script call per chunk, in the order batches were
+        prepared. Every effect of an event (its user's state, guards and seen history, and the
+        counters it raised) is in its user's chunk, so a chunk stored is a set of events applied
+        exactly once, and a replay skips them by their guards. Between chunks Redis serves other
+        clients: a script blocks it while it runs. After a failure the caller must
+        `forget_users` and apply the batch again (batches prepared after it were built on it:
+        they are void)."""
+        previous = batch.previous_landmark
+        for effects in batch.chunks:
+            self._store.write_batch(effects, previous)
+            previous = effects.landmark  # the first chunk moved it (rebasing the counters)
+        self._observe(batch.chunks, batch.decoded, time.perf_counter() - batch.started)
 
     def _decode(self, messages: Sequence[RawMessage]) -> list[InteractionEvent]:
         now = self._clock_ms()
@@ -159,29 +172,36 @@ class InteractionProcessor:
             metrics.INTERACTION_EVENTS.labels("dead_lettered"),
         )
 
-    def _apply(self, events: list[InteractionEvent]) -> tuple[BatchEffects, int | None]:
-        """The batch's effects and the landmark the store holds before them."""
+    def _apply(self, events: list[InteractionEvent]) -> tuple[list[BatchEffects], int | None]:
+        """The batch's effects, one per write chunk, and the landmark the store holds before
+        them."""
         if not events:
-            return BatchEffects(), self._landmark
+            return [], self._landmark
         states = self._user_states({e.user_id for e in events})
         items = self._item_infos({e.item_id for e in events})
         if not self._landmark_loaded:
             self._landmark, self._landmark_loaded = self._store.popularity_landmark(), True
         newest = max(e.event_time for e in events)
         landmark = popularity_landmark(self._landmark, newest, self._config.popularity_half_life_ms)
-        effects = apply_batch(
-            events,
-            states,
-            {i: info.vector for i, info in items.items()},
-            {i: info.category for i, info in items.items() if info.category},
-            self._config,
-            self._index.collection,
-            self._index.dimension,
-            landmark,
-            self._collab.current() if self._collab else None,
-        )
+        vectors = {i: info.vector for i, info in items.items()}
+        categories = {i: info.category for i, info in items.items() if info.category}
+        collab = self._collab.current() if self._collab else None
+        chunks = [
+            apply_batch(
+                group,
+                states,
+                vectors,
+                categories,
+                self._config,
+                self._index.collection,
+                self._index.dimension,
+                landmark,
+                collab,
+            )
+            for group in user_groups(events, self._write_chunk_events)
+        ]
         previous, self._landmark = self._landmark, landmark
-        return effects, previous
+        return chunks, previous
 
     def _user_states(self, users: set[str]) -> dict[str, UserState]:
         states = {
@@ -208,16 +228,19 @@ class InteractionProcessor:
             self._missing_until = {k: t for k, t in self._missing_until.items() if t > now}
         return found
 
-    def _observe(self, effects: BatchEffects, decoded: int, seconds: float) -> None:
-        for outcome, count in effects.outcomes.items():
-            metrics.INTERACTION_EVENTS.labels(outcome).inc(count)
-        metrics.INTERACTION_VECTOR_MISSING.inc(effects.vector_missing)
+    def _observe(self, chunks: list[BatchEffects], decoded: int, seconds: float) -> None:
+        for effects in chunks:
+            for outcome, count in effects.outcomes.items():
+                metrics.INTERACTION_EVENTS.labels(outcome).inc(count)
+            metrics.INTERACTION_VECTOR_MISSING.inc(effects.vector_missing)
         metrics.INTERACTION_BATCH_SECONDS.observe(seconds)
         metrics.INTERACTION_BATCH_EVENTS.observe(decoded)
-        if effects.fold_in_seconds:
-            metrics.COLLAB_FOLD_IN_SECONDS.observe(effects.fold_in_seconds)
-        if effects.newest_time:
-            lag = max(0.0, (self._clock_ms() - effects.newest_time) / 1000)
+        fold_in_seconds = sum(effects.fold_in_seconds for effects in chunks)
+        if fold_in_seconds:
+            metrics.COLLAB_FOLD_IN_SECONDS.observe(fold_in_seconds)
+        newest = max((effects.newest_time for effects in chunks), default=0)
+        if newest:
+            lag = max(0.0, (self._clock_ms() - newest) / 1000)
             metrics.PROCESSING_LAG.labels("interactions").set(lag)
 
 

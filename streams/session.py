@@ -153,6 +153,28 @@ def apply_batch(
     return effects
 
 
+def user_groups(
+    events: Sequence[InteractionEvent], max_events: int
+) -> list[list[InteractionEvent]]:
+    """The events in groups of whole users (each user's events in one group, in their order),
+    users taken in order of first appearance, a group closed once it holds max_events. Every
+    effect of an event belongs to its user's group, so each group's effects can be stored
+    atomically on their own."""
+    if len(events) <= max_events:
+        return [list(events)]
+    group_of: dict[str, int] = {}
+    filled, group = 0, 0
+    for user, count in Counter(e.user_id for e in events).items():
+        if filled >= max_events:
+            filled, group = 0, group + 1
+        group_of[user] = group
+        filled += count
+    groups: list[list[InteractionEvent]] = [[] for _ in range(group + 1)]
+    for event in events:
+        groups[group_of[event.user_id]].append(event)
+    return groups
+
+
 def _add_collab(state: UserState, item_id: str, weight: float) -> None:
     history = state.collab_items
     total = history.get(item_id, 0.0) + weight

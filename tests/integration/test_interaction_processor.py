@@ -181,31 +181,39 @@ def test_a_crash_between_write_and_commit_ends_in_the_same_state_as_a_clean_run(
     _assert_same_state_as_a_clean_run(settings, index, events, infra, unique, tmp_path)
 
 
+@pytest.mark.parametrize("write_chunk", [5000, 40], ids=["one-chunk", "chunks-of-40"])
 def test_a_failed_write_is_applied_again_and_nothing_is_lost_or_doubled(
     env,
     infra: Settings,
     unique: str,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    write_chunk: int,  # type: ignore[no-untyped-def]
 ) -> None:
     """The write of one batch overlaps the applying of the next: when a write fails, the next
-    batch (built on it) is void, the failed one is applied again from its kept records."""
+    batch (built on it) is void, the failed one is applied again from its kept records. With
+    small write chunks a batch is several atomic writes (whole users each), and the failure
+    comes after some of the batch's chunks are stored: their events are replayed as no-ops."""
     settings, index, _ = env
-    settings = settings.model_copy(update={"interaction_batch_size": 150})
+    settings = settings.model_copy(
+        update={"interaction_batch_size": 150, "interaction_write_chunk": write_chunk}
+    )
     events = _events(1500, users=20, seed=6)
     produce_events(settings, events)
     consumer = make_consumer(settings, index)
     store = consumer._processor._store
-    real_write, calls = store.write_batch, []
+    real_write, calls = store.write_batch, []  # events per write call
 
-    def failing_twice(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(1)
+    def failing_twice(effects, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(effects.outcomes.total())
         if len(calls) in (3, 4):  # Redis refuses two writes in a row mid-stream
             raise ConnectionError("injected: Redis went away")
-        real_write(*args, **kwargs)
+        real_write(effects, *args, **kwargs)
 
     store.write_batch = failing_twice  # type: ignore[method-assign]
     drain(consumer, len(events))
     assert len(calls) > 5
+    if write_chunk < 150:  # so the first failure came after the first chunks of its batch
+        assert calls[0] < 100 and calls[1] < 100  # a chunk: 40 events and its last user's rest
     _assert_same_state_as_a_clean_run(settings, index, events, infra, unique, tmp_path)
 
 

@@ -13,6 +13,7 @@ from recstream.streams.session import (
     UserState,
     apply_batch,
     popularity_landmark,
+    user_groups,
 )
 from tests.session_reference import reference_vector
 
@@ -219,3 +220,47 @@ def test_collab_history_keeps_a_users_strongest_items() -> None:
     again = _run(events[:300], None)
     rest = _run(events[300:], {"u": again.states["u"]}).states["u"].collab_items
     assert rest == kept  # split into batches: the same history
+
+
+def test_user_groups_keep_each_users_events_together_and_in_order() -> None:
+    events = [
+        _ev(n, user, "i0", "view", T0 + n)
+        for n, user in enumerate(["a", "b", "a", "c", "c", "d", "b", "e", "a", "f"])
+    ]
+    groups = user_groups(events, 4)
+    assert [[e.event_id for e in g] for g in groups] == [
+        ["e0", "e1", "e2", "e6", "e8"],  # a (3 events) and b (2): closed at 5 >= 4
+        ["e3", "e4", "e5", "e7"],  # c (2), d, e
+        ["e9"],  # f
+    ]
+    assert user_groups(events, 10) == [events]
+    assert [len(g) for g in user_groups(events, 1)] == [3, 2, 2, 1, 1, 1]
+
+
+def test_applying_user_groups_one_by_one_adds_up_to_the_whole_batch() -> None:
+    rng = np.random.default_rng(9)
+    kinds = ["view", "click", "purchase", "dislike", "like"]
+    events = [
+        _ev(n, f"u{rng.integers(5)}", f"i{rng.integers(6)}", kinds[n % 5], T0 + n * 1000)
+        for n in range(60)
+    ]
+    whole = _run(events)
+    parts = [_run(group) for group in user_groups(events, 10)]
+    assert len(parts) > 2
+    by_user = {user: state for part in parts for user, state in part.states.items()}
+    assert by_user.keys() == whole.states.keys()
+    for user, state in whole.states.items():
+        assert state.vector is not None and by_user[user].vector is not None
+        np.testing.assert_allclose(by_user[user].vector, state.vector, atol=1e-6)
+        assert by_user[user].guard_ids == state.guard_ids
+    popularity: dict[str, float] = {}
+    covisits: dict[tuple[str, str], float] = {}
+    for part in parts:
+        for item, boost in part.popularity.items():
+            popularity[item] = popularity.get(item, 0.0) + boost
+        for item, others in part.covisits.items():
+            for other, count in others.items():
+                covisits[item, other] = covisits.get((item, other), 0.0) + count
+    assert popularity == pytest.approx(whole.popularity)
+    expected = {(i, o): n for i, others in whole.covisits.items() for o, n in others.items()}
+    assert covisits == expected
