@@ -2,8 +2,11 @@
 
 1. Interactions: E events (Zipf-distributed users and items) in a 12-partition topic.
    Baseline: one confluent-kafka consumer reading the same topic raw (batch consume, no work).
+   Second baseline: a minimal Python loop (consume, parse, one vector update per event, one
+   Redis write per user and batch; none of the features): the floor of any Python processor.
    Measured: the interaction processor's own consumer (the code the worker runs), from Kafka to
-   applied and committed Redis state. Both in this one process, on this machine, in one run.
+   applied and committed Redis state. All three in this one process, on this machine, in one
+   run.
    Then the same again with a collaborative (ALS) version active, so every batch also folds its
    users in (issue #6); the first run is its baseline.
 2. Catalog: N items through the catalog processor (decode, hash check, all-MiniLM-L6-v2 on the
@@ -26,12 +29,14 @@ from typing import Any
 
 import numpy as np
 import orjson
+import redis
 from confluent_kafka import Consumer, Producer
 
 from recstream.infra import topics
 from recstream.schemas.events import CatalogEvent
 from recstream.settings import Settings, load_settings
 from recstream.stores.collab_store import CollabReader
+from recstream.stores.keys import KeySpace
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.catalog import CatalogProcessor
@@ -108,6 +113,54 @@ def _raw_consume_rate(settings: Settings, events: int) -> float:
     return events / elapsed
 
 
+def _minimal_loop_rate(settings: Settings, events: int, items: int) -> float:
+    """A second baseline: the least a Python processor of this topic must do per event, with
+    none of the features (no validation, guards, history, counters, co-visitation or
+    exactly-once write). Consume in batches, orjson.loads, one numpy decay + add + normalise of
+    the user's vector, one pipelined HSET per user and batch, commit. The gap between this and
+    the processor is what the features cost; the gap between this and the raw consume is the
+    floor of any Python loop on this machine."""
+    rng = np.random.default_rng(2)
+    unit = rng.normal(size=(items, DIM)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    item_vectors = {f"i{n}": unit[n] for n in range(items)}
+    client = redis.Redis.from_url(settings.redis_address)
+    keys = KeySpace(settings.redis_namespace)  # under its pattern: deleted with the namespace
+    consumer = Consumer(
+        settings.kafka_client_config()
+        | {
+            "group.id": f"{settings.consumer_group}-minimal",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.topic_interactions])
+    users: dict[str, np.ndarray] = {}
+    done, began = 0, 0.0
+    while done < events:
+        batch = [m for m in consumer.consume(5000, 1.0) if m.error() is None]
+        if batch and not began:
+            began = time.perf_counter()
+        changed = {}
+        for message in batch:
+            event = orjson.loads(message.value() or b"{}")
+            user, item = event["user_id"], item_vectors[event["item_id"]]
+            vector = users.get(user)
+            updated = item if vector is None else 0.5 * vector + item
+            users[user] = changed[user] = updated / np.sqrt(updated @ updated)
+        pipe = client.pipeline(transaction=False)
+        for user, vector in changed.items():
+            pipe.hset(f"{keys.pattern()[:-1]}minimal:{user}", "vec", vector.tobytes())
+        pipe.execute()
+        if batch:
+            consumer.commit(asynchronous=False)
+        done += len(batch)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    client.close()
+    return events / elapsed
+
+
 def _seed_index(settings: Settings, items: int, collab_factors: int) -> QdrantEdgeIndex:
     name = collection_name(DEFAULT_MODEL_ID, DIM)
     path = settings.qdrant_embedded_path / name
@@ -138,19 +191,18 @@ def _publish_collab(settings: Settings, index: QdrantEdgeIndex, items: int, fact
 
 
 def bench_interactions(
-    base: Settings, events: int, users: int, items: int, batch: int, collab_factors: int = 0
+    base: Settings, events: int, users: int, items: int, collab_factors: int = 0
 ) -> dict[str, Any]:
     tag = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = base.isolated(tag, qdrant_path=Path(tmp)).model_copy(
-            update={"interaction_batch_size": batch}
-        )
+        settings = base.isolated(tag, qdrant_path=Path(tmp))
         specs = topics.planned_topics(settings)
         topics.ensure_topics(settings, specs)
         index = _seed_index(settings, items, collab_factors)
         try:
             produce_s = _produce_interactions(settings, events, users, items)
             raw_rate = _raw_consume_rate(settings, events)
+            minimal_rate = _minimal_loop_rate(settings, events, items)
             reader = None
             if collab_factors:
                 _publish_collab(settings, index, items, collab_factors)
@@ -181,12 +233,15 @@ def bench_interactions(
         "events": events,
         "users": users,
         "items": items,
-        "batch_size": batch,
+        "batch_size": base.interaction_batch_size,
+        "write_chunk": base.interaction_write_chunk,
         "collab_factors": collab_factors,
         "produce_events_per_s": round(events / produce_s),
         "raw_consume_events_per_s": round(raw_rate),
         "processor_events_per_s": round(rate),
         "ratio_to_raw_consume": round(rate / raw_rate, 3),
+        "minimal_python_loop_events_per_s": round(minimal_rate),
+        "ratio_to_minimal_loop": round(rate / minimal_rate, 3),
     }
 
 
@@ -232,7 +287,8 @@ def _run_catalog(
         | {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )
     consumer.subscribe([settings.topic_catalog])
-    done, began, outcomes = 0, 0.0, {}
+    done, began = 0, 0.0
+    outcomes: dict[str, int] = {}
     while done < count:
         messages = [
             m for m in consumer.consume(settings.embed_batch_size, 1.0) if m.error() is None
@@ -311,7 +367,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--items", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument(
+        "--batch", type=int, help="RECSTREAM_INTERACTION_BATCH_SIZE (default: the setting's)"
+    )
+    parser.add_argument(
+        "--write-chunk", type=int, help="RECSTREAM_INTERACTION_WRITE_CHUNK (default: the setting's)"
+    )
     parser.add_argument("--catalog-items", type=int, default=2000)
     parser.add_argument(
         "--dataset",
@@ -327,18 +388,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = load_settings()
+    for name, value in (
+        ("interaction_batch_size", args.batch),
+        ("interaction_write_chunk", args.write_chunk),
+    ):
+        if value is not None:
+            settings = settings.model_copy(update={name: value})
     result: dict[str, Any] = {
         "bench": "ingest",
         "machine": platform.node(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
-    result["interactions"] = bench_interactions(
-        settings, args.events, args.users, args.items, args.batch
-    )
+    result["interactions"] = bench_interactions(settings, args.events, args.users, args.items)
     if args.collab_factors:  # the same run, the same stream, users folded in on every batch
         result["interactions_with_collab"] = bench_interactions(
-            settings, args.events, args.users, args.items, args.batch, args.collab_factors
+            settings, args.events, args.users, args.items, args.collab_factors
         )
     if not args.skip_catalog:
         dataset = args.dataset if args.dataset.exists() else None

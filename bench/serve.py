@@ -143,10 +143,11 @@ def _open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dic
         due = began + n / rate
         while (wait := due - time.perf_counter()) > 0:
             time.sleep(min(wait, 0.002))
+        user = f"u{rng.integers(users)}"
         request = RecommendRequest(
-            f"r{rate}-{n}", 10, user_id=f"u{rng.integers(users)}", reply_to=settings.topic_responses
+            f"r{rate}-{n}", 10, user_id=user, reply_to=settings.topic_responses
         )
-        producer.produce(settings.topic_requests, request.to_json(), key=request.user_id.encode())
+        producer.produce(settings.topic_requests, request.to_json(), key=user.encode())
         producer.poll(0)
         sent[request.request_id] = due
     producer.flush()
