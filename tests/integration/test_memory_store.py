@@ -14,7 +14,7 @@ import redis
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.memory_store import InMemorySessionStore
-from recstream.stores.session_store import SessionStore, UserView
+from recstream.stores.session_store import _LOAD_CHUNK, SessionStore, UserView
 from recstream.streams.session import MAX_GUARD_IDS, SessionConfig, UserState, apply_batch
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
@@ -184,6 +184,34 @@ def test_event_id_guards_are_stored_incrementally_capped_and_read_back(
             store.keys.user_state("heavy"), "ids", orjson.dumps({"legacy": T0 + 5000})
         )
         assert store.load_states(["heavy"])["heavy"].guard_ids == stored | {"legacy": T0 + 5000}
+    finally:
+        delete_namespace(settings)
+        store.close()
+
+
+def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guards(
+    infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(infra, unique, tmp_path)
+    store, memory = session_store(settings), InMemorySessionStore()
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    vectors = {"item1": _unit(np.random.default_rng(4))}
+    stored_users = 2 * _LOAD_CHUNK + 7  # three load calls
+    events = [
+        InteractionEvent(f"e{n}-{k}", f"user{n}", "item1", "view", T0 + n + k)
+        for n in range(stored_users)
+        for k in range(1 + n % 3)
+    ]
+    wanted = [f"user{n}" for n in range(stored_users + 5)]  # the last five were never stored
+    try:
+        for target in (store, memory):
+            target.write_batch(apply_batch(events, {}, vectors, {}, config, "m", 8, T0), None)
+        loaded, expected = store.load_states(wanted), memory.load_states(wanted)
+        assert loaded.keys() == expected.keys() and len(loaded) == stored_users
+        for user, state in expected.items():
+            assert loaded[user].guard_ids == state.guard_ids and len(state.guard_ids) >= 1
+            assert loaded[user].last_time == state.last_time
+            np.testing.assert_allclose(loaded[user].vector, state.vector, atol=1e-6)
     finally:
         delete_namespace(settings)
         store.close()
