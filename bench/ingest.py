@@ -161,6 +161,16 @@ def _minimal_loop_rate(settings: Settings, events: int, items: int) -> float:
     return events / elapsed
 
 
+def _redis_cpu_seconds(settings: Settings) -> float:
+    """CPU time the Redis server has used (user + system), from INFO."""
+    client = redis.Redis.from_url(settings.redis_address)
+    try:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    finally:
+        client.close()
+
+
 def _seed_index(settings: Settings, items: int, collab_factors: int) -> QdrantEdgeIndex:
     name = collection_name(DEFAULT_MODEL_ID, DIM)
     path = settings.qdrant_embedded_path / name
@@ -214,15 +224,23 @@ def bench_interactions(
                 DeadLetterWriter(settings.kafka_client_config()),
                 reader,
             )
-            applied, began = 0, 0.0
+            # Timed from the first commit (group join and the first batch excluded, so the
+            # first batch's events are not counted either: a bigger batch gains nothing from it).
+            applied, counted, began = 0, 0, 0.0
+            cpu_began, redis_cpu_began = 0.0, 0.0
             while applied < events:
                 count = consumer.run_once()
-                if count and not began:
-                    began = time.perf_counter()  # from the first batch: group join excluded
+                if began:
+                    counted += count
+                elif count:
+                    began, cpu_began = time.perf_counter(), time.process_time()
+                    redis_cpu_began = _redis_cpu_seconds(settings)
                 applied += count
             elapsed = time.perf_counter() - began
+            cpu = time.process_time() - cpu_began
+            redis_cpu = _redis_cpu_seconds(settings) - redis_cpu_began
             consumer.close()
-            rate = events / elapsed
+            rate = counted / elapsed
         finally:
             index.close()
             topics.delete_topics(settings, [s.name for s in specs])
@@ -240,6 +258,8 @@ def bench_interactions(
         "raw_consume_events_per_s": round(raw_rate),
         "processor_events_per_s": round(rate),
         "ratio_to_raw_consume": round(rate / raw_rate, 3),
+        "processor_cpu_us_per_event": round(cpu / counted * 1e6, 1),
+        "redis_cpu_us_per_event": round(redis_cpu / counted * 1e6, 1),
         "minimal_python_loop_events_per_s": round(minimal_rate),
         "ratio_to_minimal_loop": round(rate / minimal_rate, 3),
     }
