@@ -91,6 +91,7 @@ for i = 1, #KEYS, 2 do
 end
 return out
 """
+_LOAD_CHUNK = 2000  # users per load call: a script blocks Redis while it runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +102,6 @@ class UserView:
     state: UserState | None
     seen: dict[str, int] = field(default_factory=dict)
     last_response: bytes | None = None
-
-
-_LOAD_CHUNK = 2000  # users per load call: a script blocks Redis while it runs
 
 
 class SessionStore(Protocol):
