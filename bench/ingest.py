@@ -44,7 +44,12 @@ from recstream.streams.collab import CollabModel
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
 from recstream.streams.messages import from_kafka
-from recstream.worker import collab_versions, interaction_consumer, session_store
+from recstream.worker import (
+    collab_versions,
+    interaction_consumer,
+    session_store,
+    single_threaded_blas,
+)
 
 DIM = 384
 TYPES = np.array(
@@ -407,6 +412,7 @@ def main() -> None:
         help="also measure with a collaborative version of this many factors active (0: skip)",
     )
     args = parser.parse_args()
+    single_threaded_blas()  # as the worker does
     settings = load_settings()
     for name, value in (
         ("interaction_batch_size", args.batch),

@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 import redis
+from threadpoolctl import threadpool_limits
 
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
@@ -345,11 +346,20 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
     return app
 
 
+def single_threaded_blas() -> None:
+    """numpy's BLAS on one thread for the rest of the process. Its work in a worker is small (a
+    batch's fold-in solves, a request's candidate scores), and a second BLAS thread mostly spins
+    on the core Redis and Kafka need: about 20 µs of CPU per event with a collaborative version
+    active (docs/benchmarks.md). torch's threads (the embedder) are not BLAS's: unaffected."""
+    threadpool_limits(1, "blas")
+
+
 def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     """Create topics, build the adapters, serve metrics, and run until SIGTERM/SIGINT."""
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise RecstreamError(f"unknown roles {unknown}; choose from {list(ROLES)}")
+    single_threaded_blas()
     topics.ensure_topics(settings, topics.planned_topics(settings))
     health = HealthChecks({})
     if settings.metrics_port:

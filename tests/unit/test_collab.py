@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from recstream.schemas.events import InteractionEvent
 from recstream.streams.collab import (
@@ -13,6 +14,7 @@ from recstream.streams.collab import (
     neighbour_drift,
     user_histories,
 )
+from recstream.worker import single_threaded_blas
 
 ITEMS = [f"i{n}" for n in range(40)]
 
@@ -105,3 +107,10 @@ def test_folding_in_many_users_at_once_equals_one_by_one() -> None:
             assert factor is None
         else:
             np.testing.assert_allclose(factor, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_the_worker_runs_numpys_blas_on_one_thread() -> None:
+    with threadpool_limits(2, "blas"):  # restored afterwards: the limit is process-wide
+        single_threaded_blas()
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas and all(pool["num_threads"] == 1 for pool in blas)
