@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from recstream.consumers import metrics
+from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.recommender import Recommender, UnknownItemError
 from recstream.errors import InvalidMessageError
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
@@ -39,8 +40,10 @@ class QueryWorker:
         dead_letters: DeadLetterWriter,
         max_queue_ms: int = 2000,
         threads: int = 1,
+        pressure: QueryPressure | None = None,
     ) -> None:
         self._recommender = recommender
+        self._pressure = pressure or QueryPressure()
         self._responses_topic = responses_topic
         self._max_queue_ms = max_queue_ms
         self._codec = RequestCodec()
@@ -71,17 +74,18 @@ class QueryWorker:
     def run_once(self, timeout_s: float = 0.05) -> int:
         """Answer (or hand to a handler thread) what arrived; the number of requests taken."""
         messages = poll_available(self._consumer, 64, timeout_s)
-        handled = 0
+        requests = []
         for message in messages:
             error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", error)
-                continue
+            if error is None:
+                requests.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error)
+        self._pressure.taken(len(requests))
+        for message in requests:
             self._dispatch(message)
-            handled += 1
         self._producer.poll(0)
-        return handled
+        return len(requests)
 
     def _dispatch(self, message: Message) -> None:
         if self._pool is None:
@@ -99,6 +103,12 @@ class QueryWorker:
             self._slots.release()
 
     def _handle(self, message: Message) -> None:
+        try:
+            self._answer_and_reply(message)
+        finally:
+            self._pressure.answered()
+
+    def _answer_and_reply(self, message: Message) -> None:
         started = time.perf_counter()
         try:
             request = self._codec.request(message.value())

@@ -22,6 +22,7 @@ import faust
 import redis
 from threadpoolctl import threadpool_limits
 
+from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import QueryConfig, Recommender
@@ -100,6 +101,8 @@ class Runtime:
     embedder: SentenceTransformerEmbedder
     store: RedisSessionStore
     dead_letters: DeadLetterWriter
+    # Requests in hand in this process: the interaction loop steps back for them.
+    pressure: QueryPressure = field(default_factory=QueryPressure)
     stopping: threading.Event = field(default_factory=threading.Event)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -192,6 +195,7 @@ def interaction_consumer(
     store: RedisSessionStore,
     dead_letters: DeadLetterWriter,
     collab: CollabReader | None = None,
+    pressure: QueryPressure | None = None,
 ) -> InteractionConsumer:
     """The interaction processor and its Kafka loop, configured from the settings."""
     processor = InteractionProcessor(
@@ -211,6 +215,7 @@ def interaction_consumer(
         group_id=f"{settings.consumer_group}-interactions",
         batch_size=settings.interaction_batch_size,
         batch_timeout_s=settings.interaction_batch_timeout_ms / 1000,
+        pressure=pressure,
     )
 
 
@@ -221,6 +226,7 @@ def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
         runtime.store,
         runtime.dead_letters,
         runtime.collab_reader(),
+        runtime.pressure,
     )
     _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
 
@@ -256,6 +262,7 @@ def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
         runtime.dead_letters,
         max_queue_ms=settings.query_max_queue_ms,
         threads=settings.query_threads,
+        pressure=runtime.pressure,
     )
     _run_in_thread(app, runtime, "query", worker.run, worker.stop)
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from recstream.consumers.pressure import QueryPressure
 from recstream.schemas.events import EventDecoder, InteractionEvent
 from recstream.stores.collab_store import CollabReader
 from recstream.stores.session_store import SessionStore
@@ -39,6 +40,11 @@ from recstream.streams.session import (
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 MISSING_ITEM_RETRY_S = 5.0  # how long an item found without a vector is not looked up again
+# While requests are in hand: wait for them at most this long per batch (so ingest never stops),
+# then take a batch short enough (tens of ms of Python) not to hold the next request up long.
+YIELD_WAIT_S = 0.2
+YIELDING_BATCH = 500
+QUERY_QUIET_S = 1.0  # no answer for this long: requests have stopped, full batches again
 
 
 class _LRU(OrderedDict[str, Any]):
@@ -264,8 +270,10 @@ class InteractionConsumer:
         group_id: str,
         batch_size: int = 5000,
         batch_timeout_s: float = 0.1,
+        pressure: QueryPressure | None = None,
     ) -> None:
         self._processor = processor
+        self._pressure = pressure
         self._topic = topic
         self._batch_size = batch_size
         self._batch_timeout_s = batch_timeout_s
@@ -297,7 +305,7 @@ class InteractionConsumer:
     def run_once(self) -> int:
         """Consume and apply one batch and start writing it; wait for the previous batch's write
         and commit it. The number of records committed (0 while the first batch is written)."""
-        messages = poll_available(self._consumer, self._batch_size, self._batch_timeout_s)
+        messages = poll_available(self._consumer, self._batch_limit(), self._batch_timeout_s)
         raws = [from_kafka(m) for m in messages if _is_record(m)]
         prepared = self._attempt(lambda: self._processor.prepare(raws)) if raws else None
         if self._finish_pending():  # re-applied after a failed write: `prepared` is void
@@ -308,6 +316,14 @@ class InteractionConsumer:
             self._pending = _InFlight(raws, self._writer.submit(self._processor.store, prepared))
         committed, self._committed = self._committed, 0
         return committed
+
+    def _batch_limit(self) -> int:
+        """The batch size; while this process's query worker is answering requests, a short
+        wait for those in hand and a small batch (consumers/pressure.py)."""
+        if self._pressure is None or not self._pressure.active_within(QUERY_QUIET_S):
+            return self._batch_size
+        self._pressure.wait_idle(YIELD_WAIT_S)
+        return min(self._batch_size, YIELDING_BATCH)
 
     def _finish_pending(self) -> bool:
         """Wait for the batch in flight and commit it; True if its write had failed and it was

@@ -12,12 +12,14 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
+from recstream.consumers.pressure import QueryPressure
 from recstream.infra import topics
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.streams.dlq import REASON_HEADER
+from recstream.streams.interactions import YIELDING_BATCH, InteractionConsumer
 from recstream.streams.messages import from_kafka
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import (
@@ -233,3 +235,31 @@ def _assert_same_state_as_a_clean_run(  # type: ignore[no-untyped-def]
     finally:
         topics.delete_topics(clean, clean_names)
         delete_namespace(clean)
+
+
+def _batch_sizes(consumer: InteractionConsumer, expected: int) -> list[int]:
+    """Sizes of the batches committed until `expected` records were; the consumer is closed."""
+    sizes: list[int] = []
+    deadline = time.monotonic() + 60
+    try:
+        while sum(sizes) < expected and time.monotonic() < deadline:
+            if committed := consumer.run_once():
+                sizes.append(committed)
+    finally:
+        consumer.close()
+    assert sum(sizes) == expected
+    return sizes
+
+
+def test_while_requests_are_in_hand_the_loop_takes_small_batches(env) -> None:  # type: ignore[no-untyped-def]
+    settings, index, _ = env
+    settings = settings.model_copy(update={"interaction_batch_size": 5000})
+    events = _events(3000, users=20, seed=8)
+    produce_events(settings, events)
+    assert max(_batch_sizes(make_consumer(settings, index), len(events))) > YIELDING_BATCH
+
+    pressure = QueryPressure()
+    pressure.taken(1)  # never answered here: the loop waits its bound each time, then goes on
+    yielding = settings.model_copy(update={"consumer_group": settings.consumer_group + "-y"})
+    sizes = _batch_sizes(make_consumer(yielding, index, pressure), len(events))
+    assert max(sizes) <= YIELDING_BATCH

@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from recstream.consumers.client import AsyncRecClient, RecClient, RequestTimeoutError
+from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.recommender import Recommender
 from recstream.infra import topics
@@ -67,6 +68,7 @@ class Stack:
     index: QdrantEdgeIndex
     client: RecClient
     titles: dict[str, str]  # item id -> title
+    pressure: QueryPressure  # the worker's requests in hand
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +110,7 @@ def stack(
     index = QdrantEdgeIndex.open(path, name, embedder.dimension, cache_vectors=1000)
     titles = _seed(index, embedder)
     store = session_store(settings)
+    pressure = QueryPressure()
     worker = QueryWorker(
         Recommender(index, store, embedder),
         settings.kafka_client_config(),
@@ -117,13 +120,14 @@ def stack(
         DeadLetterWriter(settings.kafka_client_config()),
         max_queue_ms=3000,
         threads=3,
+        pressure=pressure,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     client = RecClient(settings, timeout_s=20)
     try:
         client.recommend("warm-up", 1)  # the worker has joined its group and answers
-        yield Stack(settings, index, client, titles)
+        yield Stack(settings, index, client, titles, pressure)
     finally:
         client.close()
         worker.stop()
@@ -306,6 +310,9 @@ def test_invalid_expired_and_overloaded_requests_get_a_clear_status(stack: Stack
     _send_raw(settings, b"\xffnot json")
     reasons = _dead_letters(settings, dlq_topic(settings.topic_requests), 1)
     assert reasons == [("undecodable", b"\xffnot json")]
+    # Every request taken was let go, whatever its outcome: the interaction loop of the same
+    # process would otherwise keep stepping back for requests that are long answered.
+    assert stack.pressure.wait_idle(5.0)
 
 
 def test_a_retried_request_gets_the_answer_already_given(stack: Stack) -> None:
