@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Producer
 
+from recstream.consumers.pressure import QueryPressure
 from recstream.infra import topics
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
@@ -68,7 +69,12 @@ def seed_items(index: QdrantEdgeIndex, count: int, seed: int = 5) -> dict[str, n
 def produce(
     settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
 ) -> None:
-    producer = Producer(settings.kafka_client_config() | {"linger.ms": 5})
+    # Idempotent, as the product's producers are: a retried request (a topic just created may
+    # answer "not leader" at first) can then not reorder a key's records, and the tests compare
+    # per-user state built from that order.
+    producer = Producer(
+        settings.kafka_client_config() | {"linger.ms": 5, "enable.idempotence": True}
+    )
     for key, value in records:
         producer.produce(topic, value, key=key)
         producer.poll(0)
@@ -81,9 +87,12 @@ def produce_events(settings: Settings, events: Sequence[InteractionEvent]) -> No
     )
 
 
-def make_consumer(settings: Settings, index: QdrantEdgeIndex) -> InteractionConsumer:
+def make_consumer(
+    settings: Settings, index: QdrantEdgeIndex, pressure: QueryPressure | None = None
+) -> InteractionConsumer:
     dead_letters = DeadLetterWriter(settings.kafka_client_config())
-    return interaction_consumer(settings, index, session_store(settings), dead_letters)
+    store = session_store(settings)
+    return interaction_consumer(settings, index, store, dead_letters, pressure=pressure)
 
 
 def drain(
@@ -136,7 +145,10 @@ def state_snapshot(
 
 
 def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
-    assert a["counters"] == b["counters"]
+    ca, cb = a["counters"], b["counters"]
+    assert isinstance(ca, dict) and isinstance(cb, dict)
+    differing = {u: (ca.get(u), cb.get(u)) for u in ca.keys() | cb.keys() if ca.get(u) != cb.get(u)}
+    assert not differing, f"users whose state differs (this run, the other): {differing}"
     assert a["seen"] == b["seen"]
     assert a["covis"] == b["covis"]
     pa, pb = a["popularity"], b["popularity"]
