@@ -6,6 +6,8 @@ users given session vectors, seen sets and co-visits by real interaction events,
 are sent on a fixed schedule whatever the answers do, at each rate; end-to-end latency is from the
 scheduled send to the response's arrival; service time is what the worker reports. Freshness: a
 user's purchase is published and the user is asked again every 20 ms until the list changes.
+Under ingest: a backlog of interaction events is published, then the first rate's load runs again
+while the worker applies the backlog in the same process.
 Baseline in the same run: brute-force numpy top-k over the same vectors (one query vector).
 """
 
@@ -171,6 +173,45 @@ def _open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dic
     }
 
 
+def _publish_burst(settings: Settings, events: int, users: int, items: int) -> None:
+    """A backlog of interaction events (Zipf over the bench's users and items) for the worker
+    to apply while requests keep coming."""
+    rng = np.random.default_rng(6)
+    user_ids = np.minimum(rng.zipf(1.1, size=events), users) - 1
+    item_ids = rng.integers(items, size=events)
+    start = int(time.time() * 1000) - 600_000
+    producer = Producer(settings.kafka_client_config() | {"linger.ms": 20})
+    for n in range(events):
+        user = f"u{user_ids[n]}"
+        event = InteractionEvent(f"burst-{n}", user, f"i{item_ids[n]}", "view", start + n)
+        while True:
+            try:
+                producer.produce(settings.topic_interactions, event.to_json(), key=user.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
+
+
+def _while_ingesting(
+    settings: Settings, burst: int, rate: int, seconds: float, users: int, items: int
+) -> dict[str, Any]:
+    """The open loop at `rate` right after a backlog of `burst` events was published: the
+    worker's interaction thread applies it flat out in the same process while queries are
+    answered (one process for all roles in embedded mode)."""
+    applied = "recstream_interactions_events_total"
+    before = metric_total(settings.metrics_port, applied, outcome="applied")
+    _publish_burst(settings, burst, users, items)
+    began = time.perf_counter()
+    load = _open_loop(settings, rate, seconds, users)
+    during = metric_total(settings.metrics_port, applied, outcome="applied") - before
+    return load | {
+        "burst_events": burst,
+        "applied_during_s": round(time.perf_counter() - began, 1),
+        "applied_during": int(during),
+    }
+
+
 def _freshness(settings: Settings, samples: int, items: int) -> dict[str, float]:
     results = []
     with RecClient(settings, timeout_s=10) as client:
@@ -208,7 +249,7 @@ def _brute_force_us(vectors: np.ndarray, queries: int = 200) -> float:
 
 
 def bench_catalog(
-    base: Settings, items: int, users: int, rates: list[int], seconds: float
+    base: Settings, items: int, users: int, rates: list[int], seconds: float, burst: int
 ) -> dict[str, Any]:
     tag = f"serve{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,6 +272,7 @@ def bench_catalog(
                 client.recommend("warm-up", 10)
             loads = [_open_loop(settings, rate, seconds, users) for rate in rates]
             fresh = _freshness(settings, 30, items)
+            ingesting = _while_ingesting(settings, burst, rates[0], seconds, users, items)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
@@ -244,6 +286,7 @@ def bench_catalog(
             "index_build_s": round(seed_s, 1),
             "load": loads,
             "freshness_ms": fresh,
+            "load_while_ingesting": ingesting,
             "brute_force_numpy_top40_p50_us": round(_brute_force_us(vectors), 1),
         }
 
@@ -256,6 +299,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rates", type=int, nargs="+", default=[50, 200, 500])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=300_000,
+        help="interaction events published before the last load, at the first rate",
+    )
     args = parser.parse_args()
     settings = load_settings()
     result = {
@@ -263,7 +312,8 @@ def main() -> None:
         "machine": platform.node(),
         "cpus": os.cpu_count(),
         "catalogs": [
-            bench_catalog(settings, n, args.users, args.rates, args.seconds) for n in args.items
+            bench_catalog(settings, n, args.users, args.rates, args.seconds, args.burst)
+            for n in args.items
         ],
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
