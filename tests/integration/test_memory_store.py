@@ -4,6 +4,7 @@ batches must leave the same readable state in both, trimming and popularity reba
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,12 @@ import redis
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.memory_store import InMemorySessionStore
-from recstream.stores.session_store import _LOAD_CHUNK, SessionStore, UserView
+from recstream.stores.session_store import (
+    _LOAD_CHUNK,
+    RedisSessionStore,
+    SessionStore,
+    UserView,
+)
 from recstream.streams.session import MAX_GUARD_IDS, SessionConfig, UserState, apply_batch
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
@@ -159,41 +165,47 @@ def test_a_failed_write_stores_nothing_and_its_retry_registers_the_category(
         store.close()
 
 
-def test_event_id_guards_are_stored_incrementally_capped_and_read_back(
+@pytest.fixture
+def both_stores(
     infra: Settings, unique: str, tmp_path: Path
-) -> None:
+) -> Iterator[tuple[RedisSessionStore, InMemorySessionStore]]:
+    """A Redis store in this test's own namespace (removed after), and an in-memory one."""
     settings = isolated_settings(infra, unique, tmp_path)
-    store, memory = session_store(settings), InMemorySessionStore()
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
-    vectors = {"item1": _unit(np.random.default_rng(3))}
-    events = [InteractionEvent(f"e{n}", "heavy", "item1", "view", T0 + n) for n in range(1100)]
+    store = session_store(settings)
     try:
-        for target in (store, memory):
-            for start in range(0, 1100, 400):  # three batches, all inside the lateness window
-                users = target.load_states(["heavy"])
-                effects = apply_batch(
-                    events[start : start + 400], users, vectors, {}, config, "m", 8, T0
-                )
-                target.write_batch(effects, None)
-        stored = store.load_states(["heavy"])["heavy"].guard_ids
-        assert stored == memory.load_states(["heavy"])["heavy"].guard_ids
-        assert len(stored) == MAX_GUARD_IDS and min(stored.values()) == T0 + 1100 - MAX_GUARD_IDS
-        assert store._redis.zcard(store.keys.user_guards("heavy")) == MAX_GUARD_IDS
-        # A state written before the guards had their own key keeps its ids in the hash: still read.
-        store._redis.hset(
-            store.keys.user_state("heavy"), "ids", orjson.dumps({"legacy": T0 + 5000})
-        )
-        assert store.load_states(["heavy"])["heavy"].guard_ids == stored | {"legacy": T0 + 5000}
+        yield store, InMemorySessionStore()
     finally:
         delete_namespace(settings)
         store.close()
 
 
-def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guards(
-    infra: Settings, unique: str, tmp_path: Path
+def test_event_id_guards_are_stored_incrementally_capped_and_read_back(
+    both_stores: tuple[RedisSessionStore, InMemorySessionStore],
 ) -> None:
-    settings = isolated_settings(infra, unique, tmp_path)
-    store, memory = session_store(settings), InMemorySessionStore()
+    store, memory = both_stores
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    vectors = {"item1": _unit(np.random.default_rng(3))}
+    events = [InteractionEvent(f"e{n}", "heavy", "item1", "view", T0 + n) for n in range(1100)]
+    for target in (store, memory):
+        for start in range(0, 1100, 400):  # three batches, all inside the lateness window
+            users = target.load_states(["heavy"])
+            effects = apply_batch(
+                events[start : start + 400], users, vectors, {}, config, "m", 8, T0
+            )
+            target.write_batch(effects, None)
+    stored = store.load_states(["heavy"])["heavy"].guard_ids
+    assert stored == memory.load_states(["heavy"])["heavy"].guard_ids
+    assert len(stored) == MAX_GUARD_IDS and min(stored.values()) == T0 + 1100 - MAX_GUARD_IDS
+    assert store._redis.zcard(store.keys.user_guards("heavy")) == MAX_GUARD_IDS
+    # A state written before the guards had their own key keeps its ids in the hash: still read.
+    store._redis.hset(store.keys.user_state("heavy"), "ids", orjson.dumps({"legacy": T0 + 5000}))
+    assert store.load_states(["heavy"])["heavy"].guard_ids == stored | {"legacy": T0 + 5000}
+
+
+def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guards(
+    both_stores: tuple[RedisSessionStore, InMemorySessionStore],
+) -> None:
+    store, memory = both_stores
     config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
     vectors = {"item1": _unit(np.random.default_rng(4))}
     stored_users = 2 * _LOAD_CHUNK + 7  # three load calls
@@ -203,15 +215,11 @@ def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guard
         for k in range(1 + n % 3)
     ]
     wanted = [f"user{n}" for n in range(stored_users + 5)]  # the last five were never stored
-    try:
-        for target in (store, memory):
-            target.write_batch(apply_batch(events, {}, vectors, {}, config, "m", 8, T0), None)
-        loaded, expected = store.load_states(wanted), memory.load_states(wanted)
-        assert loaded.keys() == expected.keys() and len(loaded) == stored_users
-        for user, state in expected.items():
-            assert loaded[user].guard_ids == state.guard_ids and len(state.guard_ids) >= 1
-            assert loaded[user].last_time == state.last_time
-            np.testing.assert_allclose(loaded[user].vector, state.vector, atol=1e-6)
-    finally:
-        delete_namespace(settings)
-        store.close()
+    for target in (store, memory):
+        target.write_batch(apply_batch(events, {}, vectors, {}, config, "m", 8, T0), None)
+    loaded, expected = store.load_states(wanted), memory.load_states(wanted)
+    assert loaded.keys() == expected.keys() and len(loaded) == stored_users
+    for user, state in expected.items():
+        assert loaded[user].guard_ids == state.guard_ids and len(state.guard_ids) >= 1
+        assert loaded[user].last_time == state.last_time
+        np.testing.assert_allclose(loaded[user].vector, state.vector, atol=1e-6)
