@@ -207,6 +207,7 @@ def interaction_consumer(
         item_cache_size=settings.item_cache_size,
         collab=collab,
         write_chunk_events=settings.interaction_write_chunk,
+        pressure=pressure,
     )
     return InteractionConsumer(
         processor,

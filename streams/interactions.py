@@ -103,9 +103,11 @@ class InteractionProcessor:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         collab: CollabReader | None = None,
         write_chunk_events: int = 5000,
+        pressure: QueryPressure | None = None,
     ) -> None:
         self._config = config
         self._write_chunk_events = write_chunk_events
+        self._pressure = pressure
         self._index = index
         self._store = store
         self._dead_letters = dead_letters
@@ -166,6 +168,7 @@ class InteractionProcessor:
         they are void)."""
         previous = batch.previous_landmark
         for effects in batch.chunks:
+            self._step_back()
             self._store.write_batch(effects, previous)
             previous = effects.landmark  # the first chunk moved it (rebasing the counters)
         self._observe(batch.chunks, batch.decoded, time.perf_counter() - batch.started)
@@ -192,22 +195,30 @@ class InteractionProcessor:
         vectors = {i: info.vector for i, info in items.items()}
         categories = {i: info.category for i, info in items.items() if info.category}
         collab = self._collab.current() if self._collab else None
-        chunks = [
-            apply_batch(
-                group,
-                states,
-                vectors,
-                categories,
-                self._config,
-                self._index.collection,
-                self._index.dimension,
-                landmark,
-                collab,
+        chunks = []
+        for group in user_groups(events, self._write_chunk_events):
+            self._step_back()
+            chunks.append(
+                apply_batch(
+                    group,
+                    states,
+                    vectors,
+                    categories,
+                    self._config,
+                    self._index.collection,
+                    self._index.dimension,
+                    landmark,
+                    collab,
+                )
             )
-            for group in user_groups(events, self._write_chunk_events)
-        ]
         previous, self._landmark = self._landmark, landmark
         return chunks, previous
+
+    def _step_back(self) -> None:
+        """Between chunks, applied or written: let this process's requests in hand go first
+        (a full batch is about a second of work; consumers/pressure.py)."""
+        if self._pressure is not None:
+            self._pressure.wait_idle(YIELD_WAIT_S)
 
     def _user_states(self, users: set[str]) -> dict[str, UserState]:
         states = {

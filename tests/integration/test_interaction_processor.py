@@ -263,3 +263,35 @@ def test_while_requests_are_in_hand_the_loop_takes_small_batches(env) -> None:  
     yielding = settings.model_copy(update={"consumer_group": settings.consumer_group + "-y"})
     sizes = _batch_sizes(make_consumer(yielding, index, pressure), len(events))
     assert max(sizes) <= YIELDING_BATCH
+
+
+class _CountingPressure(QueryPressure):
+    """A real QueryPressure that also counts how often the processor stepped back for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        self.waits += 1
+        return super().wait_idle(timeout_s)
+
+
+def test_the_processor_steps_back_before_each_chunk_it_applies_and_writes(env) -> None:  # type: ignore[no-untyped-def]
+    settings, index, _ = env
+    settings = settings.model_copy(update={"interaction_write_chunk": 40})
+    events = _events(600, users=20, seed=9)
+    produce_events(settings, events)
+    pressure = _CountingPressure()
+    consumer = make_consumer(settings, index, pressure)
+    store = consumer._processor._store
+    real_write, writes = store.write_batch, []
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        writes.append(1)
+        real_write(*args, **kwargs)
+
+    store.write_batch = counted  # type: ignore[method-assign]
+    drain(consumer, len(events))
+    assert len(writes) > 3  # several chunks per batch
+    assert pressure.waits == 2 * len(writes)  # no request was in hand: none of them waited
