@@ -33,6 +33,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from recstream.infra import topics
+from recstream.produce import send_waiting
 from recstream.schemas.events import CatalogEvent
 from recstream.settings import Settings, load_settings
 from recstream.stores.collab_store import CollabReader
@@ -87,26 +88,34 @@ def _produce_interactions(settings: Settings, events: int, users: int, items: in
                 "event_time": start + n * 10,
             }
         )
-        while True:
-            try:
-                producer.produce(settings.topic_interactions, value, key=user.encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        send_waiting(producer, settings.topic_interactions, value, user.encode())
     producer.flush()
     return time.perf_counter() - began
 
 
-def _raw_consume_rate(settings: Settings, events: int) -> float:
+def _topic_reader(settings: Settings, role: str) -> Consumer:
+    """A consumer of the interactions topic from its start, in a group of its own."""
     consumer = Consumer(
         settings.kafka_client_config()
         | {
-            "group.id": f"{settings.consumer_group}-raw",
+            "group.id": f"{settings.consumer_group}-{role}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
     consumer.subscribe([settings.topic_interactions])
+    return consumer
+
+
+def _item_vectors(items: int) -> np.ndarray:
+    """The bench items' unit vectors (random: how vectors were made does not matter here)."""
+    vectors = np.random.default_rng(2).normal(size=(items, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def _raw_consume_rate(settings: Settings, events: int) -> float:
+    consumer = _topic_reader(settings, "raw")
     seen, began = 0, 0.0
     while seen < events:
         batch = consumer.consume(5000, 1.0)
@@ -125,21 +134,10 @@ def _minimal_loop_rate(settings: Settings, events: int, items: int) -> float:
     the user's vector, one pipelined HSET per user and batch, commit. The gap between this and
     the processor is what the features cost; the gap between this and the raw consume is the
     floor of any Python loop on this machine."""
-    rng = np.random.default_rng(2)
-    unit = rng.normal(size=(items, DIM)).astype(np.float32)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    item_vectors = {f"i{n}": unit[n] for n in range(items)}
+    item_vectors = dict(zip((f"i{n}" for n in range(items)), _item_vectors(items), strict=True))
     client = redis.Redis.from_url(settings.redis_address)
     keys = KeySpace(settings.redis_namespace)  # under its pattern: deleted with the namespace
-    consumer = Consumer(
-        settings.kafka_client_config()
-        | {
-            "group.id": f"{settings.consumer_group}-minimal",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([settings.topic_interactions])
+    consumer = _topic_reader(settings, "minimal")
     users: dict[str, np.ndarray] = {}
     done, began = 0, 0.0
     while done < events:
@@ -180,9 +178,7 @@ def _seed_index(settings: Settings, items: int, collab_factors: int) -> QdrantEd
     name = collection_name(DEFAULT_MODEL_ID, DIM)
     path = settings.qdrant_embedded_path / name
     index = QdrantEdgeIndex.open(path, name, DIM, collab_dimension=collab_factors)
-    rng = np.random.default_rng(2)
-    vectors = rng.normal(size=(items, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = _item_vectors(items)
     for start in range(0, items, 1000):
         index.upsert(
             [

@@ -16,6 +16,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from recstream.infra import topics
+from recstream.produce import send_waiting
 from recstream.settings import load_settings
 
 
@@ -54,12 +55,7 @@ def _produce(config: dict[str, object], topic: str, count: int) -> float:
         value = orjson.dumps(
             {"event_id": f"e{i}", "user_id": f"u{i % 5000}", "item_id": f"i{i % 9000}"}
         )
-        while True:
-            try:
-                producer.produce(topic, value, key=f"u{i % 5000}".encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        send_waiting(producer, topic, value, f"u{i % 5000}".encode())
     producer.flush()
     return time.perf_counter() - started
 

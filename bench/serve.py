@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from recstream.consumers.client import RecClient
 from recstream.infra import topics
 from recstream.metrics_probe import metric_total
+from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
 from recstream.schemas.requests import RecommendRequest, RequestCodec
 from recstream.settings import Settings, load_settings
@@ -184,12 +185,7 @@ def _publish_burst(settings: Settings, events: int, users: int, items: int) -> N
     for n in range(events):
         user = f"u{user_ids[n]}"
         event = InteractionEvent(f"burst-{n}", user, f"i{item_ids[n]}", "view", start + n)
-        while True:
-            try:
-                producer.produce(settings.topic_interactions, event.to_json(), key=user.encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        send_waiting(producer, settings.topic_interactions, event.to_json(), user.encode())
     producer.flush()
 
 

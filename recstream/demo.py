@@ -29,6 +29,7 @@ from recstream.errors import RecstreamError
 from recstream.infra import topics
 from recstream.metrics_probe import metric_total
 from recstream.movielens import movie_events, rating_events, rows
+from recstream.produce import send_waiting
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.settings import Settings
 
@@ -43,12 +44,7 @@ def publish(settings: Settings, topic: str, records: list[tuple[bytes, bytes]], 
         settings.kafka_client_config() | {"linger.ms": 20, "enable.idempotence": True}
     )
     for key, value in tqdm(records, desc=f"publish {label}", unit=" ev", mininterval=0.5):
-        while True:
-            try:
-                producer.produce(topic, value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        send_waiting(producer, topic, value, key)
     if producer.flush(60) != 0:
         raise RecstreamError(f"could not publish all {label} events")
 

@@ -125,7 +125,8 @@ def produce_file(
                 _report_invalid(path, number, error, report)
                 continue
         key = str(record.get(KINDS[kind], "")).encode() or None
-        _produce(producer, topic, key, value, delivered)
+        send_waiting(producer, topic, value, key, delivered)
+        producer.poll(0)
         report.sent += 1
     producer.flush()
     return report
@@ -146,13 +147,14 @@ def _report_invalid(
     report.invalid += 1
 
 
-def _produce(
-    producer: Producer, topic: str, key: bytes | None, value: bytes, callback: Any
+def send_waiting(
+    producer: Producer, topic: str, value: bytes, key: bytes | None, on_delivery: Any = None
 ) -> None:
+    """produce(), waiting for room while the producer's local queue is full (BufferError)."""
+    options = {"key": key} if on_delivery is None else {"key": key, "on_delivery": on_delivery}
     while True:
         try:
-            producer.produce(topic, value, key=key, on_delivery=callback)
-            producer.poll(0)
+            producer.produce(topic, value, **options)
             return
         except BufferError:  # local queue full: let deliveries drain
             producer.poll(0.1)

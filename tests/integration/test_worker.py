@@ -76,6 +76,9 @@ def test_catalog_events_become_points_and_unchanged_items_are_not_embedded_again
         assert worker.health() == 200  # Kafka, Redis and the index all answer
     finally:
         assert worker.stop() == 0
+    # faust's data directory is under the state directory, not in the one it was started from.
+    assert (settings.state_dir / "faust" / settings.consumer_group / "v1").is_dir()
+    assert not (Path.cwd() / f"{settings.consumer_group}-data").exists()
     index = open_index(settings)
     try:
         stored = index.retrieve([e.item_id for e in items])
