@@ -10,9 +10,8 @@ contribution decayed by its age instead, so a late event never rewinds the state
 from __future__ import annotations
 
 import heapq
-import math
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,10 +20,10 @@ import numpy as np
 from recstream.schemas.events import InteractionEvent
 from recstream.stores.vector_index import Vector
 from recstream.streams.collab import CollabModel
+from recstream.streams.kernels import fold_steps
 
 MAX_GUARD_IDS = 1024
 MAX_COLLAB_ITEMS = 500  # a user's collaborative history keeps its strongest items
-_SEQUENTIAL_TAIL = 8  # users left when the vectorised rounds hand over to a plain loop
 POPULARITY_REBASE_HALF_LIVES = 64  # forward-decay exponent bound before the landmark moves
 
 
@@ -92,10 +91,28 @@ class BatchEffects:
 
 
 @dataclass(slots=True)
-class _VectorStep:
-    decay: float
-    weight: float
-    item: str
+class _VectorSteps:
+    """The batch's session-vector steps in event order, as columns (one compiled pass applies
+    them: streams/kernels.py)."""
+
+    users: list[str] = field(default_factory=list)
+    decays: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+
+    def add(self, state: UserState, event: InteractionEvent, weight: float, half_life: int) -> None:
+        """The step of an applied event: the state decays by the time since its newest event; a
+        late event's own weight decays by its age instead (the state never rewinds)."""
+        age = event.event_time - state.last_time
+        decay = 1.0
+        if age >= 0:
+            decay = 0.5 ** (age / half_life)
+        else:
+            weight *= 0.5 ** (-age / half_life)
+        self.users.append(event.user_id)
+        self.decays.append(decay)
+        self.weights.append(weight)
+        self.items.append(event.item_id)
 
 
 def popularity_landmark(current: int | None, newest_time: int, half_life_ms: int) -> int:
@@ -121,7 +138,7 @@ def apply_batch(
     """Apply events (in consumed order) to copies of the users' states; with a collaborative
     model, every user whose history changed gets a fresh fold-in."""
     effects = BatchEffects(landmark=landmark)
-    steps: dict[str, list[_VectorStep]] = defaultdict(list)
+    steps = _VectorSteps()
     for event in events:
         state = effects.states.get(event.user_id)
         if state is None:
@@ -134,14 +151,15 @@ def apply_batch(
         if outcome != "applied":
             continue
         weight = config.weight(event)
-        _record(effects, state, event, weight, item_categories, config)
+        _record(effects, state, event, weight, config)
         _add_collab(state, event.item_id, weight)
         if event.item_id in item_vectors:
-            steps[event.user_id].append(_step(state, event, weight, config))
+            steps.add(state, event, weight, config.half_life_ms)
         else:
             effects.vector_missing += 1
         _advance(state, event)
         effects.new_guards.setdefault(event.user_id, {})[event.event_id] = event.event_time
+    effects.category_popularity = _category_popularity(effects.popularity, item_categories)
     for state in effects.states.values():
         _settle_guards(state, config)
         _trim_collab(state)
@@ -211,46 +229,50 @@ def _guard(state: UserState, event: InteractionEvent, config: SessionConfig) -> 
     return "applied"
 
 
-def _step(
-    state: UserState, event: InteractionEvent, weight: float, config: SessionConfig
-) -> _VectorStep:
-    age = event.event_time - state.last_time
-    if age >= 0:
-        return _VectorStep(0.5 ** (age / config.half_life_ms), weight, event.item_id)
-    return _VectorStep(1.0, weight * 0.5 ** (-age / config.half_life_ms), event.item_id)
-
-
 def _record(
     effects: BatchEffects,
     state: UserState,
     event: InteractionEvent,
     weight: float,
-    item_categories: Mapping[str, str],
     config: SessionConfig,
 ) -> None:
+    """Seen history, popularity and co-visitation of one applied event. (Category popularity
+    is the same sums per item: `_category_popularity` derives it once per batch.)"""
+    item, time_ = event.item_id, event.event_time
     seen = effects.seen.setdefault(event.user_id, {})
-    seen[event.item_id] = max(seen.get(event.item_id, 0), event.event_time)
-    effects.newest_time = max(effects.newest_time, event.event_time)
+    seen[item] = max(seen.get(item, 0), time_)
+    if time_ > effects.newest_time:
+        effects.newest_time = time_
     if weight < 0:
         return
-    boost = 2.0 ** ((event.event_time - effects.landmark) / config.popularity_half_life_ms)
-    effects.popularity[event.item_id] = effects.popularity.get(event.item_id, 0.0) + boost
-    category = item_categories.get(event.item_id)
-    if category:
-        key = (category, event.item_id)
-        effects.category_popularity[key] = effects.category_popularity.get(key, 0.0) + boost
+    boost = 2.0 ** ((time_ - effects.landmark) / config.popularity_half_life_ms)
+    effects.popularity[item] = effects.popularity.get(item, 0.0) + boost
     if weight == 0 or config.covis_window == 0:
         return
-    item, covisits = event.item_id, effects.covisits
-    for other in state.recent_items:
-        if other != item:
-            mine, theirs = covisits.setdefault(item, {}), covisits.setdefault(other, {})
+    recent = state.recent_items
+    others = [other for other in recent if other != item]
+    if others:
+        covisits = effects.covisits
+        mine = covisits.setdefault(item, {})
+        for other in others:
             mine[other] = mine.get(other, 0.0) + 1.0
+            theirs = covisits.setdefault(other, {})
             theirs[item] = theirs.get(item, 0.0) + 1.0
-    if event.item_id in state.recent_items:
-        state.recent_items.remove(event.item_id)
-    state.recent_items.append(event.item_id)
-    del state.recent_items[: -config.covis_window]
+    if len(others) < len(recent):
+        recent.remove(item)
+    recent.append(item)
+    del recent[: -config.covis_window]
+
+
+def _category_popularity(
+    popularity: Mapping[str, float], item_categories: Mapping[str, str]
+) -> dict[tuple[str, str], float]:
+    """Every boost an item got also counts in its category: the same sum per item."""
+    return {
+        (category, item): boost
+        for item, boost in popularity.items()
+        if (category := item_categories.get(item))
+    }
 
 
 def _advance(state: UserState, event: InteractionEvent) -> None:
@@ -273,43 +295,30 @@ def _settle_guards(state: UserState, config: SessionConfig) -> None:
 
 def _apply_vector_steps(
     states: dict[str, UserState],
-    steps: Mapping[str, list[_VectorStep]],
+    steps: _VectorSteps,
     item_vectors: Mapping[str, Vector],
     dimension: int,
 ) -> None:
-    """The k-th step of every user at once: numpy over users, one round per step depth."""
-    # Deepest users first: the users still active in round k are then a prefix of the rows.
-    users = sorted(steps, key=lambda user: -len(steps[user]))
-    if not users:
+    """Every step, in event order, on one matrix of the stepped users' vectors."""
+    if not steps.users:
         return
-    matrix = np.zeros((len(users), dimension), dtype=np.float64)
-    for row, user in enumerate(users):
+    row_of: dict[str, int] = {}
+    rows = [row_of.setdefault(user, len(row_of)) for user in steps.users]
+    item_row_of: dict[str, int] = {}
+    item_rows = [item_row_of.setdefault(item, len(item_row_of)) for item in steps.items]
+    matrix = np.zeros((len(row_of), dimension), dtype=np.float64)
+    for user, row in row_of.items():
         vector = states[user].vector
         if vector is not None:
             matrix[row] = vector
-    active = len(users)
-    round_ = 0
-    while True:
-        while active and len(steps[users[active - 1]]) <= round_:
-            active -= 1
-        if active <= _SEQUENTIAL_TAIL:
-            break
-        taken = [steps[users[r]][round_] for r in range(active)]
-        decay = np.array([s.decay for s in taken])[:, None]
-        weight = np.array([s.weight for s in taken])[:, None]
-        items = np.stack([item_vectors[s.item] for s in taken])
-        updated = decay * matrix[:active] + weight * items
-        norms = np.linalg.norm(updated, axis=1, keepdims=True)
-        matrix[:active] = np.divide(updated, norms, out=np.zeros_like(updated), where=norms > 1e-12)
-        round_ += 1
-    # The few deepest users (heavy users in a skewed stream) finish one by one: a plain 1-d
-    # update costs far less than a numpy round with a single active row.
-    for row in range(active):
-        u = matrix[row]
-        for step in steps[users[row]][round_:]:
-            x = step.decay * u + step.weight * item_vectors[step.item]
-            norm = math.sqrt(float(x @ x))
-            u = x / norm if norm > 1e-12 else np.zeros_like(x)
-        matrix[row] = u
-    for row, user in enumerate(users):
+    items = np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_row_of])
+    fold_steps(
+        matrix,
+        np.array(rows, dtype=np.int64),
+        np.array(steps.decays, dtype=np.float64),
+        np.array(steps.weights, dtype=np.float64),
+        np.array(item_rows, dtype=np.int64),
+        items,
+    )
+    for user, row in row_of.items():
         states[user].vector = matrix[row].astype(np.float32)

@@ -167,7 +167,7 @@ def test_guard_ids_are_capped_and_raise_the_floor() -> None:
     assert replay.outcomes == {"too_late": 1}
 
 
-def test_many_users_take_the_vectorised_rounds_and_still_match_the_formula() -> None:
+def test_many_interleaved_users_each_match_the_formula() -> None:
     vectors = _vectors(12)
     events = [
         _ev(n, f"u{n % 40}", f"i{(n * 7) % 12}", ("click", "view", "dislike")[n % 3], T0 + n * 1000)
