@@ -27,20 +27,30 @@ _QUERY_FIELDS = tuple(f for f in _FIELDS if f not in ("ids", "floor"))
 
 # One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark,
 # guards}.
-# rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above, score,
-# member, ...} -> ZADD GT; increments: {key, keep, above, member, inc, ...} -> added to the
-# scores (as ZINCRBY would); a sorted set with more than `above` members (when above > 0) is then
-# cut to its top `keep`; sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET;
-# guards: {key, floor, time, event id, ...} -> ZADD, then every id older than floor removed.
+# rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above,
+# members, scores} -> ZADD GT; increments: {key, keep, above, members, increments} -> added to
+# the scores (as ZINCRBY would); a sorted set with more than `above` members (when above > 0)
+# is then cut to its top `keep`; sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET;
+# guards: {key, floor, event ids, times} -> ZADD, then every id older than floor removed.
+# Members and scores travel as two columns: the client sends lists it already has instead of
+# interleaving them in Python, and ZMSCORE takes the members as they are.
 _WRITE_BATCH_LUA = """
 local b = cmsgpack.unpack(ARGV[1])
 local CHUNK = 2000
-local function call_chunked(cmd, key, extra, args, from)
+local function zadd_columns(key, option, members, scores)
+  for i = 1, #members, CHUNK do
+    local args = {}
+    for j = i, math.min(i + CHUNK - 1, #members) do
+      args[#args + 1] = scores[j]
+      args[#args + 1] = members[j]
+    end
+    if option then redis.call('ZADD', key, option, unpack(args))
+    else redis.call('ZADD', key, unpack(args)) end
+  end
+end
+local function call_ranges(command, key, args, from)
   for i = from, #args, CHUNK do
-    local part = {}
-    for j = i, math.min(i + CHUNK - 1, #args) do part[#part + 1] = args[j] end
-    if extra then redis.call(cmd, key, extra, unpack(part))
-    else redis.call(cmd, key, unpack(part)) end
+    redis.call(command, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
   end
 end
 local function trim(r)
@@ -49,32 +59,31 @@ local function trim(r)
   end
 end
 for _, r in ipairs(b[1]) do redis.call('ZUNIONSTORE', r[1], 1, r[1], 'WEIGHTS', r[2]) end
-for _, r in ipairs(b[2]) do call_chunked('HSET', r[1], nil, r, 2) end
+for _, r in ipairs(b[2]) do call_ranges('HSET', r[1], r, 2) end
 for _, r in ipairs(b[3]) do
-  call_chunked('ZADD', r[1], 'GT', r, 4)
+  zadd_columns(r[1], 'GT', r[4], r[5])
   trim(r)
 end
 -- Increments: read the current scores of a chunk of members at once, add in Lua (doubles, as
 -- ZINCRBY adds) and write them back with one ZADD: two calls per chunk instead of one per pair.
 for _, r in ipairs(b[4]) do
-  for i = 4, #r, 2 * CHUNK do
-    local last = math.min(i + 2 * CHUNK - 1, #r)
-    local members = {}
-    for j = i, last, 2 do members[#members + 1] = r[j] end
-    local current = redis.call('ZMSCORE', r[1], unpack(members))
-    local pairs_ = {}
-    for m = 1, #members do
-      pairs_[#pairs_ + 1] = (tonumber(current[m]) or 0) + tonumber(r[i + 2 * m - 1])
-      pairs_[#pairs_ + 1] = members[m]
+  local members, increments = r[4], r[5]
+  for i = 1, #members, CHUNK do
+    local last = math.min(i + CHUNK - 1, #members)
+    local current = redis.call('ZMSCORE', r[1], unpack(members, i, last))
+    local args = {}
+    for m = i, last do
+      args[#args + 1] = (tonumber(current[m - i + 1]) or 0) + increments[m]
+      args[#args + 1] = members[m]
     end
-    redis.call('ZADD', r[1], unpack(pairs_))
+    redis.call('ZADD', r[1], unpack(args))
   end
   trim(r)
 end
-for _, r in ipairs(b[5]) do call_chunked('SADD', r[1], nil, r, 2) end
+for _, r in ipairs(b[5]) do call_ranges('SADD', r[1], r, 2) end
 redis.call('SET', b[6][1], b[6][2])
 for _, r in ipairs(b[7]) do
-  if #r > 2 then call_chunked('ZADD', r[1], nil, r, 3) end
+  if #r[3] > 0 then zadd_columns(r[1], nil, r[3], r[4]) end
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', '(' .. r[2])
 end
 return #b[2]
@@ -223,16 +232,11 @@ class RedisSessionStore:
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
     ) -> list[Any]:
         states = [
-            [self.keys.user_state(user), *_flat(_encode_state(state))]
-            for user, state in effects.states.items()
+            [self.keys.user_state(user), *_state_fields(s)] for user, s in effects.states.items()
         ]
+        cap = self._history_cap
         seen = [
-            [
-                self.keys.user_seen(user),
-                self._history_cap,
-                self._history_cap,
-                *_flat({item: t for item, t in items.items()}, score_first=True),
-            ]
+            [self.keys.user_seen(user), cap, cap, list(items), list(items.values())]
             for user, items in effects.seen.items()
         ]
         increments = self._counter_increments(effects)
@@ -251,14 +255,14 @@ class RedisSessionStore:
         """Per changed user: the event ids applied now, and the floor below which ids go. Written
         incrementally: rewriting a heavy user's 1024 ids every batch was the processor's largest
         cost on long streams (docs/benchmarks.md)."""
-        return [
-            [
-                self.keys.user_guards(user),
-                str(state.floor),
-                *_flat(effects.new_guards.get(user, {}), score_first=True),
-            ]
-            for user, state in effects.states.items()
-        ]
+        no_guards: dict[str, int] = {}
+        guards = []
+        for user, state in effects.states.items():
+            ids = effects.new_guards.get(user, no_guards)
+            guards.append(
+                [self.keys.user_guards(user), str(state.floor), list(ids), list(ids.values())]
+            )
+        return guards
 
     def _rebase(self, old: int | None, new: int) -> list[list[Any]]:
         """ZUNIONSTORE weights that rescale every popularity set to a new forward-decay landmark."""
@@ -275,10 +279,12 @@ class RedisSessionStore:
         by_key: dict[str, dict[str, float]] = {self.keys.popularity(): effects.popularity}
         for (category, item), boost in effects.category_popularity.items():
             by_key.setdefault(self.keys.category_popularity(category), {})[item] = boost
-        counters = [[key, 0, 0, *_flat(increments)] for key, increments in by_key.items()]
         keep, above = self._covis_max, covis_trim_above(self._covis_max)
-        return counters + [
-            [self.keys.covisitation(item), keep, above, *_flat(others)]
+        return [
+            [key, 0, 0, list(increments), list(increments.values())]
+            for key, increments in by_key.items()
+        ] + [
+            [self.keys.covisitation(item), keep, above, list(others), list(others.values())]
             for item, others in effects.covisits.items()
         ]
 
@@ -336,30 +342,32 @@ def _scores(pairs: list[tuple[bytes, float]]) -> dict[str, float]:
     return {member.decode(): float(score) for member, score in pairs}
 
 
-def _flat(mapping: Mapping[str, Any], score_first: bool = False) -> list[Any]:
-    out: list[Any] = []
-    for key, value in mapping.items():
-        out += (value, key) if score_first else (key, value)
-    return out
-
-
-def _encode_state(state: UserState) -> dict[str, bytes | str]:
-    fields: dict[str, bytes | str] = {
-        "last": str(state.last_time),
-        "floor": str(state.floor),
-        "n": str(state.count),
-        "recent": orjson.dumps(state.recent_items),
-        "model": state.model,
-        "cr": orjson.dumps(state.collab_items),
-        "cver": str(state.collab_version),
-    }
-    fields["vec"] = _vector_bytes(state.vector)
-    fields["cvec"] = _vector_bytes(state.collab_vector)
-    return fields
+def _state_fields(state: UserState) -> list[bytes | str]:
+    """The state hash's fields and values, in HSET's order."""
+    return [
+        "vec",
+        _vector_bytes(state.vector),
+        "last",
+        str(state.last_time),
+        "floor",
+        str(state.floor),
+        "n",
+        str(state.count),
+        "recent",
+        orjson.dumps(state.recent_items),
+        "model",
+        state.model,
+        "cr",
+        orjson.dumps(state.collab_items),
+        "cvec",
+        _vector_bytes(state.collab_vector),
+        "cver",
+        str(state.collab_version),
+    ]
 
 
 def _vector_bytes(vector: np.ndarray | None) -> bytes:
-    return b"" if vector is None else vector.astype(np.float32).tobytes()
+    return b"" if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
 
 
 def _vector_from(raw: bytes | None) -> np.ndarray | None:

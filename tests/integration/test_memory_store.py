@@ -223,3 +223,33 @@ def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guard
         assert loaded[user].guard_ids == state.guard_ids and len(state.guard_ids) >= 1
         assert loaded[user].last_time == state.last_time
         np.testing.assert_allclose(loaded[user].vector, state.vector, atol=1e-6)
+
+
+def test_sets_larger_than_one_script_command_are_written_whole(
+    both_stores: tuple[RedisSessionStore, InMemorySessionStore],
+) -> None:
+    """The write script splits each command's members in chunks of 2000 (Lua's stack): one
+    user's seen history, guards and the popularity set span three chunks here, twice."""
+    store, memory = both_stores
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    items = [f"item{n}" for n in range(4500)]
+    rng = np.random.default_rng(6)
+    vectors = {item: _unit(rng) for item in items}
+    categories = {item: f"cat{n}" for n, item in enumerate(items)}  # 4500 new categories
+    for target in (store, memory):
+        for round_ in range(2):  # the second round adds to members already stored
+            events = [
+                InteractionEvent(f"e{round_}-{n}", "heavy", item, "click", T0 + round_ * HOUR + n)
+                for n, item in enumerate(items)
+            ]
+            states = target.load_states(["heavy"])
+            effects = apply_batch(events, states, vectors, categories, config, "m", 8, T0)
+            target.write_batch(effects, T0)
+    assert store.seen("heavy") == memory.seen("heavy") and len(memory.seen("heavy")) == 4500
+    _assert_close(store.popularity_of(items), memory.popularity_of(items))
+    assert min(memory.popularity_of(items).values()) > 1.0  # both rounds counted
+    stored = store.load_states(["heavy"])["heavy"]
+    assert stored.guard_ids == memory.load_states(["heavy"])["heavy"].guard_ids
+    assert store._redis.scard(store.keys.categories()) == 4500
+    assert store.popularity(5, "cat4499") == memory.popularity(5, "cat4499")
+    assert store.covisitation("item4000", 100) == memory.covisitation("item4000", 100)
