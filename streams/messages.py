@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per record consumed, and frozen init costs 4x
 class RawMessage:
     topic: str
     partition: int
