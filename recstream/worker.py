@@ -41,6 +41,7 @@ from recstream.stores.collab_store import (
 from recstream.stores.keys import KeySpace
 from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import VectorIndex, open_vector_index
+from recstream.streams import kernels
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import SentenceTransformerEmbedder, model_id_for
@@ -198,6 +199,7 @@ def interaction_consumer(
     pressure: QueryPressure | None = None,
 ) -> InteractionConsumer:
     """The interaction processor and its Kafka loop, configured from the settings."""
+    kernels.warm_up()
     processor = InteractionProcessor(
         session_config(settings),
         index,

@@ -65,3 +65,11 @@ def fold_steps(
 
 def _within(indexes: npt.NDArray[np.int64], size: int) -> bool:
     return bool(indexes.min() >= 0 and indexes.max() < size)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the loops now, with the types the processor passes,
+    so the first batch does not pay for it (about a second, holding the GIL)."""
+    matrix, items = np.zeros((1, 2)), np.ones((1, 2), dtype=np.float32)
+    index, one = np.zeros(1, dtype=np.int64), np.ones(1)
+    fold_steps(matrix, index, one, one, index, items)
