@@ -208,7 +208,7 @@ def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guard
     store, memory = both_stores
     config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
     vectors = {"item1": _unit(np.random.default_rng(4))}
-    stored_users = 2 * _LOAD_CHUNK + 7  # three load calls
+    stored_users = 2 * _LOAD_CHUNK + 7  # three load calls, in one round trip
     events = [
         InteractionEvent(f"e{n}-{k}", f"user{n}", "item1", "view", T0 + n + k)
         for n in range(stored_users)
@@ -217,6 +217,7 @@ def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guard
     wanted = [f"user{n}" for n in range(stored_users + 5)]  # the last five were never stored
     for target in (store, memory):
         target.write_batch(apply_batch(events, {}, vectors, {}, config, "m", 8, T0), None)
+    store._redis.script_flush()  # as after a Redis restart: the load script is sent again
     loaded, expected = store.load_states(wanted), memory.load_states(wanted)
     assert loaded.keys() == expected.keys() and len(loaded) == stored_users
     for user, state in expected.items():
