@@ -1,5 +1,6 @@
 """InteractionEvent and CatalogEvent: JSON (orjson) on the wire, validated against the checked-in
-JSON Schemas (compiled once by fastjsonschema), decoded into frozen dataclasses."""
+JSON Schemas (compiled once by fastjsonschema), decoded into slotted dataclasses (CatalogEvent
+frozen; InteractionEvent not, for speed, but never changed once decoded)."""
 
 from __future__ import annotations
 
