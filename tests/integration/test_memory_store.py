@@ -29,6 +29,7 @@ HOUR = 3600 * 1000
 T0 = 1_600_000_000_000
 ITEMS = [f"item{n}" for n in range(24)]
 TYPES = ["view", "click", "like", "purchase", "dislike", "skip"]
+DEFAULT_CONFIG = SessionConfig(DEFAULT_EVENT_WEIGHTS)
 
 
 def _batches(seed: int = 3) -> list[list[InteractionEvent]]:
@@ -131,6 +132,11 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def _one_item(seed: int) -> dict[str, np.ndarray]:
+    """The vector of the single item ("item1") that tests of one user's bookkeeping need."""
+    return {"item1": _unit(np.random.default_rng(seed))}
+
+
 def _assert_close(a: dict[str, float], b: dict[str, float]) -> None:
     assert list(a) == list(b)  # same order, ties included
     np.testing.assert_allclose(list(a.values()), list(b.values()), rtol=1e-12)
@@ -142,10 +148,9 @@ def test_a_failed_write_stores_nothing_and_its_retry_registers_the_category(
     """Categories are registered (for popularity rebases) only by a write that was stored."""
     settings = isolated_settings(infra, unique, tmp_path)
     store = session_store(settings)
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
     event = InteractionEvent("e1", "user1", "item1", "click", T0)
-    vectors = {"item1": _unit(np.random.default_rng(2))}
-    effects = apply_batch([event], {}, vectors, {"item1": "cat9"}, config, "m", 8, T0)
+    vectors = _one_item(seed=2)
+    effects = apply_batch([event], {}, vectors, {"item1": "cat9"}, DEFAULT_CONFIG, "m", 8, T0)
     stored_script = store._write_script
 
     def refused(*_: object, **__: object) -> None:
@@ -183,14 +188,13 @@ def test_event_id_guards_are_stored_incrementally_capped_and_read_back(
     both_stores: tuple[RedisSessionStore, InMemorySessionStore],
 ) -> None:
     store, memory = both_stores
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
-    vectors = {"item1": _unit(np.random.default_rng(3))}
+    vectors = _one_item(seed=3)
     events = [InteractionEvent(f"e{n}", "heavy", "item1", "view", T0 + n) for n in range(1100)]
     for target in (store, memory):
         for start in range(0, 1100, 400):  # three batches, all inside the lateness window
             users = target.load_states(["heavy"])
             effects = apply_batch(
-                events[start : start + 400], users, vectors, {}, config, "m", 8, T0
+                events[start : start + 400], users, vectors, {}, DEFAULT_CONFIG, "m", 8, T0
             )
             target.write_batch(effects, None)
     stored = store.load_states(["heavy"])["heavy"].guard_ids
@@ -206,8 +210,7 @@ def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guard
     both_stores: tuple[RedisSessionStore, InMemorySessionStore],
 ) -> None:
     store, memory = both_stores
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
-    vectors = {"item1": _unit(np.random.default_rng(4))}
+    vectors = _one_item(seed=4)
     stored_users = 2 * _LOAD_CHUNK + 7  # three load calls, in one round trip
     events = [
         InteractionEvent(f"e{n}-{k}", f"user{n}", "item1", "view", T0 + n + k)
@@ -216,7 +219,7 @@ def test_loading_more_users_than_one_call_carries_reads_each_state_and_its_guard
     ]
     wanted = [f"user{n}" for n in range(stored_users + 5)]  # the last five were never stored
     for target in (store, memory):
-        target.write_batch(apply_batch(events, {}, vectors, {}, config, "m", 8, T0), None)
+        target.write_batch(apply_batch(events, {}, vectors, {}, DEFAULT_CONFIG, "m", 8, T0), None)
     store._redis.script_flush()  # as after a Redis restart: the load script is sent again
     loaded, expected = store.load_states(wanted), memory.load_states(wanted)
     assert loaded.keys() == expected.keys() and len(loaded) == stored_users
@@ -232,7 +235,6 @@ def test_sets_larger_than_one_script_command_are_written_whole(
     """The write script splits each command's members in chunks of 2000 (Lua's stack): one
     user's seen history, guards and the popularity set span three chunks here, twice."""
     store, memory = both_stores
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
     items = [f"item{n}" for n in range(4500)]
     rng = np.random.default_rng(6)
     vectors = {item: _unit(rng) for item in items}
@@ -244,7 +246,7 @@ def test_sets_larger_than_one_script_command_are_written_whole(
                 for n, item in enumerate(items)
             ]
             states = target.load_states(["heavy"])
-            effects = apply_batch(events, states, vectors, categories, config, "m", 8, T0)
+            effects = apply_batch(events, states, vectors, categories, DEFAULT_CONFIG, "m", 8, T0)
             target.write_batch(effects, T0)
     assert store.seen("heavy") == memory.seen("heavy") and len(memory.seen("heavy")) == 4500
     _assert_close(store.popularity_of(items), memory.popularity_of(items))
