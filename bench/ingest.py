@@ -39,15 +39,17 @@ from recstream.settings import Settings, load_settings
 from recstream.stores.collab_store import CollabReader
 from recstream.stores.keys import KeySpace
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.stores.session_store import RedisSessionStore
 from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.collab import CollabModel
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
-from recstream.streams.messages import from_kafka
+from recstream.streams.messages import RawMessage, from_kafka
 from recstream.worker import (
     collab_versions,
     interaction_consumer,
+    interaction_processor,
     session_store,
     single_threaded_blas,
 )
@@ -164,14 +166,25 @@ def _minimal_loop_rate(settings: Settings, events: int, items: int) -> float:
     return events / elapsed
 
 
-def _redis_cpu_seconds(settings: Settings) -> float:
-    """CPU time the Redis server has used (user + system), from INFO."""
+def _redis_cpu_seconds(settings: Settings) -> np.ndarray:
+    """CPU time (user + system) the Redis server has used, from INFO: [its own process (the
+    scripts, the AOF writes), its finished fork children (AOF rewrites, snapshots)]. The
+    children run on another core, beside the processor: the first figure alone undercounts."""
     client = redis.Redis.from_url(settings.redis_address)
     try:
         info = client.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return np.array(
+            [
+                float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+                float(info["used_cpu_user_children"]) + float(info["used_cpu_sys_children"]),
+            ]
+        )
     finally:
         client.close()
+
+
+def _per_event_us(seconds: np.ndarray, events: int) -> list[float]:
+    return [round(float(value) / events * 1e6, 1) for value in seconds]
 
 
 def _seed_index(settings: Settings, items: int, collab_factors: int) -> QdrantEdgeIndex:
@@ -228,7 +241,7 @@ def bench_interactions(
             # Timed from the first commit (group join and the first batch excluded, so the
             # first batch's events are not counted either: a bigger batch gains nothing from it).
             applied, counted, began = 0, 0, 0.0
-            cpu_began, redis_cpu_began = 0.0, 0.0
+            cpu_began, redis_cpu_began = 0.0, np.zeros(2)
             while applied < events:
                 count = consumer.run_once()
                 if began:
@@ -242,12 +255,14 @@ def bench_interactions(
             redis_cpu = _redis_cpu_seconds(settings) - redis_cpu_began
             consumer.close()
             rate = counted / elapsed
+            halves = _halves(settings, index, events, items, reader)
         finally:
             index.close()
             topics.delete_topics(settings, [s.name for s in specs])
             store = session_store(settings)
             store.delete_namespace()
             store.close()
+    redis_us = _per_event_us(redis_cpu, counted)
     return {
         "events": events,
         "users": users,
@@ -260,9 +275,79 @@ def bench_interactions(
         "processor_events_per_s": round(rate),
         "ratio_to_raw_consume": round(rate / raw_rate, 3),
         "processor_cpu_us_per_event": round(cpu / counted * 1e6, 1),
-        "redis_cpu_us_per_event": round(redis_cpu / counted * 1e6, 1),
+        "redis_cpu_us_per_event": redis_us[0],
+        "redis_background_cpu_us_per_event": redis_us[1],
         "minimal_python_loop_events_per_s": round(minimal_rate),
         "ratio_to_minimal_loop": round(rate / minimal_rate, 3),
+        **halves,
+    }
+
+
+class _KeptWrites(RedisSessionStore):
+    """The real store (state loads included), except that each write is kept, encoded, instead
+    of run."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.kept: list[bytes] = []
+
+    def write_encoded(self, payload: bytes) -> None:
+        self.kept.append(payload)
+
+
+def _consume_all(settings: Settings, events: int) -> list[RawMessage]:
+    consumer = _topic_reader(settings, "halves")
+    raws: list[RawMessage] = []
+    while len(raws) < events:
+        raws += [from_kafka(m) for m in consumer.consume(5000, 1.0) if m.error() is None]
+    consumer.close()
+    return raws
+
+
+def _halves(
+    settings: Settings,
+    index: QdrantEdgeIndex,
+    events: int,
+    items: int,
+    collab: CollabReader | None,
+) -> dict[str, float]:
+    """The processor's two halves apart, on the same stream from an empty namespace. Python:
+    decode, apply and encode the writes, as the processor does (no Kafka; the writes kept, not
+    run). Redis: those writes run back to back. Each half's rate bounds the whole; Redis runs
+    a script on one core, so its rate is a ceiling that no processor in front of it can pass."""
+    raws = _consume_all(settings, events)
+    keeping = session_store(settings, kind=_KeptWrites)
+    assert isinstance(keeping, _KeptWrites)  # for the type checker: `kind` made it one
+    keeping.delete_namespace()
+    processor = interaction_processor(
+        settings.model_copy(update={"item_cache_size": items}),
+        index,
+        keeping,
+        DeadLetterWriter(settings.kafka_client_config()),
+        collab,
+    )
+    batch = settings.interaction_batch_size
+    began, cpu_began = time.perf_counter(), time.process_time()
+    for start in range(0, len(raws), batch):
+        processor.store(processor.prepare(raws[start : start + batch]))
+    python_s, python_cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    writes = keeping.kept
+    store = session_store(settings)
+    store.delete_namespace()
+    redis_cpu_began, began = _redis_cpu_seconds(settings), time.perf_counter()
+    for payload in writes:
+        store.write_encoded(payload)
+    redis_s = time.perf_counter() - began
+    redis_cpu = _redis_cpu_seconds(settings) - redis_cpu_began
+    keeping.close()
+    store.close()
+    redis_us = _per_event_us(redis_cpu, len(raws))
+    return {
+        "python_half_events_per_s": round(len(raws) / python_s),
+        "python_half_cpu_us_per_event": round(python_cpu / len(raws) * 1e6, 1),
+        "redis_half_events_per_s": round(len(raws) / redis_s),
+        "redis_half_cpu_us_per_event": redis_us[0],
+        "redis_half_background_cpu_us_per_event": redis_us[1],
     }
 
 

@@ -39,7 +39,7 @@ from recstream.stores.collab_store import (
     StateCollab,
 )
 from recstream.stores.keys import KeySpace
-from recstream.stores.session_store import RedisSessionStore
+from recstream.stores.session_store import RedisSessionStore, SessionStore
 from recstream.stores.vector_index import VectorIndex, open_vector_index
 from recstream.streams import kernels
 from recstream.streams.catalog import CatalogProcessor
@@ -74,8 +74,10 @@ def collab_versions(settings: Settings) -> CollabVersions:
     return CollabVersions(client, KeySpace(settings.redis_namespace), settings.collab_refresh_s)
 
 
-def session_store(settings: Settings) -> RedisSessionStore:
-    return RedisSessionStore.from_url(
+def session_store(
+    settings: Settings, kind: type[RedisSessionStore] = RedisSessionStore
+) -> RedisSessionStore:
+    return kind.from_url(
         settings.redis_address,
         KeySpace(settings.redis_namespace),
         history_cap=settings.history_cap,
@@ -190,17 +192,18 @@ def _raw_from_faust(event: Any) -> RawMessage:
     )
 
 
-def interaction_consumer(
+def interaction_processor(
     settings: Settings,
     index: VectorIndex,
-    store: RedisSessionStore,
+    store: SessionStore,
     dead_letters: DeadLetterWriter,
     collab: CollabReader | None = None,
     pressure: QueryPressure | None = None,
-) -> InteractionConsumer:
-    """The interaction processor and its Kafka loop, configured from the settings."""
+) -> InteractionProcessor:
+    """The interaction processor (no Kafka), configured from the settings, its compiled loop
+    loaded."""
     kernels.warm_up()
-    processor = InteractionProcessor(
+    return InteractionProcessor(
         session_config(settings),
         index,
         store,
@@ -211,8 +214,19 @@ def interaction_consumer(
         write_chunk_events=settings.interaction_write_chunk,
         pressure=pressure,
     )
+
+
+def interaction_consumer(
+    settings: Settings,
+    index: VectorIndex,
+    store: RedisSessionStore,
+    dead_letters: DeadLetterWriter,
+    collab: CollabReader | None = None,
+    pressure: QueryPressure | None = None,
+) -> InteractionConsumer:
+    """The interaction processor and its Kafka loop, configured from the settings."""
     return InteractionConsumer(
-        processor,
+        interaction_processor(settings, index, store, dead_letters, collab, pressure),
         settings.kafka_client_config(),
         settings.topic_interactions,
         group_id=f"{settings.consumer_group}-interactions",

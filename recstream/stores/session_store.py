@@ -239,11 +239,21 @@ class RedisSessionStore:
         per-command client overhead, not Redis, was the limit (see docs/benchmarks.md).
         """
         new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
-        payload = self._batch_payload(effects, previous_landmark, new_categories)
-        # use_bin_type=False: the raw format, which the Lua cmsgpack in Redis decodes.
-        self._write_script(args=[msgpack.packb(payload, use_bin_type=False)])
+        self.write_encoded(self.encode_batch(effects, previous_landmark, new_categories))
         # Only once stored: after a failed write the retry must register them again.
         self._known_categories |= new_categories
+
+    def encode_batch(
+        self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
+    ) -> bytes:
+        """The write script's argument for a batch: all of the client's work of a write."""
+        payload = self._batch_payload(effects, previous_landmark, new_categories)
+        # use_bin_type=False: the raw format, which the Lua cmsgpack in Redis decodes.
+        return bytes(msgpack.packb(payload, use_bin_type=False))
+
+    def write_encoded(self, payload: bytes) -> None:
+        """Run the write script on an `encode_batch` result: all of Redis's work of a write."""
+        self._write_script(args=[payload])
 
     def _batch_payload(
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
