@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,eval]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## venv + pip install -e '.[dev,eval]', redis-server (apt), Kafka jars (Maven)
+setup: $(STAMP) ## venv + pip install -e '.[dev,eval]', redis-server and a C compiler (apt), Kafka jars (Maven)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc libc6-dev; }
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
 	@command -v mvn >/dev/null || { apt-get update -qq && apt-get install -y -qq maven; }
 	$(BIN)/recstream infra fetch

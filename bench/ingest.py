@@ -7,7 +7,11 @@
    Measured: the interaction processor's own consumer (the code the worker runs), from Kafka to
    applied and committed Redis state. All three in this one process, on this machine, in one
    run.
-   Then the same again with a collaborative (ALS) version active, so every batch also folds its
+   Then the processor's two halves apart, on the same stream from empty state: its Python work
+   (decode, apply, encode the writes; no Kafka, the writes kept instead of run), and Redis's
+   (those writes run back to back, with recstream's Redis module and, as its baseline, with the
+   Lua script). Each half alone bounds the whole.
+   Then all of it again with a collaborative (ALS) version active, so every batch also folds its
    users in (issue #6); the first run is its baseline.
 2. Catalog: N items through the catalog processor (decode, hash check, all-MiniLM-L6-v2 on the
    CPU, upsert into embedded Qdrant), consumed from Kafka in batches of 64; then the same items
@@ -310,11 +314,11 @@ def _halves(
     events: int,
     items: int,
     collab: CollabReader | None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The processor's two halves apart, on the same stream from an empty namespace. Python:
     decode, apply and encode the writes, as the processor does (no Kafka; the writes kept, not
     run). Redis: those writes run back to back. Each half's rate bounds the whole; Redis runs
-    a script on one core, so its rate is a ceiling that no processor in front of it can pass."""
+    them in one thread, so its rate is a ceiling that no processor in front of it can pass."""
     raws = _consume_all(settings, events)
     keeping = session_store(settings, kind=_KeptWrites)
     assert isinstance(keeping, _KeptWrites)  # for the type checker: `kind` made it one
@@ -331,24 +335,41 @@ def _halves(
     for start in range(0, len(raws), batch):
         processor.store(processor.prepare(raws[start : start + batch]))
     python_s, python_cpu = time.perf_counter() - began, time.process_time() - cpu_began
-    writes = keeping.kept
+    module = keeping.has_native_write()
+    keeping.close()
+    events = len(raws)
+    result: dict[str, Any] = {
+        "redis_write_module": module,
+        "python_half_events_per_s": round(events / python_s),
+        "python_half_cpu_us_per_event": round(python_cpu / events * 1e6, 1),
+    }
+    # The native write (recstream's Redis module) and, as its baseline, the Lua script.
+    for path, native in (("redis_half", None), ("redis_half_script", False)):
+        seconds, redis_cpu = _replay(settings, keeping.kept, native)
+        own, background = _per_event_us(redis_cpu, events)
+        result |= {
+            f"{path}_events_per_s": round(events / seconds),
+            f"{path}_cpu_us_per_event": own,
+            f"{path}_background_cpu_us_per_event": background,
+        }
+    return result
+
+
+def _replay(
+    settings: Settings, writes: list[bytes], native: bool | None
+) -> tuple[float, np.ndarray]:
+    """Seconds and Redis CPU seconds to run the writes back to back into an empty namespace."""
     store = session_store(settings)
+    store.native_write = native
     store.delete_namespace()
     redis_cpu_began, began = _redis_cpu_seconds(settings), time.perf_counter()
     for payload in writes:
         store.write_encoded(payload)
-    redis_s = time.perf_counter() - began
+    seconds = time.perf_counter() - began
     redis_cpu = _redis_cpu_seconds(settings) - redis_cpu_began
-    keeping.close()
+    store.delete_namespace()
     store.close()
-    redis_us = _per_event_us(redis_cpu, len(raws))
-    return {
-        "python_half_events_per_s": round(len(raws) / python_s),
-        "python_half_cpu_us_per_event": round(python_cpu / len(raws) * 1e6, 1),
-        "redis_half_events_per_s": round(len(raws) / redis_s),
-        "redis_half_cpu_us_per_event": redis_us[0],
-        "redis_half_background_cpu_us_per_event": redis_us[1],
-    }
+    return seconds, redis_cpu
 
 
 def _catalog_texts(count: int, dataset: Path | None) -> list[CatalogEvent]:

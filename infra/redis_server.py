@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,9 +14,37 @@ from recstream.errors import PortInUseError, ServiceStartError, ServiceUnreachab
 from recstream.infra.process import ManagedProcess, has_exited, port_is_free, require_tool, tail
 from recstream.settings import Settings
 
+log = logging.getLogger(__name__)
+MODULE_SOURCE = Path(__file__).parent / "redis_module" / "recstream_write.c"
+
 
 def redis_dir(settings: Settings) -> Path:
     return settings.state_dir.resolve() / "redis"
+
+
+def write_module(settings: Settings) -> Path | None:
+    """The native batch-write module (infra/redis_module/README.md), compiled into the state
+    directory when missing or older than its source. None when it is switched off, or when no C
+    compiler is found and none was built before (the store then writes with its Lua script)."""
+    if not settings.redis_write_module:
+        return None
+    built = redis_dir(settings) / "recstream_write.so"
+    sources = [MODULE_SOURCE, MODULE_SOURCE.with_name("redismodule.h")]
+    if built.exists() and built.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
+        return built
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.warning("no C compiler: Redis runs without recstream's write module (slower writes)")
+        return built if built.exists() else None
+    building = built.with_suffix(".building")
+    command = [compiler, "-O2", "-fPIC", "-shared", "-std=c11", "-o", str(building)]
+    result = subprocess.run([*command, str(MODULE_SOURCE)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServiceStartError(
+            "redis", "building the write module failed:\n" + result.stderr, str(MODULE_SOURCE)
+        )
+    building.replace(built)  # whole or not at all: a running Redis may have the old one open
+    return built
 
 
 def redis_process(settings: Settings) -> ManagedProcess:
@@ -70,6 +100,7 @@ def start_redis(settings: Settings, timeout_s: float = 15.0) -> bool:
     )
     data = redis_dir(settings)
     data.mkdir(parents=True, exist_ok=True)
+    module = write_module(settings)
     command = [
         server,
         "--bind",
@@ -96,6 +127,8 @@ def start_redis(settings: Settings, timeout_s: float = 15.0) -> bool:
     ]
     if settings.redis_password:
         command += ["--requirepass", settings.redis_password.get_secret_value()]
+    if module is not None:
+        command += ["--loadmodule", str(module)]
     child = process.spawn(command)
     wait_for_redis(settings, timeout_s, process, child)
     return True

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     redis_port: int = Field(16379, ge=1, le=65535)
     redis_url: str | None = Field(None, pattern=r"^rediss?://")
     redis_password: SecretStr | None = None
+    # The native batch write (infra/redis_module): loaded into the Redis that recstream starts,
+    # and used wherever the server has it; off: the Lua script everywhere.
+    redis_write_module: bool = True
 
     qdrant_url: str | None = Field(None, pattern=r"^https?://")
     qdrant_api_key: SecretStr | None = None

@@ -83,6 +83,7 @@ def session_store(
         history_cap=settings.history_cap,
         covis_max_neighbours=settings.covis_max_neighbours,
         popularity_half_life_ms=settings.popularity_half_life_ms,
+        native_write=None if settings.redis_write_module else False,
     )
 
 

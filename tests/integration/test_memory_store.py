@@ -61,8 +61,24 @@ def _replay(store: SessionStore, vectors: dict[str, np.ndarray], config: Session
         store.write_batch(effects, previous)
 
 
+@pytest.fixture(params=["native", "script"])
+def write_path(request: pytest.FixtureRequest) -> str:
+    """Each Redis store test runs against both ways of writing a batch: the native command of
+    recstream's module (infra/redis_module) and the Lua script a Redis without it gets."""
+    return str(request.param)
+
+
+def _redis_store(settings: Settings, write_path: str) -> RedisSessionStore:
+    native = write_path == "native"
+    store = session_store(settings.model_copy(update={"redis_write_module": native}))
+    if native:  # the module is loaded in the Redis recstream starts: never test the fallback
+        assert store.has_native_write()
+        store.native_write = True
+    return store
+
+
 def test_memory_store_reads_like_redis_after_the_same_batches(
-    infra: Settings, unique: str, tmp_path: Path
+    infra: Settings, unique: str, tmp_path: Path, write_path: str
 ) -> None:
     settings = isolated_settings(
         infra,
@@ -75,7 +91,7 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
     rng = np.random.default_rng(1)
     vectors = {i: _unit(rng) for i in ITEMS}
     config = SessionConfig(DEFAULT_EVENT_WEIGHTS, covis_window=4, popularity_half_life_ms=2 * HOUR)
-    redis_store = session_store(settings)
+    redis_store = _redis_store(settings, write_path)
     memory = InMemorySessionStore(6, 4, 2 * HOUR)
     try:
         _replay(redis_store, vectors, config)
@@ -151,17 +167,17 @@ def test_a_failed_write_stores_nothing_and_its_retry_registers_the_category(
     event = InteractionEvent("e1", "user1", "item1", "click", T0)
     vectors = _one_item(seed=2)
     effects = apply_batch([event], {}, vectors, {"item1": "cat9"}, DEFAULT_CONFIG, "m", 8, T0)
-    stored_script = store._write_script
+    stored_write = store.write_encoded
 
-    def refused(*_: object, **__: object) -> None:
+    def refused(_: bytes) -> None:
         raise redis.ConnectionError("injected: Redis went away")
 
     try:
-        store._write_script = refused  # type: ignore[assignment]
+        store.write_encoded = refused  # type: ignore[method-assign]
         with pytest.raises(redis.ConnectionError):
             store.write_batch(effects, None)
         assert store.load_states(["user1"]) == {}
-        store._write_script = stored_script  # type: ignore[assignment]
+        store.write_encoded = stored_write  # type: ignore[method-assign]
         store.write_batch(effects, None)
         assert store._redis.smembers(store.keys.categories()) == {b"cat9"}
         assert list(store.popularity(10, "cat9")) == ["item1"]
@@ -172,11 +188,11 @@ def test_a_failed_write_stores_nothing_and_its_retry_registers_the_category(
 
 @pytest.fixture
 def both_stores(
-    infra: Settings, unique: str, tmp_path: Path
+    infra: Settings, unique: str, tmp_path: Path, write_path: str
 ) -> Iterator[tuple[RedisSessionStore, InMemorySessionStore]]:
     """A Redis store in this test's own namespace (removed after), and an in-memory one."""
     settings = isolated_settings(infra, unique, tmp_path)
-    store = session_store(settings)
+    store = _redis_store(settings, write_path)
     try:
         yield store, InMemorySessionStore()
     finally:

@@ -1,0 +1,159 @@
+"""recstream's Redis module (infra/redis_module): what it refuses, and its writes surviving a
+restart through the AOF. That its effects equal the Lua script's is checked by every test of
+tests/integration/test_memory_store.py, which runs with both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import redis
+
+from recstream.infra import redis_server
+from recstream.schemas.events import InteractionEvent
+from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings, load_settings
+from recstream.stores.session_store import RedisSessionStore
+from recstream.streams.session import BatchEffects, SessionConfig, apply_batch
+from recstream.worker import session_store
+from tests.integration.ingest_helpers import delete_namespace, isolated_settings
+from tests.integration.worker_process import free_port
+
+T0 = 1_600_000_000_000
+WRITE = "RECSTREAM.WRITE"
+
+
+def _effects() -> BatchEffects:
+    """Two users, two items of a category: every section of a payload but the rebase."""
+    vectors = {f"item{n}": np.eye(8, dtype=np.float32)[n] for n in range(2)}
+    events = [
+        InteractionEvent(f"e{n}", f"user{n % 2}", f"item{n % 2}", "click", T0 + n) for n in range(4)
+    ]
+    categories = dict.fromkeys(vectors, "cat1")
+    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    return apply_batch(events, {}, vectors, categories, config, "m", 8, T0)
+
+
+def _packed(sections: list[Any]) -> bytes:
+    return bytes(msgpack.packb(sections, use_bin_type=False))
+
+
+def _with_section(payload: bytes, index: int, change: Callable[[Any], Any]) -> bytes:
+    sections = msgpack.unpackb(payload, raw=True)
+    sections[index] = change(sections[index])
+    return _packed(sections)
+
+
+def _drop_a_score(seen: list[list[Any]]) -> list[list[Any]]:
+    return [[*record[:4], record[4][:-1]] for record in seen]
+
+
+MALFORMED: dict[str, Callable[[bytes], bytes]] = {
+    "not msgpack": lambda _: b"hello",
+    "truncated": lambda payload: payload[:-1],
+    "bytes after it": lambda payload: payload + b"\x00",
+    "six sections": lambda payload: _packed(msgpack.unpackb(payload, raw=True)[:6]),
+    "a score missing": lambda payload: _with_section(payload, 2, _drop_a_score),
+    "a state without values": lambda payload: _with_section(payload, 1, lambda s: [[s[0][0]]]),
+}
+
+
+@pytest.fixture
+def store(infra: Settings, unique: str, tmp_path: Path) -> Iterator[RedisSessionStore]:
+    settings = isolated_settings(infra, unique, tmp_path)
+    store = session_store(settings)
+    assert store.has_native_write(), "recstream's Redis runs without its write module"
+    try:
+        yield store
+    finally:
+        delete_namespace(settings)
+        store.close()
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_payload_is_refused_before_anything_is_written(
+    store: RedisSessionStore, name: str
+) -> None:
+    payload = MALFORMED[name](store.encode_batch(_effects(), None, {"cat1"}))
+    with pytest.raises(redis.ResponseError, match=r"recstream\.write"):
+        store._redis.execute_command(WRITE, payload)
+    # The states come first in a payload: the whole of it was checked before any write.
+    assert store.load_states(["user0", "user1"]) == {}
+    assert store.popularity(10) == {}
+
+
+def test_a_key_holding_another_type_is_refused(store: RedisSessionStore) -> None:
+    store._redis.set(store.keys.user_seen("user0"), "not a sorted set")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.write_batch(_effects(), None)
+
+
+def test_the_reply_counts_the_states_written(store: RedisSessionStore) -> None:
+    payload = store.encode_batch(_effects(), None, {"cat1"})
+    assert store._redis.execute_command(WRITE, payload) == 2
+
+
+def _own_redis(tmp_path: Path, **env: str) -> Settings:
+    """A second Redis, in its own state directory, started by recstream's own launcher."""
+    settings = load_settings(
+        {"RECSTREAM_STATE_DIR": str(tmp_path), "RECSTREAM_REDIS_PORT": str(free_port())} | env
+    )
+    redis_server.start_redis(settings)
+    return settings
+
+
+def _everything(client: redis.Redis) -> dict[bytes, Any]:
+    dumped: dict[bytes, Any] = {}
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"hash":
+            dumped[key] = client.hgetall(key)
+        elif kind == b"zset":
+            dumped[key] = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"set":
+            dumped[key] = client.smembers(key)
+        else:
+            dumped[key] = client.get(key)
+    return dumped
+
+
+def test_native_writes_replay_from_the_aof_after_a_restart(tmp_path: Path) -> None:
+    settings = _own_redis(tmp_path)
+    try:
+        store = session_store(settings)
+        store.write_batch(_effects(), None)
+        assert store.native_write
+        written = _everything(store._redis)
+        store.close()
+        aof = redis_server.redis_dir(settings) / "appendonlydir"
+        assert any(WRITE.encode() in path.read_bytes().upper() for path in aof.glob("*.incr.aof"))
+        redis_server.stop_redis(settings)
+        redis_server.start_redis(settings)
+        store = session_store(settings)
+        assert written and _everything(store._redis) == written
+        store.close()
+    finally:
+        redis_server.stop_redis(settings)
+
+
+def test_a_redis_without_the_module_is_written_by_the_script(tmp_path: Path) -> None:
+    settings = _own_redis(tmp_path, RECSTREAM_REDIS_WRITE_MODULE="false")
+    try:
+        found = session_store(settings.model_copy(update={"redis_write_module": True}))
+        found.write_batch(_effects(), None)
+        assert found.native_write is False
+        written = _everything(found._redis)
+        found._redis.flushall()
+        # A store that was told the module is there (a Redis restarted without it) finds out.
+        told = session_store(settings.model_copy(update={"redis_write_module": True}))
+        told.native_write = True
+        told.write_batch(_effects(), None)
+        assert told.native_write is False
+        assert written and _everything(told._redis) == written
+        found.close()
+        told.close()
+    finally:
+        redis_server.stop_redis(settings)
