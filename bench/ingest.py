@@ -52,6 +52,7 @@ from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbe
 from recstream.streams.messages import RawMessage, from_kafka
 from recstream.worker import (
     collab_versions,
+    fewer_garbage_collections,
     interaction_consumer,
     interaction_processor,
     session_store,
@@ -515,6 +516,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     single_threaded_blas()  # as the worker does
+    fewer_garbage_collections()
     settings = load_settings()
     for name, value in (
         ("interaction_batch_size", args.batch),
