@@ -24,11 +24,12 @@ def redis_dir(settings: Settings) -> Path:
 
 def write_module(settings: Settings) -> Path | None:
     """The native batch-write module (infra/redis_module/README.md), compiled into the state
-    directory when missing or older than its source. None when it is switched off, or when no C
-    compiler is found and none was built before (the store then writes with its Lua script)."""
-    if not settings.redis_write_module:
-        return None
+    directory when missing or older than its source. Switched off, the one built before (if any)
+    is still loaded: the AOF may hold its commands, and Redis would not start without it. None
+    when none can be had (the store then writes with its Lua script)."""
     built = redis_dir(settings) / "recstream_write.so"
+    if not settings.redis_write_module:
+        return built if built.exists() else None
     sources = [MODULE_SOURCE, MODULE_SOURCE.with_name("redismodule.h")]
     if built.exists() and built.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
         return built

@@ -4,7 +4,7 @@ tests/integration/test_memory_store.py, which runs with both."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from recstream.infra import redis_server
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings, load_settings
 from recstream.stores.session_store import RedisSessionStore
-from recstream.streams.session import BatchEffects, SessionConfig, apply_batch
+from recstream.streams.session import BatchEffects, SessionConfig, UserState, apply_batch
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 from tests.integration.worker_process import free_port
@@ -26,7 +26,7 @@ T0 = 1_600_000_000_000
 WRITE = "RECSTREAM.WRITE"
 
 
-def _effects() -> BatchEffects:
+def _effects(states: Mapping[str, UserState] | None = None) -> BatchEffects:
     """Two users, two items of a category: every section of a payload but the rebase."""
     vectors = {f"item{n}": np.eye(8, dtype=np.float32)[n] for n in range(2)}
     events = [
@@ -34,7 +34,7 @@ def _effects() -> BatchEffects:
     ]
     categories = dict.fromkeys(vectors, "cat1")
     config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
-    return apply_batch(events, {}, vectors, categories, config, "m", 8, T0)
+    return apply_batch(events, states or {}, vectors, categories, config, "m", 8, T0)
 
 
 def _packed(sections: list[Any]) -> bytes:
@@ -155,5 +155,27 @@ def test_a_redis_without_the_module_is_written_by_the_script(tmp_path: Path) -> 
         assert written and _everything(told._redis) == written
         found.close()
         told.close()
+    finally:
+        redis_server.stop_redis(settings)
+
+
+def test_switched_off_a_module_built_before_is_still_loaded(tmp_path: Path) -> None:
+    """Data written through the module may still be in the AOF: turning the setting off must
+    not leave Redis unable to load it."""
+    settings = _own_redis(tmp_path)
+    try:
+        store = session_store(settings)
+        store.write_batch(_effects(), None)
+        written = _everything(store._redis)
+        store.close()
+        redis_server.stop_redis(settings)
+        switched_off = settings.model_copy(update={"redis_write_module": False})
+        redis_server.start_redis(switched_off)
+        store = session_store(switched_off)
+        assert store.native_write is False and _everything(store._redis) == written
+        # By the script now; the same events again, applied on the stored states: duplicates.
+        store.write_batch(_effects(store.load_states(["user0", "user1"])), T0)
+        assert _everything(store._redis) == written
+        store.close()
     finally:
         redis_server.stop_redis(settings)
