@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
+
+from recstream.infra import redis_server
 from recstream.infra.kafka_server import server_properties
 from recstream.infra.topics import dlq_topic, planned_topics
-from recstream.settings import load_settings
+from recstream.settings import Settings, load_settings
 
 
 def test_server_properties_use_the_configured_ports_and_kraft_combined_mode() -> None:
@@ -30,3 +34,26 @@ def test_every_topic_has_a_single_partition_dlq_with_retention() -> None:
     assert dlq.partitions == 1
     assert dlq.config == {"retention.ms": "3600000"}
     assert "retention.ms" not in specs["interactions"].config
+
+
+def _settings_in(state_dir: Path, **env: str) -> Settings:
+    return load_settings({"RECSTREAM_STATE_DIR": str(state_dir)} | env)
+
+
+def test_without_a_working_compiler_redis_gets_no_write_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis still starts, and the store writes with the Lua script."""
+    settings = _settings_in(tmp_path)
+    failing = shutil.which("false")  # a "compiler" that always fails
+    monkeypatch.setattr(redis_server.shutil, "which", lambda _: None)
+    assert redis_server.write_module(settings) is None
+    monkeypatch.setattr(redis_server.shutil, "which", lambda _: failing)
+    assert redis_server.write_module(settings) is None
+    assert "write module failed" in caplog.text
+
+
+def test_switched_off_no_module_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_in(tmp_path, RECSTREAM_REDIS_WRITE_MODULE="false")
+    monkeypatch.setattr(redis_server.shutil, "which", lambda _: pytest.fail("compiler looked up"))
+    assert redis_server.write_module(settings) is None
