@@ -186,8 +186,9 @@ static int columns(Run *run, Reader *r, RedisModuleKey *key, PairWrite write) {
     if (!read_array(r, &numbers) || numbers != members)
         return fail(run, "ERR recstream.write: members and scores differ in length");
     Reader number_at = *r;
-    for (uint32_t i = 0; i < numbers; i++)
-        if (!read_number(r, &number)) return fail(run, "ERR recstream.write: bad score");
+    for (uint32_t i = 0; i < numbers; i++) /* NaN would fail in Redis part-way: refuse it here */
+        if (!read_number(r, &number) || number != number)
+            return fail(run, "ERR recstream.write: bad score");
     if (!run->apply) return 1;
     for (uint32_t i = 0; i < members; i++) {
         read_string(&member_at, &at, &length);

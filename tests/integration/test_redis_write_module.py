@@ -51,12 +51,17 @@ def _drop_a_score(seen: list[list[Any]]) -> list[list[Any]]:
     return [[*record[:4], record[4][:-1]] for record in seen]
 
 
+def _a_nan_score(seen: list[list[Any]]) -> list[list[Any]]:
+    return [[*record[:4], [*record[4][:-1], float("nan")]] for record in seen]
+
+
 MALFORMED: dict[str, Callable[[bytes], bytes]] = {
     "not msgpack": lambda _: b"hello",
     "truncated": lambda payload: payload[:-1],
     "bytes after it": lambda payload: payload + b"\x00",
     "six sections": lambda payload: _packed(msgpack.unpackb(payload, raw=True)[:6]),
     "a score missing": lambda payload: _with_section(payload, 2, _drop_a_score),
+    "a score not a number": lambda payload: _with_section(payload, 2, _a_nan_score),
     "a state without values": lambda payload: _with_section(payload, 1, lambda s: [[s[0][0]]]),
 }
 
