@@ -274,13 +274,19 @@ static int state(Run *run, Reader *r) {
     return 1;
 }
 
+/* A [key, text] record. */
+static int key_and_text(Run *run, Reader *r, const char **name, size_t *length,
+                        const char **value, size_t *value_length) {
+    uint32_t size;
+    return read_array(r, &size) && size == 2 && read_key(run, r, name, length) &&
+           read_string(r, value, value_length);
+}
+
 /* [key, factor] -> ZUNIONSTORE key 1 key WEIGHTS factor. */
 static int rebase(Run *run, Reader *r) {
-    uint32_t size;
     const char *name, *factor;
     size_t length, factor_length;
-    if (!read_array(r, &size) || size != 2 || !read_key(run, r, &name, &length) ||
-        !read_string(r, &factor, &factor_length))
+    if (!key_and_text(run, r, &name, &length, &factor, &factor_length))
         return fail(run, "ERR recstream.write: [key, factor] expected");
     if (!run->apply) return 1;
     return called(run, RedisModule_Call(run->ctx, "ZUNIONSTORE", "bcbcb", name, length, "1", name,
@@ -306,11 +312,9 @@ static int set_members(Run *run, Reader *r) {
 
 /* [key, value] -> SET. */
 static int landmark(Run *run, Reader *r) {
-    uint32_t size;
     const char *name, *value;
     size_t length, value_length;
-    if (!read_array(r, &size) || size != 2 || !read_key(run, r, &name, &length) ||
-        !read_string(r, &value, &value_length))
+    if (!key_and_text(run, r, &name, &length, &value, &value_length))
         return fail(run, "ERR recstream.write: [key, value] expected");
     if (!run->apply) return 1;
     return called(run, RedisModule_Call(run->ctx, "SET", "bb", name, length, value, value_length));
