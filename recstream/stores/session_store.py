@@ -1,8 +1,9 @@
 """The session state concern in Redis: per-user state, seen history, popularity, co-visitation.
 
-Writes of one batch go in one Lua script call, which Redis runs without interleaving: the whole
-batch (states, guards and counters) is stored or none of it, so a replay after a crash re-applies
-exactly what was lost. Key layout: docs/state-layout.md.
+Writes of one batch go in one call, which Redis runs without interleaving: the native command of
+recstream's Redis module where the server has it (infra/redis_module), else a Lua script, with
+the same payload and effects. The whole batch (states, guards and counters) is stored or none of
+it, so a replay after a crash re-applies exactly what was lost. Key layout: docs/state-layout.md.
 """
 
 from __future__ import annotations
@@ -240,9 +241,10 @@ class RedisSessionStore:
         return None if raw is None else int(raw)
 
     def write_batch(self, effects: BatchEffects, previous_landmark: int | None) -> None:
-        """Store everything a batch changed in one server-side script call (atomic, one round trip).
+        """Store everything a batch changed in one server-side call (atomic, one round trip):
+        the module's command or the Lua script (`write_encoded`).
 
-        A script rather than a MULTI pipeline: the batch is tens of thousands of small writes, and
+        One call rather than a MULTI pipeline: the batch is tens of thousands of small writes, and
         per-command client overhead, not Redis, was the limit (see docs/benchmarks.md).
         """
         new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
@@ -253,10 +255,11 @@ class RedisSessionStore:
     def encode_batch(
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
     ) -> bytes:
-        """The write script's argument for a batch: all of the client's work of a write."""
+        """The write call's payload for a batch: all of the client's work of a write."""
         payload = self._batch_payload(effects, previous_landmark, new_categories)
         # use_bin_type=False: the raw format, which the Lua cmsgpack in Redis decodes.
-        return bytes(msgpack.packb(payload, use_bin_type=False))
+        packed: bytes = msgpack.packb(payload, use_bin_type=False)
+        return packed
 
     def write_encoded(self, payload: bytes) -> None:
         """Store an `encode_batch` result (all of Redis's work of a write): with the native

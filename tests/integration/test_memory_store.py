@@ -77,6 +77,11 @@ def _redis_store(settings: Settings, write_path: str) -> RedisSessionStore:
     return store
 
 
+def _wrote_by(store: RedisSessionStore, write_path: str) -> None:
+    """The store never fell back from the path under test."""
+    assert store.native_write == (write_path == "native")
+
+
 def test_memory_store_reads_like_redis_after_the_same_batches(
     infra: Settings, unique: str, tmp_path: Path, write_path: str
 ) -> None:
@@ -127,6 +132,7 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
         _assert_close(redis_store.popularity(100), memory.popularity(100))
         _assert_close(redis_store.popularity(100, "cat1"), memory.popularity(100, "cat1"))
         _assert_close(redis_store.popularity_of(ITEMS), memory.popularity_of(ITEMS))
+        _wrote_by(redis_store, write_path)
     finally:
         delete_namespace(settings)
         redis_store.close()
@@ -195,6 +201,7 @@ def both_stores(
     store = _redis_store(settings, write_path)
     try:
         yield store, InMemorySessionStore()
+        _wrote_by(store, write_path)
     finally:
         delete_namespace(settings)
         store.close()
