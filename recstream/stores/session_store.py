@@ -278,12 +278,13 @@ class RedisSessionStore:
 
     def has_native_write(self) -> bool:
         """Asked without a payload, a server with the module answers with an arity error (and
-        writes nothing); one without it, with "unknown command"."""
+        writes nothing). Any other answer ("unknown command", or an ACL that refuses the
+        command): the script is used."""
         try:
             self._redis.execute_command(_NATIVE_WRITE)
         except redis.exceptions.ResponseError as error:
-            return "unknown command" not in str(error).lower()
-        return True
+            return "wrong number of arguments" in str(error).lower()
+        return False
 
     def _batch_payload(
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]

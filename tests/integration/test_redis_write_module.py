@@ -184,3 +184,27 @@ def test_switched_off_a_module_built_before_is_still_loaded(tmp_path: Path) -> N
         store.close()
     finally:
         redis_server.stop_redis(settings)
+
+
+def test_a_user_refused_the_command_by_acl_writes_with_the_script(
+    infra: Settings, unique: str, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    redis_client.acl_setuser(
+        unique,
+        enabled=True,
+        passwords=[f"+{unique}"],
+        keys=["*"],
+        commands=["+@all", "-recstream.write"],
+    )
+    settings = isolated_settings(infra, unique, tmp_path)
+    address = settings.redis_address.replace("redis://", f"redis://{unique}:{unique}@")
+    store = session_store(settings.model_copy(update={"redis_url": address}))
+    try:
+        assert not store.has_native_write()
+        store.write_batch(_effects(), None)
+        assert store.native_write is False
+        assert set(store.load_states(["user0", "user1"])) == {"user0", "user1"}
+    finally:
+        delete_namespace(settings)
+        store.close()
+        redis_client.acl_deluser(unique)
