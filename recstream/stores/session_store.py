@@ -9,6 +9,7 @@ it, so a replay after a crash re-applies exactly what was lost. Key layout: docs
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ import redis
 
 from recstream.stores.keys import KeySpace
 from recstream.streams.session import BatchEffects, UserState
+
+log = logging.getLogger(__name__)
 
 # "ids" (the event-id guards) is read only from states written before the guards got their own
 # sorted set (KeySpace.user_guards); it is never written now.
@@ -94,6 +97,7 @@ return #b[2]
 # The same write as one native command, when the server has recstream's module loaded
 # (infra/redis_module/recstream_write.c: same payload, same effects, about half of Redis's CPU).
 _NATIVE_WRITE = "RECSTREAM.WRITE"
+_WRITE_PATHS = {True: "the native command of recstream's module", False: "the Lua script"}
 
 # States and guards of many users in one call: KEYS are (state, guards) pairs, ARGV the state
 # fields. One command instead of two per user: the client's per-command cost, not Redis's work,
@@ -266,6 +270,7 @@ class RedisSessionStore:
         command when the server has it, else with the Lua script. Both have the same effects."""
         if self.native_write is None:
             self.native_write = self.has_native_write()
+            log.info("Redis batch writes: %s", _WRITE_PATHS[self.native_write])
         if self.native_write:
             try:
                 self._redis.execute_command(_NATIVE_WRITE, payload)
@@ -273,7 +278,8 @@ class RedisSessionStore:
             except redis.exceptions.ResponseError as error:
                 if "unknown command" not in str(error).lower():
                     raise
-                self.native_write = False  # a Redis restarted without the module
+                self.native_write = False
+                log.warning("Redis no longer has recstream's module: writing with the Lua script")
         self._write_script(args=[payload])
 
     def has_native_write(self) -> bool:

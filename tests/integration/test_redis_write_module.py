@@ -4,6 +4,7 @@ tests/integration/test_memory_store.py, which runs with both."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -144,12 +145,16 @@ def test_native_writes_replay_from_the_aof_after_a_restart(tmp_path: Path) -> No
         redis_server.stop_redis(settings)
 
 
-def test_a_redis_without_the_module_is_written_by_the_script(tmp_path: Path) -> None:
+def test_a_redis_without_the_module_is_written_by_the_script(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = _own_redis(tmp_path, RECSTREAM_REDIS_WRITE_MODULE="false")
     try:
         found = session_store(settings.model_copy(update={"redis_write_module": True}))
-        found.write_batch(_effects(), None)
+        with caplog.at_level(logging.INFO, "recstream.stores.session_store"):
+            found.write_batch(_effects(), None)
         assert found.native_write is False
+        assert "Redis batch writes: the Lua script" in caplog.text
         written = _everything(found._redis)
         found._redis.flushall()
         # A store that was told the module is there (a Redis restarted without it) finds out.
@@ -157,6 +162,7 @@ def test_a_redis_without_the_module_is_written_by_the_script(tmp_path: Path) -> 
         told.native_write = True
         told.write_batch(_effects(), None)
         assert told.native_write is False
+        assert "no longer has recstream's module" in caplog.text
         assert written and _everything(told._redis) == written
         found.close()
         told.close()
