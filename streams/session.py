@@ -10,17 +10,29 @@ contribution decayed by its age instead, so a late event never rewinds the state
 from __future__ import annotations
 
 import heapq
+import itertools
+import operator
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from recstream.schemas.events import InteractionEvent
 from recstream.stores.vector_index import Vector
 from recstream.streams.collab import CollabModel
-from recstream.streams.kernels import fold_steps
+from recstream.streams.kernels import (
+    APPLIED,
+    DUPLICATE,
+    TOO_LATE,
+    EventColumns,
+    ItemColumns,
+    KernelSettings,
+    UserColumns,
+    apply_events,
+)
 
 MAX_GUARD_IDS = 1024
 MAX_COLLAB_ITEMS = 500  # a user's collaborative history keeps its strongest items
@@ -90,31 +102,6 @@ class BatchEffects:
     landmark: int = 0
 
 
-@dataclass(slots=True)
-class _VectorSteps:
-    """The batch's session-vector steps in event order, as columns (one compiled pass applies
-    them: streams/kernels.py)."""
-
-    users: list[str] = field(default_factory=list)
-    decays: list[float] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-
-    def add(self, state: UserState, event: InteractionEvent, weight: float, half_life: int) -> None:
-        """The step of an applied event: the state decays by the time since its newest event; a
-        late event's own weight decays by its age instead (the state never rewinds)."""
-        age = event.event_time - state.last_time
-        decay = 1.0
-        if age >= 0:
-            decay = 0.5 ** (age / half_life)
-        else:
-            weight *= 0.5 ** (-age / half_life)
-        self.users.append(event.user_id)
-        self.decays.append(decay)
-        self.weights.append(weight)
-        self.items.append(event.item_id)
-
-
 def popularity_landmark(current: int | None, newest_time: int, half_life_ms: int) -> int:
     """The forward-decay landmark to use: moved forward once scores would grow too large."""
     if current is None:
@@ -136,39 +123,221 @@ def apply_batch(
     collab: CollabModel | None = None,
 ) -> BatchEffects:
     """Apply events (in consumed order) to copies of the users' states; with a collaborative
-    model, every user whose history changed gets a fresh fold-in."""
+    model, every user whose history changed gets a fresh fold-in.
+
+    The per-event arithmetic and bookkeeping run in one compiled pass over integer-coded
+    columns (`kernels.apply_events`); what is left here is per user, or a few dict operations
+    per applied event."""
     effects = BatchEffects(landmark=landmark)
-    steps = _VectorSteps()
-    for event in events:
-        state = effects.states.get(event.user_id)
-        if state is None:
-            state = states.get(event.user_id, UserState()).copy()
-            if state.model != model:  # vectors of another model version never mix
-                state.vector, state.model = None, model
-            effects.states[event.user_id] = state
-        outcome = _guard(state, event, config)
-        effects.outcomes[outcome] += 1
-        if outcome != "applied":
-            continue
-        weight = config.weight(event)
-        _record(effects, state, event, weight, config)
-        _add_collab(state, event.item_id, weight)
-        if event.item_id in item_vectors:
-            steps.add(state, event, weight, config.half_life_ms)
-        else:
-            effects.vector_missing += 1
-        _advance(state, event)
-        effects.new_guards.setdefault(event.user_id, {})[event.event_id] = event.event_time
+    if not events:
+        return effects
+    batch = _Batch(events, states, model)
+    effects.states = batch.states
+    items = _ItemCodes(batch, item_vectors, dimension)
+    users = batch.user_columns(items, dimension, config.covis_window)
+    columns = batch.event_columns(items, config)
+    result = apply_events(
+        columns,
+        users,
+        items.columns,
+        KernelSettings(
+            config.allowed_lateness_ms,
+            config.half_life_ms,
+            config.popularity_half_life_ms,
+            landmark,
+            config.covis_window,
+        ),
+    )
+    applied = np.flatnonzero(columns.outcomes == APPLIED)
+    effects.outcomes = _outcome_counts(columns.outcomes)
+    effects.newest_time, effects.vector_missing = result.newest_time, result.vector_missing
+    batch.record(effects, applied, columns)
+    batch.settle(users, items.names, config)
+    effects.popularity = items.popularity()
     effects.category_popularity = _category_popularity(effects.popularity, item_categories)
-    for state in effects.states.values():
-        _settle_guards(state, config)
-        _trim_collab(state)
-    _apply_vector_steps(effects.states, steps, item_vectors, dimension)
+    effects.covisits = _covisit_counts(result.covisits, items.names)
     if collab is not None:
         started = time.perf_counter()
         _fold_in(effects.states, collab)
         effects.fold_in_seconds = time.perf_counter() - started
     return effects
+
+
+class _Batch:
+    """The batch's events as columns, its users numbered in order of first appearance, and a
+    working copy of each user's state."""
+
+    def __init__(
+        self, events: Sequence[InteractionEvent], states: Mapping[str, UserState], model: str
+    ) -> None:
+        self.users = [event.user_id for event in events]
+        self.items = [event.item_id for event in events]
+        self.ids = [event.event_id for event in events]
+        self.times = [event.event_time for event in events]
+        self.events = events
+        row_of: dict[str, int] = {}
+        self.rows = [row_of.setdefault(user, len(row_of)) for user in self.users]
+        self.states = {user: _working_copy(states.get(user), model) for user in row_of}
+        self.row_states = list(self.states.values())
+
+    def event_columns(self, items: _ItemCodes, config: SessionConfig) -> EventColumns:
+        guards = [state.guard_ids for state in self.row_states]
+        count = len(self.rows)
+        return EventColumns(
+            rows=np.array(self.rows, dtype=np.int64),
+            items=np.array(items.codes, dtype=np.int64),
+            times=np.array(self.times, dtype=np.int64),
+            weights=np.array(_weights(self.events, config), dtype=np.float64),
+            known=np.array(
+                [
+                    event_id in guards[row]
+                    for event_id, row in zip(self.ids, self.rows, strict=True)
+                ],
+                dtype=np.bool_,
+            ),
+            id_codes=self._id_codes(),
+            outcomes=np.zeros(count, dtype=np.int8),
+        )
+
+    def _id_codes(self) -> npt.NDArray[np.int64]:
+        """Equal codes for events of the same user and id (a duplicate within the batch)."""
+        if len(set(self.ids)) == len(self.ids):  # the usual case: every id once
+            return np.arange(len(self.ids), dtype=np.int64)
+        code_of: dict[tuple[int, str], int] = {}
+        return np.array(
+            [
+                code_of.setdefault(pair, len(code_of))
+                for pair in zip(self.rows, self.ids, strict=True)
+            ],
+            dtype=np.int64,
+        )
+
+    def user_columns(self, items: _ItemCodes, dimension: int, window: int) -> UserColumns:
+        count = len(self.row_states)
+        capacity = max([window, *(len(s.recent_items) for s in self.row_states)]) + 1
+        recent = np.zeros((count, capacity), dtype=np.int64)
+        vectors = np.zeros((count, dimension), dtype=np.float64)
+        for row, state in enumerate(self.row_states):
+            recent[row, : len(state.recent_items)] = items.codes_of(state.recent_items)
+            if state.vector is not None:
+                vectors[row] = state.vector
+        return UserColumns(
+            floors=np.array([s.floor for s in self.row_states], dtype=np.int64),
+            lasts=np.array([s.last_time for s in self.row_states], dtype=np.int64),
+            vectors=vectors,
+            stepped=np.zeros(count, dtype=np.bool_),
+            recent=recent,
+            recent_lengths=np.array([len(s.recent_items) for s in self.row_states], np.int64),
+        )
+
+    def record(
+        self, effects: BatchEffects, applied: npt.NDArray[np.intp], columns: EventColumns
+    ) -> None:
+        """The applied events' guard ids, seen history and collaborative history (a few dict
+        operations each), and the users' counts."""
+        users, items, ids, times, states = self.users, self.items, self.ids, self.times, self.states
+        weights = columns.weights.tolist()
+        seen, new_guards = effects.seen, effects.new_guards
+        for event in applied.tolist():
+            user, item, time_ = users[event], items[event], times[event]
+            state = states[user]
+            state.guard_ids[ids[event]] = time_
+            new_guards.setdefault(user, {})[ids[event]] = time_
+            mine = seen.setdefault(user, {})
+            if mine.get(item, -1) < time_:
+                mine[item] = time_
+            _add_collab(state, item, weights[event])
+        counts = np.bincount(columns.rows[applied], minlength=len(self.row_states))
+        for state, count in zip(self.row_states, counts.tolist(), strict=True):
+            state.count += count
+
+    def settle(self, users: UserColumns, item_names: list[str], config: SessionConfig) -> None:
+        """Carry the compiled pass's per-user results back into the states; settle guards and
+        trim collaborative histories once per user."""
+        lasts, lengths = users.lasts.tolist(), users.recent_lengths.tolist()
+        stepped = users.stepped.tolist()
+        for row, state in enumerate(self.row_states):
+            state.last_time = lasts[row]
+            state.recent_items = [item_names[c] for c in users.recent[row, : lengths[row]].tolist()]
+            if stepped[row]:
+                state.vector = users.vectors[row].astype(np.float32)
+            _settle_guards(state, config)
+            _trim_collab(state)
+
+
+class _ItemCodes:
+    """The items the batch names, numbered: its events' in order of first appearance, then
+    those only in its users' recent windows."""
+
+    def __init__(self, batch: _Batch, item_vectors: Mapping[str, Vector], dimension: int) -> None:
+        self._code_of: dict[str, int] = {}
+        code_of = self._code_of
+        self.codes = [code_of.setdefault(item, len(code_of)) for item in batch.items]
+        for state in batch.row_states:
+            self.codes_of(state.recent_items)
+        self.names = list(code_of)
+        with_vectors = [name for name in self.names if name in item_vectors]
+        vector_of = {name: row for row, name in enumerate(with_vectors)}
+        vectors = (
+            np.stack([np.asarray(item_vectors[name], dtype=np.float32) for name in with_vectors])
+            if with_vectors
+            else np.zeros((1, dimension), dtype=np.float32)
+        )
+        self.columns = ItemColumns(
+            vector_rows=np.array([vector_of.get(n, -1) for n in self.names], dtype=np.int64),
+            vectors=vectors,
+            popularity=np.zeros(len(self.names), dtype=np.float64),
+            boosted=np.zeros(len(self.names), dtype=np.bool_),
+        )
+
+    def codes_of(self, items: list[str]) -> list[int]:
+        code_of = self._code_of
+        return [code_of.setdefault(item, len(code_of)) for item in items]
+
+    def popularity(self) -> dict[str, float]:
+        boosts = self.columns.popularity.tolist()
+        return {self.names[c]: boosts[c] for c in np.flatnonzero(self.columns.boosted).tolist()}
+
+
+def _working_copy(state: UserState | None, model: str) -> UserState:
+    """A copy to change (the cached state stays as stored until the batch is); vectors of
+    another model version never mix."""
+    copy = state.copy() if state is not None else UserState()
+    if copy.model != model:
+        copy.vector, copy.model = None, model
+    return copy
+
+
+def _weights(events: Sequence[InteractionEvent], config: SessionConfig) -> list[float]:
+    by_type = config.weights
+    return [
+        config.weight(event) if event.event_type == "rating" else by_type[event.event_type]
+        for event in events
+    ]
+
+
+def _outcome_counts(outcomes: npt.NDArray[np.int8]) -> Counter[str]:
+    counts = np.bincount(outcomes, minlength=3).tolist()
+    names = {APPLIED: "applied", TOO_LATE: "too_late", DUPLICATE: "duplicate"}
+    return Counter({names[code]: n for code, n in enumerate(counts) if n})
+
+
+def _covisit_counts(pairs: npt.NDArray[np.int64], names: list[str]) -> dict[str, dict[str, float]]:
+    """item -> other item -> how many co-visits, from the compiled pass's pairs."""
+    if not len(pairs):
+        return {}
+    width = len(names)
+    unique, counts = np.unique(pairs[:, 0] * width + pairs[:, 1], return_counts=True)
+    firsts, others = np.divmod(unique, width)
+    other_names = [names[c] for c in others.tolist()]
+    weights = counts.astype(np.float64).tolist()
+    starts = [0, *(np.flatnonzero(np.diff(firsts)) + 1).tolist(), len(unique)]
+    return {
+        names[int(firsts[start])]: dict(
+            zip(other_names[start:end], weights[start:end], strict=True)
+        )
+        for start, end in itertools.pairwise(starts)
+    }
 
 
 def user_groups(
@@ -202,13 +371,19 @@ def _add_collab(state: UserState, item_id: str, weight: float) -> None:
         history.pop(item_id, None)
 
 
+_STRENGTH = operator.itemgetter(1, 0)  # an item's weight, ties by item id
+
+
 def _trim_collab(state: UserState) -> None:
     """Once per user and batch (not per event: that was a scan of 500 items per event for
     heavy users): keep the MAX_COLLAB_ITEMS strongest items, ties by item id."""
     history = state.collab_items
     if len(history) > MAX_COLLAB_ITEMS:
-        strongest = heapq.nlargest(MAX_COLLAB_ITEMS, history.items(), key=lambda p: (p[1], p[0]))
-        state.collab_items = dict(strongest)
+        # The few weakest go (a heavy user is a few items over each batch): 5x cheaper than
+        # ranking the 500 that stay.
+        weakest = heapq.nsmallest(len(history) - MAX_COLLAB_ITEMS, history.items(), _STRENGTH)
+        for item, _ in weakest:
+            del history[item]
 
 
 def _fold_in(states: Mapping[str, UserState], collab: CollabModel) -> None:
@@ -219,49 +394,6 @@ def _fold_in(states: Mapping[str, UserState], collab: CollabModel) -> None:
     ):
         state.collab_vector = factor
         state.collab_version = collab.version
-
-
-def _guard(state: UserState, event: InteractionEvent, config: SessionConfig) -> str:
-    if event.event_time < max(state.floor, state.last_time - config.allowed_lateness_ms):
-        return "too_late"
-    if event.event_id in state.guard_ids:
-        return "duplicate"
-    return "applied"
-
-
-def _record(
-    effects: BatchEffects,
-    state: UserState,
-    event: InteractionEvent,
-    weight: float,
-    config: SessionConfig,
-) -> None:
-    """Seen history, popularity and co-visitation of one applied event. (Category popularity
-    is the same sums per item: `_category_popularity` derives it once per batch.)"""
-    item, time_ = event.item_id, event.event_time
-    seen = effects.seen.setdefault(event.user_id, {})
-    seen[item] = max(seen.get(item, 0), time_)
-    if time_ > effects.newest_time:
-        effects.newest_time = time_
-    if weight < 0:
-        return
-    boost = 2.0 ** ((time_ - effects.landmark) / config.popularity_half_life_ms)
-    effects.popularity[item] = effects.popularity.get(item, 0.0) + boost
-    if weight == 0 or config.covis_window == 0:
-        return
-    recent = state.recent_items
-    others = [other for other in recent if other != item]
-    if others:
-        covisits = effects.covisits
-        mine = covisits.setdefault(item, {})
-        for other in others:
-            mine[other] = mine.get(other, 0.0) + 1.0
-            theirs = covisits.setdefault(other, {})
-            theirs[item] = theirs.get(item, 0.0) + 1.0
-    if len(others) < len(recent):
-        recent.remove(item)
-    recent.append(item)
-    del recent[: -config.covis_window]
 
 
 def _category_popularity(
@@ -275,12 +407,6 @@ def _category_popularity(
     }
 
 
-def _advance(state: UserState, event: InteractionEvent) -> None:
-    state.count += 1
-    state.last_time = max(state.last_time, event.event_time)
-    state.guard_ids[event.event_id] = event.event_time
-
-
 def _settle_guards(state: UserState, config: SessionConfig) -> None:
     """Once per user and batch: raise the floor to the lateness bound and keep at most
     MAX_GUARD_IDS ids (everything at or before the newest dropped id becomes too late)."""
@@ -291,34 +417,3 @@ def _settle_guards(state: UserState, config: SessionConfig) -> None:
     state.floor = floor
     if state.guard_ids and min(state.guard_ids.values()) < floor:
         state.guard_ids = {k: t for k, t in state.guard_ids.items() if t >= floor}
-
-
-def _apply_vector_steps(
-    states: dict[str, UserState],
-    steps: _VectorSteps,
-    item_vectors: Mapping[str, Vector],
-    dimension: int,
-) -> None:
-    """Every step, in event order, on one matrix of the stepped users' vectors."""
-    if not steps.users:
-        return
-    row_of: dict[str, int] = {}
-    rows = [row_of.setdefault(user, len(row_of)) for user in steps.users]
-    item_row_of: dict[str, int] = {}
-    item_rows = [item_row_of.setdefault(item, len(item_row_of)) for item in steps.items]
-    matrix = np.zeros((len(row_of), dimension), dtype=np.float64)
-    for user, row in row_of.items():
-        vector = states[user].vector
-        if vector is not None:
-            matrix[row] = vector
-    items = np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_row_of])
-    fold_steps(
-        matrix,
-        np.array(rows, dtype=np.int64),
-        np.array(steps.decays, dtype=np.float64),
-        np.array(steps.weights, dtype=np.float64),
-        np.array(item_rows, dtype=np.int64),
-        items,
-    )
-    for user, row in row_of.items():
-        states[user].vector = matrix[row].astype(np.float32)

@@ -1,5 +1,6 @@
-"""An independent, deliberately plain implementation of the session-vector formula, used by the
-tests to check what the processor stored: u <- normalize(decay(dt) * u + w * item)."""
+"""Independent, deliberately plain implementations, used by the tests to check the processor: the
+session-vector formula u <- normalize(decay(dt) * u + w * item), and a whole batch applied one
+event at a time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from recstream.schemas.events import InteractionEvent
+from recstream.streams import session
+from recstream.streams.session import BatchEffects, SessionConfig, UserState
 
 
 def reference_vector(
@@ -29,3 +32,102 @@ def reference_vector(
         u = x / norm if norm > 1e-12 else np.zeros_like(x)
         last = event.event_time
     return u
+
+
+def reference_apply_batch(
+    events: Sequence[InteractionEvent],
+    states: Mapping[str, UserState],
+    item_vectors: Mapping[str, np.ndarray],
+    item_categories: Mapping[str, str],
+    config: SessionConfig,
+    model: str,
+    landmark: int,
+) -> BatchEffects:
+    """`apply_batch` as a plain loop, one event at a time, in Python (the processor's code
+    before the compiled pass): the oracle the compiled pass is checked against. Per-user steps
+    run once per batch, as in the processor: `session._settle_guards` and `_trim_collab`."""
+    effects = BatchEffects(landmark=landmark)
+    for event in events:
+        state = effects.states.get(event.user_id)
+        if state is None:
+            state = states.get(event.user_id, UserState()).copy()
+            if state.model != model:
+                state.vector, state.model = None, model
+            effects.states[event.user_id] = state
+        outcome = _outcome(state, event, config)
+        effects.outcomes[outcome] += 1
+        if outcome == "applied":
+            _apply_one(effects, state, event, item_vectors, config)
+    effects.category_popularity = {
+        (category, item): boost
+        for item, boost in effects.popularity.items()
+        if (category := item_categories.get(item))
+    }
+    for state in effects.states.values():
+        session._settle_guards(state, config)
+        session._trim_collab(state)
+    return effects
+
+
+def _outcome(state: UserState, event: InteractionEvent, config: SessionConfig) -> str:
+    if event.event_time < max(state.floor, state.last_time - config.allowed_lateness_ms):
+        return "too_late"
+    return "duplicate" if event.event_id in state.guard_ids else "applied"
+
+
+def _apply_one(
+    effects: BatchEffects,
+    state: UserState,
+    event: InteractionEvent,
+    item_vectors: Mapping[str, np.ndarray],
+    config: SessionConfig,
+) -> None:
+    weight, item, time_ = config.weight(event), event.item_id, event.event_time
+    seen = effects.seen.setdefault(event.user_id, {})
+    seen[item] = max(seen.get(item, 0), time_)
+    effects.newest_time = max(effects.newest_time, time_)
+    if weight >= 0:
+        boost = 2.0 ** ((time_ - effects.landmark) / config.popularity_half_life_ms)
+        effects.popularity[item] = effects.popularity.get(item, 0.0) + boost
+        if weight != 0 and config.covis_window != 0:
+            _covisit(effects, state, item, config.covis_window)
+    total = state.collab_items.get(item, 0.0) + weight
+    if total > 0:
+        state.collab_items[item] = total
+    else:
+        state.collab_items.pop(item, None)
+    if item in item_vectors:
+        _step(state, item_vectors[item], event.event_time, weight, config.half_life_ms)
+    else:
+        effects.vector_missing += 1
+    state.count += 1
+    state.last_time = max(state.last_time, time_)
+    state.guard_ids[event.event_id] = time_
+    effects.new_guards.setdefault(event.user_id, {})[event.event_id] = time_
+
+
+def _covisit(effects: BatchEffects, state: UserState, item: str, window: int) -> None:
+    recent = state.recent_items
+    others = [other for other in recent if other != item]
+    for other in others:
+        mine = effects.covisits.setdefault(item, {})
+        mine[other] = mine.get(other, 0.0) + 1.0
+        theirs = effects.covisits.setdefault(other, {})
+        theirs[item] = theirs.get(item, 0.0) + 1.0
+    if len(others) < len(recent):
+        recent.remove(item)
+    recent.append(item)
+    del recent[:-window]
+
+
+def _step(state: UserState, item: np.ndarray, time_: int, weight: float, half_life: int) -> None:
+    age = time_ - state.last_time
+    decay = 1.0
+    if age >= 0:
+        decay = 0.5 ** (age / half_life)
+    else:
+        weight *= 0.5 ** (-age / half_life)
+    u = np.zeros(len(item)) if state.vector is None else state.vector.astype(np.float64)
+    x = decay * u + weight * item.astype(np.float64)
+    norm = float(np.sqrt((x * x).sum()))
+    state.vector = (x / norm if norm > 1e-12 else np.zeros_like(x)).astype(np.float32)

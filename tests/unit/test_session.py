@@ -15,7 +15,7 @@ from recstream.streams.session import (
     popularity_landmark,
     user_groups,
 )
-from tests.session_reference import reference_vector
+from tests.session_reference import reference_apply_batch, reference_vector
 
 DIM = 8
 HOUR = 3600 * 1000
@@ -264,3 +264,88 @@ def test_applying_user_groups_one_by_one_adds_up_to_the_whole_batch() -> None:
     assert popularity == pytest.approx(whole.popularity)
     expected = {(i, o): n for i, others in whole.covisits.items() for o, n in others.items()}
     assert covisits == expected
+
+
+def _random_stream(seed: int, count: int) -> tuple[list[InteractionEvent], dict[str, UserState]]:
+    """A stream with everything the guards and windows must handle: interleaved users, late and
+    too-late events, ids repeated (for the same user and for another), ratings, items without a
+    vector; and prior states with guard ids, recent windows, vectors of this model and another."""
+    rng = np.random.default_rng(seed)
+    kinds = [*DEFAULT_EVENT_WEIGHTS, "rating"]
+    events = []
+    for n in range(count):
+        kind = kinds[rng.integers(len(kinds))]
+        # Some late, some too late; on a 10-minute grid, so some fall on the lateness bound.
+        jitter = int(rng.integers(-12, 2)) * 600_000
+        event_id = f"e{rng.integers(n + 1)}" if rng.random() < 0.15 else f"e{n}"
+        item = f"i{rng.integers(8)}" if rng.random() < 0.9 else f"x{rng.integers(3)}"
+        events.append(
+            InteractionEvent(
+                event_id,
+                f"u{rng.integers(6)}",
+                item,
+                kind,
+                T0 + n * 600_000 + jitter,
+                value=float(rng.integers(1, 6)) if kind == "rating" else None,
+            )
+        )
+    vectors = _vectors(8, seed)
+    states = {
+        "u0": UserState(
+            vectors["i1"],
+            T0,
+            T0 - HOUR,
+            3,
+            {"e2": T0, "old": T0 - 10},
+            ["i4", "x1", "i2"],
+            "model-a",
+            {"i4": 2.0},
+        ),
+        "u1": UserState(vectors["i2"], T0 + HOUR, 0, 1, {}, ["i0"], "model-old"),
+        "u2": UserState(None, T0 - 3 * HOUR, 0, 0, {}, ["i1", "i3", "i5", "i6"], "model-a"),
+    }
+    return events, states
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("window", [0, 1, 3])
+def test_the_compiled_pass_matches_a_plain_loop_over_the_events(seed: int, window: int) -> None:
+    events, states = _random_stream(seed, 300)
+    vectors = _vectors(8, seed)
+    config = SessionConfig(
+        weights=DEFAULT_EVENT_WEIGHTS,
+        half_life_ms=HOUR,
+        allowed_lateness_ms=HOUR,
+        covis_window=window,
+        popularity_half_life_ms=24 * HOUR,
+    )
+    categories = {"i0": "Drama", "i3": "Comedy"}
+    effects = apply_batch(events, states, vectors, categories, config, "model-a", DIM, T0)
+    expected = reference_apply_batch(events, states, vectors, categories, config, "model-a", T0)
+    assert effects.outcomes == expected.outcomes
+    assert set(effects.outcomes) == {"applied", "too_late", "duplicate"}  # the stream has all
+    assert effects.seen == expected.seen
+    assert effects.new_guards == expected.new_guards
+    assert effects.covisits == expected.covisits
+    assert effects.popularity == pytest.approx(expected.popularity, rel=1e-12)
+    assert effects.category_popularity == pytest.approx(expected.category_popularity, rel=1e-12)
+    assert (effects.newest_time, effects.vector_missing) == (
+        expected.newest_time,
+        expected.vector_missing,
+    )
+    assert effects.states.keys() == expected.states.keys()
+    for user, state in effects.states.items():
+        want = expected.states[user]
+        assert (state.last_time, state.floor, state.count, state.model) == (
+            want.last_time,
+            want.floor,
+            want.count,
+            want.model,
+        )
+        assert (state.guard_ids, state.recent_items) == (want.guard_ids, want.recent_items)
+        assert state.collab_items == pytest.approx(want.collab_items)
+        if want.vector is None:
+            assert state.vector is None
+        else:
+            np.testing.assert_allclose(state.vector, want.vector, atol=1e-5)
+    assert states["u0"].guard_ids == {"e2": T0, "old": T0 - 10}  # the inputs are not changed
