@@ -4,12 +4,14 @@ frozen; InteractionEvent not, for speed, but never changed once decoded)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import fastjsonschema
 import orjson
@@ -182,6 +184,62 @@ class EventDecoder:
             message.get("context"),
         )
 
+    def interactions(
+        self, raws: Sequence[bytes | None], now_ms: int
+    ) -> list[InteractionEvent] | None:
+        """A batch of raw values decoded at once, when every one of them passes the checks of
+        `interaction`'s fast path (the usual batch), done a column at a time; None when any
+        does not. The caller then decodes them one by one, which gives each refusal its reason.
+        Per event this costs about half of `interaction` (docs/benchmarks.md)."""
+        if None in raws:
+            return None
+        present = cast(Sequence[bytes], raws)
+        if max(map(len, present), default=0) > MAX_MESSAGE_BYTES:
+            return None
+        try:
+            messages = list(map(orjson.loads, present))
+        except orjson.JSONDecodeError:
+            return None
+        if not messages:
+            return []
+        if set(map(type, messages)) != {dict} or not all(map(_FAST_KEYS.issuperset, messages)):
+            return None
+        try:
+            columns = [list(map(_GET[key], messages)) for key in _REQUIRED_ORDER]
+        except KeyError:  # a required key missing
+            return None
+        versions, event_ids, user_ids, item_ids, event_types, times = columns
+        if not (
+            _all_of_type(versions, int)
+            and set(versions) == {SCHEMA_VERSION}
+            and all(_all_of_type(ids, str) for ids in (event_ids, user_ids, item_ids))
+            and _all_ids(event_ids)
+            and _all_repeated_ids(user_ids)
+            and _all_repeated_ids(item_ids)
+            and _all_of_type(event_types, str)
+            and set(event_types) <= _EVENT_TYPE_SET
+            and _all_of_type(times, int)
+            and min(times) >= max(0, self.bounds.earliest_ms)
+            and max(times) <= min(_MAX_TIME_MS, now_ms + self.bounds.max_future_skew_ms)
+        ):
+            return None
+        values = _plain_values(messages, event_types)
+        sessions = _plain_sessions(messages)
+        if values is None or sessions is None:
+            return None
+        return list(
+            map(
+                InteractionEvent,
+                event_ids,
+                user_ids,
+                item_ids,
+                event_types,
+                times,
+                values,
+                sessions,
+            )
+        )
+
     def catalog(self, raw: bytes | None, now_ms: int) -> CatalogEvent:
         message = parse_json_object(raw)
         validate_against(self._catalog, message)
@@ -220,6 +278,69 @@ def _is_repeated_id(value: object) -> bool:
         _KNOWN_IDS.clear()
     _KNOWN_IDS.add(value)
     return True
+
+
+_REQUIRED_ORDER = ("schema_version", "event_id", "user_id", "item_id", "event_type", "event_time")
+_GET = {key: operator.itemgetter(key) for key in _FAST_KEYS}
+_ID_LINES = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}(?:\n[A-Za-z0-9_.:@/+=-]{1,128})*")
+
+
+def _count_with(key: str, messages: list[dict[str, Any]]) -> int:
+    return sum(map(operator.contains, messages, itertools.repeat(key)))
+
+
+def _all_of_type(column: list[Any], kind: type) -> bool:
+    return set(map(type, column)) == {kind}  # exact type: a bool is no int here
+
+
+def _all_ids(ids: list[str]) -> bool:
+    """Every string matches the id pattern: one match over all of them, one per line (the
+    count of line breaks rules out an id that holds one)."""
+    joined = "\n".join(ids)
+    return joined.count("\n") == len(ids) - 1 and _ID_LINES.fullmatch(joined) is not None
+
+
+def _all_repeated_ids(ids: list[str]) -> bool:
+    """_all_ids, remembering the ids that passed (as `_is_repeated_id`)."""
+    new = set(ids).difference(_KNOWN_IDS)
+    if new and not _all_ids(list(new)):
+        return False
+    if len(_KNOWN_IDS) + len(new) > _KNOWN_IDS_LIMIT:
+        _KNOWN_IDS.clear()
+    _KNOWN_IDS.update(new)
+    return True
+
+
+def _plain_values(
+    messages: list[dict[str, Any]], event_types: list[str]
+) -> list[float | None] | None:
+    """Each message's value (None where it has none), when every value given is a number in
+    range and every rating has one; else None."""
+    if _count_with("value", messages) == 0:  # the usual case, checked in C
+        return None if "rating" in event_types else [None] * len(messages)
+    if "rating" in event_types and any(
+        "value" not in message
+        for message, kind in zip(messages, event_types, strict=True)
+        if kind == "rating"
+    ):
+        return None
+    values = [message.get("value") for message in messages]
+    given = [message["value"] for message in messages if "value" in message]
+    if given and not (
+        set(map(type, given)) <= {int, float} and min(given) >= -1e6 and max(given) <= 1e6
+    ):
+        return None
+    return values
+
+
+def _plain_sessions(messages: list[dict[str, Any]]) -> list[str | None] | None:
+    """Each message's session id (None where it has none), when every one given is an id."""
+    if _count_with("session_id", messages) == 0:
+        return [None] * len(messages)
+    given = [message["session_id"] for message in messages if "session_id" in message]
+    if given and not (_all_of_type(given, str) and _all_ids(given)):
+        return None
+    return [message.get("session_id") for message in messages]
 
 
 def _is_number(value: object, low: float, high: float) -> bool:

@@ -142,3 +142,68 @@ def test_fast_path_never_accepts_what_the_schema_refuses() -> None:
             accepted_fast += 1
             full(message)  # raises if the fast path was wrong
     assert accepted_fast > 100  # the corpus does exercise the fast path
+
+
+def _one_by_one(raws: list[bytes | None]) -> list[InteractionEvent | str]:
+    """Each message decoded alone: its event, or its refusal's reason."""
+    out: list[InteractionEvent | str] = []
+    for raw in raws:
+        try:
+            out.append(decoder.interaction(raw, NOW))
+        except InvalidMessageError as error:
+            out.append(error.reason)
+    return out
+
+
+def test_a_batch_is_decoded_at_once_only_when_every_message_would_be_alone() -> None:
+    rng = random.Random(5)
+    plain = [
+        *(
+            _interaction(event_id=f"e{n}", user_id=f"u{n % 3}", event_time=NOW - n)
+            for n in range(5)
+        ),
+        _interaction(event_id="r", event_type="rating", value=4.5, session_id="s:1"),
+        _interaction(event_id="v", value=-2),
+    ]
+    batches = 0
+    for _ in range(400):
+        messages = [rng.choice(plain) for _ in range(rng.randint(1, 6))]
+        if rng.random() < 0.7:
+            messages.insert(rng.randrange(len(messages) + 1), _mutations(rng))
+        raws: list[bytes | None] = [orjson.dumps(m) for m in messages]
+        alone = _one_by_one(raws)
+        at_once = decoder.interactions(raws, NOW)
+        if at_once is not None:
+            batches += 1
+            assert at_once == alone  # never accepts a message that alone is refused
+        elif all(_plainly_valid_interaction(m) for m in messages):
+            assert not all(isinstance(e, InteractionEvent) for e in alone)  # refused in time only
+    assert batches > 100  # the corpus does exercise the batch path
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        b"\xff",
+        b"[1]",
+        orjson.dumps(_interaction(schema_version=True)),
+        orjson.dumps(_interaction(user_id="a\nb")),  # both halves look like ids
+        orjson.dumps(_interaction(item_id="x" * 129)),
+        orjson.dumps(_interaction(event_id="")),
+        orjson.dumps(_interaction(event_time=NOW + 3_600_000)),
+        orjson.dumps(_interaction(event_time=1000)),
+        orjson.dumps(_interaction(event_time=float(NOW))),
+        orjson.dumps(_interaction(event_type="rating")),
+        orjson.dumps(_interaction(value=True)),
+        orjson.dumps(_interaction(value=2e6)),
+        orjson.dumps(_interaction(session_id="no spaces")),
+        orjson.dumps(_interaction(context={"device": "ios"})),  # valid, but not the fast path's
+        b'{"schema_version": 1, "pad": "' + b"x" * 70_000 + b'"}',
+    ],
+)
+def test_one_message_off_the_fast_path_sends_its_batch_one_by_one(bad: bytes | None) -> None:
+    good = orjson.dumps(_interaction())
+    assert decoder.interactions([good, good], NOW) == [decoder.interaction(good, NOW)] * 2
+    assert decoder.interactions([good, bad, good], NOW) is None
+    assert decoder.interactions([], NOW) == []
