@@ -36,6 +36,7 @@ class EventColumns:
     weights: Floats  # session-vector weight
     known: Flags  # its id is among the user's guard ids from before this batch
     id_codes: Ints  # equal for two events only when user and event id are equal
+    pairs: Ints  # its (user, item) pair (row of `PairColumns`)
     outcomes: npt.NDArray[np.int8]  # out: APPLIED, TOO_LATE or DUPLICATE
 
 
@@ -61,6 +62,15 @@ class ItemColumns:
     boosted: Flags  # out: at least one boost
 
 
+@dataclass(slots=True)
+class PairColumns:
+    """The batch's (user, item) pairs, one row each; updated in place."""
+
+    collab: Floats  # the user's summed weight of the item (0: not in the history)
+    seen: Ints  # out: newest applied event time (0: none)
+    touched: Flags  # out: at least one applied event
+
+
 @dataclass(frozen=True, slots=True)
 class KernelSettings:
     allowed_lateness_ms: int
@@ -78,16 +88,21 @@ class KernelResult:
 
 
 def apply_events(
-    events: EventColumns, users: UserColumns, items: ItemColumns, settings: KernelSettings
+    events: EventColumns,
+    users: UserColumns,
+    items: ItemColumns,
+    pairs: PairColumns,
+    settings: KernelSettings,
 ) -> KernelResult:
     """Apply the events in order: per event, the guards (too late for its user's floor or the
     lateness bound, or a duplicate id), then for an applied one its popularity boost, recent
-    window and co-visits (weight > 0), and its session-vector step:
+    window and co-visits (weight > 0), its pair's seen time and collaborative weight (a sum
+    that drops to absent, 0, once not positive), and its session-vector step:
     u <- normalize(decay * u + weight * item), where decay = 0.5^(age / half_life) since the
     user's newest event, or, for a late event, its own weight decays by its age instead."""
-    _check(events, users, items)
+    _check(events, users, items, pairs)
     # An event pairs with at most every other place of its user's window, both ways.
-    pairs = np.empty((max(len(events.rows) * 2 * users.recent.shape[1], 1), 2), dtype=np.int64)
+    covisits = np.empty((max(len(events.rows) * 2 * users.recent.shape[1], 1), 2), np.int64)
     count, newest, missing = _apply_events(
         events.rows,
         events.items,
@@ -95,6 +110,7 @@ def apply_events(
         events.weights,
         events.known,
         events.id_codes,
+        events.pairs,
         events.outcomes,
         users.floors,
         users.lasts,
@@ -106,6 +122,9 @@ def apply_events(
         items.vectors,
         items.popularity,
         items.boosted,
+        pairs.collab,
+        pairs.seen,
+        pairs.touched,
         np.array(
             [
                 settings.allowed_lateness_ms,
@@ -116,22 +135,27 @@ def apply_events(
             ],
             dtype=np.int64,
         ),
-        pairs,
+        covisits,
     )
-    return KernelResult(pairs[:count], int(newest), int(missing))
+    return KernelResult(covisits[:count], int(newest), int(missing))
 
 
-def _check(events: EventColumns, users: UserColumns, items: ItemColumns) -> None:
+def _check(
+    events: EventColumns, users: UserColumns, items: ItemColumns, pairs: PairColumns
+) -> None:
     """The compiled loop does not check bounds: refuse what would read or write outside."""
     columns = (events.items, events.times, events.weights, events.known, events.id_codes)
-    if any(len(column) != len(events.rows) for column in (*columns, events.outcomes)):
+    if any(len(column) != len(events.rows) for column in (*columns, events.pairs, events.outcomes)):
         raise ValueError("the event columns must have the same length")
     if len(events.rows) and not (
         _within(events.rows, len(users.floors))
         and _within(events.items, len(items.vector_rows))
         and _within(events.id_codes, len(events.rows))
+        and _within(events.pairs, len(pairs.collab))
     ):
-        raise IndexError("an event points outside the users, the items or its id codes")
+        raise IndexError("an event points outside the users, the items, its id codes or pairs")
+    if not len(pairs.collab) == len(pairs.seen) == len(pairs.touched):
+        raise ValueError("the pair columns must have the same length")
     user_columns = (users.lasts, users.vectors, users.stepped, users.recent, users.recent_lengths)
     if any(len(column) != len(users.floors) for column in user_columns):
         raise ValueError("the user columns must have the same length")
@@ -160,6 +184,7 @@ def _apply_events(  # the columns flat: numba takes arrays, not dataclasses
     weights: Floats,
     known: Flags,
     id_codes: Ints,
+    event_pairs: Ints,
     outcomes: npt.NDArray[np.int8],
     floors: Ints,
     lasts: Ints,
@@ -171,8 +196,11 @@ def _apply_events(  # the columns flat: numba takes arrays, not dataclasses
     item_vectors: npt.NDArray[np.float32],
     popularity: Floats,
     boosted: Flags,
+    collab: Floats,
+    seen: Ints,
+    touched: Flags,
     settings: Ints,
-    pairs: Ints,
+    covisits: Ints,
 ) -> tuple[int, int, int]:
     lateness, half_life, popularity_half_life = settings[0], settings[1], settings[2]
     landmark, window = settings[3], settings[4]
@@ -194,7 +222,12 @@ def _apply_events(  # the columns flat: numba takes arrays, not dataclasses
             popularity[item] += 2.0 ** ((time - landmark) / popularity_half_life)
             boosted[item] = True
             if weight != 0 and window != 0:
-                count = _covisit(recent, recent_lengths, row, item, window, pairs, count)
+                count = _covisit(recent, recent_lengths, row, item, window, covisits, count)
+        pair = event_pairs[event]
+        seen[pair] = max(seen[pair], time)
+        total = collab[pair] + weight
+        collab[pair] = total if total > 0 else 0.0
+        touched[pair] = True
         if vector_rows[item] < 0:
             missing += 1
         else:
@@ -214,7 +247,7 @@ def _apply_events(  # the columns flat: numba takes arrays, not dataclasses
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _covisit(
-    recent: Ints, lengths: Ints, row: int, item: int, window: int, pairs: Ints, count: int
+    recent: Ints, lengths: Ints, row: int, item: int, window: int, covisits: Ints, count: int
 ) -> int:
     """Pair the item with every other item of the user's window (both ways), then move it to
     the window's newest end, keeping the newest `window` items."""
@@ -225,8 +258,8 @@ def _covisit(
             if first < 0:
                 first = j
             continue
-        pairs[count, 0], pairs[count, 1] = item, other
-        pairs[count + 1, 0], pairs[count + 1, 1] = other, item
+        covisits[count, 0], covisits[count, 1] = item, other
+        covisits[count + 1, 0], covisits[count + 1, 1] = other, item
         count += 2
     if first >= 0:  # only its first place goes, as list.remove does
         for j in range(first, length - 1):
@@ -281,6 +314,7 @@ def warm_up() -> None:
             np.ones(1),
             np.zeros(1, dtype=np.bool_),
             zero,
+            zero,
             np.zeros(1, dtype=np.int8),
         ),
         UserColumns(
@@ -294,5 +328,6 @@ def warm_up() -> None:
         ItemColumns(
             zero.copy(), np.ones((1, 2), dtype=np.float32), np.zeros(1), np.zeros(1, dtype=np.bool_)
         ),
+        PairColumns(np.zeros(1), zero.copy(), np.zeros(1, dtype=np.bool_)),
         KernelSettings(1, 1, 1, 0, 1),
     )

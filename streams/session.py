@@ -14,7 +14,7 @@ import itertools
 import operator
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,7 @@ from recstream.streams.kernels import (
     EventColumns,
     ItemColumns,
     KernelSettings,
+    PairColumns,
     UserColumns,
     apply_events,
 )
@@ -135,11 +136,13 @@ def apply_batch(
     effects.states = batch.states
     items = _ItemCodes(batch, item_vectors, dimension)
     users = batch.user_columns(items, dimension, config.covis_window)
-    columns = batch.event_columns(items, config)
+    pairs = _Pairs(batch, items)
+    columns = batch.event_columns(items, pairs, config)
     result = apply_events(
         columns,
         users,
         items.columns,
+        pairs.columns,
         KernelSettings(
             config.allowed_lateness_ms,
             config.half_life_ms,
@@ -152,6 +155,7 @@ def apply_batch(
     effects.outcomes = _outcome_counts(columns.outcomes)
     effects.newest_time, effects.vector_missing = result.newest_time, result.vector_missing
     batch.record(effects, applied, columns)
+    batch.record_pairs(effects, pairs)
     batch.settle(users, items.names, config)
     effects.popularity = items.popularity()
     effects.category_popularity = _category_popularity(effects.popularity, item_categories)
@@ -178,9 +182,12 @@ class _Batch:
         row_of: dict[str, int] = {}
         self.rows = [row_of.setdefault(user, len(row_of)) for user in self.users]
         self.states = {user: _working_copy(states.get(user), model) for user in row_of}
+        self.user_names = list(self.states)  # by row
         self.row_states = list(self.states.values())
 
-    def event_columns(self, items: _ItemCodes, config: SessionConfig) -> EventColumns:
+    def event_columns(
+        self, items: _ItemCodes, pairs: _Pairs, config: SessionConfig
+    ) -> EventColumns:
         guards = [state.guard_ids for state in self.row_states]
         count = len(self.rows)
         return EventColumns(
@@ -196,6 +203,7 @@ class _Batch:
                 dtype=np.bool_,
             ),
             id_codes=self._id_codes(),
+            pairs=pairs.codes,
             outcomes=np.zeros(count, dtype=np.int8),
         )
 
@@ -233,23 +241,36 @@ class _Batch:
     def record(
         self, effects: BatchEffects, applied: npt.NDArray[np.intp], columns: EventColumns
     ) -> None:
-        """The applied events' guard ids, seen history and collaborative history (a few dict
-        operations each), and the users' counts."""
-        users, items, ids, times, states = self.users, self.items, self.ids, self.times, self.states
-        weights = columns.weights.tolist()
-        seen, new_guards = effects.seen, effects.new_guards
-        for event in applied.tolist():
-            user, item, time_ = users[event], items[event], times[event]
-            state = states[user]
-            state.guard_ids[ids[event]] = time_
-            new_guards.setdefault(user, {})[ids[event]] = time_
-            mine = seen.setdefault(user, {})
-            if mine.get(item, -1) < time_:
-                mine[item] = time_
-            _add_collab(state, item, weights[event])
-        counts = np.bincount(columns.rows[applied], minlength=len(self.row_states))
+        """The applied events' guard ids (per user, in event order) and the users' counts."""
+        order = applied[np.argsort(columns.rows[applied], kind="stable")]
+        ids = [self.ids[event] for event in order.tolist()]
+        times = columns.times[order].tolist()
+        rows = columns.rows[order]
+        for start, end in _runs(rows):
+            user = self.user_names[rows[start]]
+            new = dict(zip(ids[start:end], times[start:end], strict=True))
+            effects.new_guards[user] = new
+            self.states[user].guard_ids.update(new)
+        counts = np.bincount(rows, minlength=len(self.row_states))
         for state, count in zip(self.row_states, counts.tolist(), strict=True):
             state.count += count
+
+    def record_pairs(self, effects: BatchEffects, pairs: _Pairs) -> None:
+        """The seen history and collaborative history of the pairs the applied events touched."""
+        touched = np.flatnonzero(pairs.columns.touched)
+        rows = pairs.rows[touched]
+        names = [pairs.names[pair] for pair in touched.tolist()]
+        seen = pairs.columns.seen[touched].tolist()
+        totals = pairs.columns.collab[touched].tolist()
+        for start, end in _runs(rows):
+            user = self.user_names[rows[start]]
+            effects.seen[user] = dict(zip(names[start:end], seen[start:end], strict=True))
+            history = self.states[user].collab_items
+            for name, total in zip(names[start:end], totals[start:end], strict=True):
+                if total > 0:
+                    history[name] = total
+                else:
+                    history.pop(name, None)
 
     def settle(self, users: UserColumns, item_names: list[str], config: SessionConfig) -> None:
         """Carry the compiled pass's per-user results back into the states; settle guards and
@@ -263,6 +284,28 @@ class _Batch:
                 state.vector = users.vectors[row].astype(np.float32)
             _settle_guards(state, config)
             _trim_collab(state)
+
+
+class _Pairs:
+    """The batch's (user, item) pairs, numbered in (user row, item code) order, with each
+    user's collaborative weight of the item before the batch."""
+
+    def __init__(self, batch: _Batch, items: _ItemCodes) -> None:
+        width = len(items.names)
+        keys = np.array(batch.rows, dtype=np.int64) * width + np.array(items.codes, np.int64)
+        unique, self.codes = np.unique(keys, return_inverse=True)
+        self.rows, item_codes = np.divmod(unique, width)
+        self.names = [items.names[code] for code in item_codes.tolist()]
+        states = batch.row_states
+        before = [
+            states[row].collab_items.get(name, 0.0)
+            for row, name in zip(self.rows.tolist(), self.names, strict=True)
+        ]
+        self.columns = PairColumns(
+            collab=np.array(before, dtype=np.float64),
+            seen=np.zeros(len(unique), dtype=np.int64),
+            touched=np.zeros(len(unique), dtype=np.bool_),
+        )
 
 
 class _ItemCodes:
@@ -316,6 +359,12 @@ def _weights(events: Sequence[InteractionEvent], config: SessionConfig) -> list[
     ]
 
 
+def _runs(values: npt.NDArray[np.int64]) -> Iterator[tuple[int, int]]:
+    """(start, end) of each run of equal values."""
+    starts = (np.flatnonzero(np.diff(values)) + 1).tolist()
+    return itertools.pairwise([0, *starts, len(values)]) if len(values) else iter(())
+
+
 def _outcome_counts(outcomes: npt.NDArray[np.int8]) -> Counter[str]:
     counts = np.bincount(outcomes, minlength=3).tolist()
     names = {APPLIED: "applied", TOO_LATE: "too_late", DUPLICATE: "duplicate"}
@@ -324,19 +373,14 @@ def _outcome_counts(outcomes: npt.NDArray[np.int8]) -> Counter[str]:
 
 def _covisit_counts(pairs: npt.NDArray[np.int64], names: list[str]) -> dict[str, dict[str, float]]:
     """item -> other item -> how many co-visits, from the compiled pass's pairs."""
-    if not len(pairs):
-        return {}
     width = len(names)
     unique, counts = np.unique(pairs[:, 0] * width + pairs[:, 1], return_counts=True)
     firsts, others = np.divmod(unique, width)
     other_names = [names[c] for c in others.tolist()]
     weights = counts.astype(np.float64).tolist()
-    starts = [0, *(np.flatnonzero(np.diff(firsts)) + 1).tolist(), len(unique)]
     return {
-        names[int(firsts[start])]: dict(
-            zip(other_names[start:end], weights[start:end], strict=True)
-        )
-        for start, end in itertools.pairwise(starts)
+        names[firsts[start]]: dict(zip(other_names[start:end], weights[start:end], strict=True))
+        for start, end in _runs(firsts)
     }
 
 
@@ -360,15 +404,6 @@ def user_groups(
     for event in events:
         groups[group_of[event.user_id]].append(event)
     return groups
-
-
-def _add_collab(state: UserState, item_id: str, weight: float) -> None:
-    history = state.collab_items
-    total = history.get(item_id, 0.0) + weight
-    if total > 0:
-        history[item_id] = total
-    else:
-        history.pop(item_id, None)
 
 
 _STRENGTH = operator.itemgetter(1, 0)  # an item's weight, ties by item id

@@ -14,6 +14,7 @@ from recstream.streams.kernels import (
     ItemColumns,
     KernelResult,
     KernelSettings,
+    PairColumns,
     UserColumns,
     apply_events,
 )
@@ -38,6 +39,7 @@ def _events(
         weights=np.array(weights, dtype=np.float64),
         known=np.zeros(count, dtype=np.bool_),
         id_codes=np.arange(count, dtype=np.int64),
+        pairs=np.array(items, dtype=np.int64),  # one user per test: the item is the pair
         outcomes=np.full(count, -1, dtype=np.int8),
     )
 
@@ -63,8 +65,17 @@ def _items(vectors: list[list[float]], missing: int = 0) -> ItemColumns:
     )
 
 
-def _run(events: EventColumns, users: UserColumns, items: ItemColumns) -> KernelResult:
-    return apply_events(events, users, items, SETTINGS)
+def _pairs(count: int) -> PairColumns:
+    return PairColumns(
+        collab=np.zeros(count), seen=np.zeros(count, np.int64), touched=np.zeros(count, np.bool_)
+    )
+
+
+def _run(
+    events: EventColumns, users: UserColumns, items: ItemColumns, pairs: PairColumns | None = None
+) -> KernelResult:
+    pairs = pairs if pairs is not None else _pairs(len(items.vector_rows))
+    return apply_events(events, users, items, pairs, SETTINGS)
 
 
 def test_guards_steps_popularity_and_windows_of_one_user() -> None:
@@ -75,8 +86,8 @@ def test_guards_steps_popularity_and_windows_of_one_user() -> None:
         weights=[1.0, 2.0, 1.0, -1.0, 1.0, 1.0],
     )
     events.id_codes[4] = 0  # the same user and id as the first event
-    users, items = _users(1), _items([[1.0, 0.0], [0.0, 1.0]], missing=1)
-    result = _run(events, users, items)
+    users, items, pairs = _users(1), _items([[1.0, 0.0], [0.0, 1.0]], missing=1), _pairs(3)
+    result = _run(events, users, items, pairs)
     # 1950 is late, within 100 ms of the newest (2000): applied; 1899 is not
     assert events.outcomes.tolist() == [APPLIED, APPLIED, APPLIED, TOO_LATE, DUPLICATE, APPLIED]
     assert (result.newest_time, result.vector_missing) == (3000, 0)
@@ -93,6 +104,20 @@ def test_guards_steps_popularity_and_windows_of_one_user() -> None:
     # window 2: [0], [0, 1], [1, 0] (item 0 moved to the newest end), [0, 1]
     assert users.recent[0, : users.recent_lengths[0]].tolist() == [0, 1]
     assert sorted(map(tuple, result.covisits.tolist())) == [(0, 1)] * 3 + [(1, 0)] * 3
+    assert pairs.touched.tolist() == [True, True, False]
+    assert pairs.seen.tolist() == [1950, 3000, 0]
+    assert pairs.collab.tolist() == [2.0, 3.0, 0.0]
+
+
+def test_a_collaborative_weight_that_is_no_longer_positive_starts_again_from_absent() -> None:
+    events = _events(rows=[0, 0, 0], items=[0, 0, 0], times=[1, 2, 3], weights=[-1.0, 0.5, 2.0])
+    pairs = _pairs(1)
+    pairs.collab[0] = 0.75
+    _run(events, _users(1), _items([[1.0, 0.0]]), pairs)
+    assert pairs.collab.tolist() == [2.5]  # 0.75 - 1 dropped it: 0 + 0.5 + 2
+    pairs.collab[0] = 0.75
+    _run(_events([0], [0], [9], [-0.75]), _users(1), _items([[1.0, 0.0]]), pairs)
+    assert pairs.collab.tolist() == [0.0]
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -138,6 +163,13 @@ def test_columns_that_do_not_fit_are_refused_before_anything_is_applied() -> Non
     with pytest.raises(IndexError, match="recent window"):
         _run(_events([0], [0], [1], [1.0]), users, items)
     users.recent[1, 0] = 0
+    outside_pairs = _events([0], [0], [1], [1.0])
+    outside_pairs.pairs[0] = 5
+    with pytest.raises(IndexError, match="pairs"):
+        _run(outside_pairs, users, items)
+    with pytest.raises(ValueError, match="pair columns"):
+        uneven = PairColumns(np.zeros(2), np.zeros(1, np.int64), np.zeros(2, np.bool_))
+        _run(_events([0], [0], [1], [1.0]), users, items, uneven)
     with pytest.raises(ValueError, match="dimension"):
         _run(_events([0], [0], [1], [1.0]), _users(2, dimension=3), items)
     assert not users.vectors.any() and not users.stepped.any()  # nothing was applied
