@@ -71,13 +71,16 @@ class UserState:
     collab_vector: Vector | None = None
     collab_version: int = 0  # model version `collab_vector` was folded in against
 
-    def copy(self) -> UserState:
+    def copy(self, *, share_guard_ids: bool = False) -> UserState:
+        """A copy to change. With share_guard_ids the guard ids stay one dict, for a caller that
+        replaces it rather than changes it (`apply_batch`: a heavy user's 1024 ids were copied
+        and grown again every batch)."""
         return UserState(
             self.vector,
             self.last_time,
             self.floor,
             self.count,
-            dict(self.guard_ids),
+            self.guard_ids if share_guard_ids else dict(self.guard_ids),
             list(self.recent_items),
             self.model,
             dict(self.collab_items),
@@ -156,7 +159,7 @@ def apply_batch(
     effects.newest_time, effects.vector_missing = result.newest_time, result.vector_missing
     batch.record(effects, applied, columns)
     batch.record_pairs(effects, pairs)
-    batch.settle(users, items.names, config)
+    batch.settle(users, items.names, effects.new_guards, config)
     effects.popularity = items.popularity()
     effects.category_popularity = _category_popularity(effects.popularity, item_categories)
     effects.covisits = _covisit_counts(result.covisits, items.names)
@@ -250,7 +253,6 @@ class _Batch:
             user = self.user_names[rows[start]]
             new = dict(zip(ids[start:end], times[start:end], strict=True))
             effects.new_guards[user] = new
-            self.states[user].guard_ids.update(new)
         counts = np.bincount(rows, minlength=len(self.row_states))
         for state, count in zip(self.row_states, counts.tolist(), strict=True):
             state.count += count
@@ -272,7 +274,13 @@ class _Batch:
                 else:
                     history.pop(name, None)
 
-    def settle(self, users: UserColumns, item_names: list[str], config: SessionConfig) -> None:
+    def settle(
+        self,
+        users: UserColumns,
+        item_names: list[str],
+        new_guards: Mapping[str, dict[str, int]],
+        config: SessionConfig,
+    ) -> None:
         """Carry the compiled pass's per-user results back into the states; settle guards and
         trim collaborative histories once per user."""
         lasts, lengths = users.lasts.tolist(), users.recent_lengths.tolist()
@@ -282,7 +290,7 @@ class _Batch:
             state.recent_items = [item_names[c] for c in users.recent[row, : lengths[row]].tolist()]
             if stepped[row]:
                 state.vector = users.vectors[row].astype(np.float32)
-            _settle_guards(state, config)
+            _settle_guards(state, new_guards.get(self.user_names[row], {}), config)
             _trim_collab(state)
 
 
@@ -345,7 +353,7 @@ class _ItemCodes:
 def _working_copy(state: UserState | None, model: str) -> UserState:
     """A copy to change (the cached state stays as stored until the batch is); vectors of
     another model version never mix."""
-    copy = state.copy() if state is not None else UserState()
+    copy = state.copy(share_guard_ids=True) if state is not None else UserState()
     if copy.model != model:
         copy.vector, copy.model = None, model
     return copy
@@ -442,13 +450,18 @@ def _category_popularity(
     }
 
 
-def _settle_guards(state: UserState, config: SessionConfig) -> None:
-    """Once per user and batch: raise the floor to the lateness bound and keep at most
-    MAX_GUARD_IDS ids (everything at or before the newest dropped id becomes too late)."""
+def _settle_guards(state: UserState, new: dict[str, int], config: SessionConfig) -> None:
+    """Once per user and batch: add the ids applied now, raise the floor to the lateness bound
+    and keep at most MAX_GUARD_IDS ids (everything at or before the newest dropped id becomes
+    too late). The state's old dict is replaced, never changed (it may be shared)."""
+    old = state.guard_ids  # disjoint from `new`: an id it holds made its event a duplicate
     floor = max(state.floor, state.last_time - config.allowed_lateness_ms)
-    if len(state.guard_ids) > MAX_GUARD_IDS:
-        times = sorted(state.guard_ids.values())
-        floor = max(floor, times[len(times) - MAX_GUARD_IDS - 1] + 1)
+    count = len(old) + len(new)
+    if count > MAX_GUARD_IDS:
+        times = sorted(itertools.chain(old.values(), new.values()))
+        floor = max(floor, times[count - MAX_GUARD_IDS - 1] + 1)
     state.floor = floor
-    if state.guard_ids and min(state.guard_ids.values()) < floor:
-        state.guard_ids = {k: t for k, t in state.guard_ids.items() if t >= floor}
+    if min(itertools.chain(old.values(), new.values()), default=floor) < floor:
+        state.guard_ids = {k: t for k, t in itertools.chain(old.items(), new.items()) if t >= floor}
+    elif new:
+        state.guard_ids = old | new

@@ -9,8 +9,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from recstream.schemas.events import InteractionEvent
-from recstream.streams import session
-from recstream.streams.session import BatchEffects, SessionConfig, UserState
+from recstream.streams.session import (
+    MAX_COLLAB_ITEMS,
+    MAX_GUARD_IDS,
+    BatchEffects,
+    SessionConfig,
+    UserState,
+)
 
 
 def reference_vector(
@@ -44,8 +49,8 @@ def reference_apply_batch(
     landmark: int,
 ) -> BatchEffects:
     """`apply_batch` as a plain loop, one event at a time, in Python (the processor's code
-    before the compiled pass): the oracle the compiled pass is checked against. Per-user steps
-    run once per batch, as in the processor: `session._settle_guards` and `_trim_collab`."""
+    before the compiled pass): the oracle the compiled pass is checked against. The per-user
+    steps run once per batch, as in the processor."""
     effects = BatchEffects(landmark=landmark)
     for event in events:
         state = effects.states.get(event.user_id)
@@ -64,8 +69,8 @@ def reference_apply_batch(
         if (category := item_categories.get(item))
     }
     for state in effects.states.values():
-        session._settle_guards(state, config)
-        session._trim_collab(state)
+        _settle_guards(state, config)
+        _trim_collab(state)
     return effects
 
 
@@ -131,3 +136,18 @@ def _step(state: UserState, item: np.ndarray, time_: int, weight: float, half_li
     x = decay * u + weight * item.astype(np.float64)
     norm = float(np.sqrt((x * x).sum()))
     state.vector = (x / norm if norm > 1e-12 else np.zeros_like(x)).astype(np.float32)
+
+
+def _settle_guards(state: UserState, config: SessionConfig) -> None:
+    floor = max(state.floor, state.last_time - config.allowed_lateness_ms)
+    if len(state.guard_ids) > MAX_GUARD_IDS:
+        times = sorted(state.guard_ids.values())
+        floor = max(floor, times[len(times) - MAX_GUARD_IDS - 1] + 1)
+    state.floor = floor
+    state.guard_ids = {k: t for k, t in state.guard_ids.items() if t >= floor}
+
+
+def _trim_collab(state: UserState) -> None:
+    """The MAX_COLLAB_ITEMS strongest items, ties by item id."""
+    ranked = sorted(state.collab_items.items(), key=lambda p: (p[1], p[0]), reverse=True)
+    state.collab_items = dict(ranked[:MAX_COLLAB_ITEMS])

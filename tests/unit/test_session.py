@@ -8,6 +8,7 @@ from recstream.settings import DEFAULT_EVENT_WEIGHTS
 from recstream.streams.collab import CollabModel
 from recstream.streams.session import (
     MAX_COLLAB_ITEMS,
+    MAX_GUARD_IDS,
     POPULARITY_REBASE_HALF_LIVES,
     SessionConfig,
     UserState,
@@ -303,19 +304,34 @@ def _random_stream(seed: int, count: int) -> tuple[list[InteractionEvent], dict[
         ),
         "u1": UserState(vectors["i2"], T0 + HOUR, 0, 1, {}, ["i0"], "model-old"),
         "u2": UserState(None, T0 - 3 * HOUR, 0, 0, {}, ["i1", "i3", "i5", "i6"], "model-a"),
+        # at the caps: its ids and its history overflow in the batch (ties broken by id)
+        "u5": UserState(
+            vectors["i0"],
+            T0,
+            T0 - HOUR,
+            1020,
+            {f"g{k}": T0 - k * 3000 for k in range(MAX_GUARD_IDS - 4)},
+            [],
+            "model-a",
+            {f"h{k * 7 % (MAX_COLLAB_ITEMS - 2):03d}": 1.0 for k in range(MAX_COLLAB_ITEMS - 2)},
+        ),
     }
     return events, states
 
 
 @pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize("window", [0, 1, 3])
-def test_the_compiled_pass_matches_a_plain_loop_over_the_events(seed: int, window: int) -> None:
+@pytest.mark.parametrize(("window", "lateness"), [(0, HOUR), (1, HOUR), (3, HOUR), (3, 999 * HOUR)])
+def test_the_compiled_pass_matches_a_plain_loop_over_the_events(
+    seed: int, window: int, lateness: int
+) -> None:
+    """With a lateness of 999 hours nothing gets too late by time: u5's guard ids outgrow
+    their cap, which raises its floor instead."""
     events, states = _random_stream(seed, 300)
     vectors = _vectors(8, seed)
     config = SessionConfig(
         weights=DEFAULT_EVENT_WEIGHTS,
         half_life_ms=HOUR,
-        allowed_lateness_ms=HOUR,
+        allowed_lateness_ms=lateness,
         covis_window=window,
         popularity_half_life_ms=24 * HOUR,
     )
@@ -323,7 +339,8 @@ def test_the_compiled_pass_matches_a_plain_loop_over_the_events(seed: int, windo
     effects = apply_batch(events, states, vectors, categories, config, "model-a", DIM, T0)
     expected = reference_apply_batch(events, states, vectors, categories, config, "model-a", T0)
     assert effects.outcomes == expected.outcomes
-    assert set(effects.outcomes) == {"applied", "too_late", "duplicate"}  # the stream has all
+    assert effects.outcomes["applied"] and effects.outcomes["duplicate"]  # the stream has all
+    assert effects.outcomes["too_late"] or lateness > HOUR
     assert effects.seen == expected.seen
     assert effects.new_guards == expected.new_guards
     assert effects.covisits == expected.covisits
@@ -349,3 +366,7 @@ def test_the_compiled_pass_matches_a_plain_loop_over_the_events(seed: int, windo
         else:
             np.testing.assert_allclose(state.vector, want.vector, atol=1e-5)
     assert states["u0"].guard_ids == {"e2": T0, "old": T0 - 10}  # the inputs are not changed
+    assert len(states["u5"].guard_ids) == MAX_GUARD_IDS - 4
+    capped = effects.states["u5"]
+    assert len(capped.collab_items) == MAX_COLLAB_ITEMS  # its history did overflow
+    assert (len(capped.guard_ids) == MAX_GUARD_IDS) == (lateness > HOUR)
