@@ -50,6 +50,7 @@ class UserColumns:
     stepped: Flags  # out: the vector took at least one step
     recent: Ints  # the recent window's item codes, oldest first, `recent_lengths` of each row
     recent_lengths: Ints
+    late: Flags  # out: an applied event was older than the user's newest one before it
 
 
 @dataclass(slots=True)
@@ -118,6 +119,7 @@ def apply_events(
         users.stepped,
         users.recent,
         users.recent_lengths,
+        users.late,
         items.vector_rows,
         items.vectors,
         items.popularity,
@@ -156,7 +158,14 @@ def _check(
         raise IndexError("an event points outside the users, the items, its id codes or pairs")
     if not len(pairs.collab) == len(pairs.seen) == len(pairs.touched):
         raise ValueError("the pair columns must have the same length")
-    user_columns = (users.lasts, users.vectors, users.stepped, users.recent, users.recent_lengths)
+    user_columns = (
+        users.lasts,
+        users.vectors,
+        users.stepped,
+        users.recent,
+        users.recent_lengths,
+        users.late,
+    )
     if any(len(column) != len(users.floors) for column in user_columns):
         raise ValueError("the user columns must have the same length")
     recent_used = users.recent[np.arange(users.recent.shape[1]) < users.recent_lengths[:, None]]
@@ -192,6 +201,7 @@ def _apply_events(  # the columns flat: numba takes arrays, not dataclasses
     stepped: Flags,
     recent: Ints,
     recent_lengths: Ints,
+    late: Flags,
     vector_rows: Ints,
     item_vectors: npt.NDArray[np.float32],
     popularity: Floats,
@@ -241,7 +251,10 @@ def _apply_events(  # the columns flat: numba takes arrays, not dataclasses
                 half_life,
             )
             stepped[row] = True
-        lasts[row] = max(lasts[row], time)
+        if time < lasts[row]:
+            late[row] = True
+        else:
+            lasts[row] = time
     return count, newest, missing
 
 
@@ -324,6 +337,7 @@ def warm_up() -> None:
             np.zeros(1, dtype=np.bool_),
             np.zeros((1, 2), dtype=np.int64),
             zero.copy(),
+            np.zeros(1, dtype=np.bool_),
         ),
         ItemColumns(
             zero.copy(), np.ones((1, 2), dtype=np.float32), np.zeros(1), np.zeros(1, dtype=np.bool_)

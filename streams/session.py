@@ -9,6 +9,7 @@ contribution decayed by its age instead, so a late event never rewinds the state
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import operator
@@ -70,6 +71,9 @@ class UserState:
     collab_items: dict[str, float] = field(default_factory=dict)  # item -> summed weight
     collab_vector: Vector | None = None
     collab_version: int = 0  # model version `collab_vector` was folded in against
+    # True once `guard_ids` is known to be in time order (as `_settle_guards` leaves it), which
+    # lets the next settle cut the oldest ids off the front instead of scanning them all.
+    guards_in_time_order: bool = False
 
     def copy(self, *, share_guard_ids: bool = False) -> UserState:
         """A copy to change. With share_guard_ids the guard ids stay one dict, for a caller that
@@ -86,6 +90,7 @@ class UserState:
             dict(self.collab_items),
             self.collab_vector,
             self.collab_version,
+            self.guards_in_time_order,
         )
 
 
@@ -239,6 +244,7 @@ class _Batch:
             stepped=np.zeros(count, dtype=np.bool_),
             recent=recent,
             recent_lengths=np.array([len(s.recent_items) for s in self.row_states], np.int64),
+            late=np.zeros(count, dtype=np.bool_),
         )
 
     def record(
@@ -284,13 +290,17 @@ class _Batch:
         """Carry the compiled pass's per-user results back into the states; settle guards and
         trim collaborative histories once per user."""
         lasts, lengths = users.lasts.tolist(), users.recent_lengths.tolist()
-        stepped = users.stepped.tolist()
+        stepped, late = users.stepped.tolist(), users.late.tolist()
         for row, state in enumerate(self.row_states):
             state.last_time = lasts[row]
             state.recent_items = [item_names[c] for c in users.recent[row, : lengths[row]].tolist()]
             if stepped[row]:
                 state.vector = users.vectors[row].astype(np.float32)
-            _settle_guards(state, new_guards.get(self.user_names[row], {}), config)
+            new = new_guards.get(self.user_names[row], {})
+            if state.guards_in_time_order and not late[row]:
+                _settle_ordered_guards(state, new, config)
+            else:
+                _settle_guards(state, new, config)
             _trim_collab(state)
 
 
@@ -415,6 +425,7 @@ def user_groups(
 
 
 _STRENGTH = operator.itemgetter(1, 0)  # an item's weight, ties by item id
+_TIME = operator.itemgetter(1)  # a guard id's event time
 
 
 def _trim_collab(state: UserState) -> None:
@@ -453,15 +464,32 @@ def _category_popularity(
 def _settle_guards(state: UserState, new: dict[str, int], config: SessionConfig) -> None:
     """Once per user and batch: add the ids applied now, raise the floor to the lateness bound
     and keep at most MAX_GUARD_IDS ids (everything at or before the newest dropped id becomes
-    too late). The state's old dict is replaced, never changed (it may be shared)."""
-    old = state.guard_ids  # disjoint from `new`: an id it holds made its event a duplicate
+    too late). The ids are left in time order; the state's old dict is replaced, never changed
+    (it may be shared)."""
+    merged = itertools.chain(state.guard_ids.items(), new.items())
+    in_order = sorted(merged, key=_TIME)  # disjoint: an id already held made its event a duplicate
     floor = max(state.floor, state.last_time - config.allowed_lateness_ms)
-    count = len(old) + len(new)
-    if count > MAX_GUARD_IDS:
-        times = sorted(itertools.chain(old.values(), new.values()))
-        floor = max(floor, times[count - MAX_GUARD_IDS - 1] + 1)
+    if len(in_order) > MAX_GUARD_IDS:
+        floor = max(floor, in_order[len(in_order) - MAX_GUARD_IDS - 1][1] + 1)
     state.floor = floor
-    if min(itertools.chain(old.values(), new.values()), default=floor) < floor:
-        state.guard_ids = {k: t for k, t in itertools.chain(old.items(), new.items()) if t >= floor}
+    first_kept = bisect.bisect_left(in_order, floor, key=_TIME)
+    state.guard_ids = dict(in_order[first_kept:])
+    state.guards_in_time_order = True
+
+
+def _settle_ordered_guards(state: UserState, new: dict[str, int], config: SessionConfig) -> None:
+    """`_settle_guards` for ids already in time order, with new ones no older than any of them
+    (no late event of the user was applied): the ids to drop are a prefix, found by bisection;
+    a C-level copy instead of a sort and a scan of every id."""
+    old = state.guard_ids
+    times = [*old.values(), *new.values()]
+    floor = max(state.floor, state.last_time - config.allowed_lateness_ms)
+    if len(times) > MAX_GUARD_IDS:
+        floor = max(floor, times[len(times) - MAX_GUARD_IDS - 1] + 1)
+    state.floor = floor
+    first_kept = bisect.bisect_left(times, floor)
+    if first_kept:
+        merged = itertools.chain(old.items(), new.items())
+        state.guard_ids = dict(itertools.islice(merged, first_kept, None))
     elif new:
         state.guard_ids = old | new

@@ -52,6 +52,7 @@ def _users(count: int, dimension: int = 2) -> UserColumns:
         stepped=np.zeros(count, dtype=np.bool_),
         recent=np.zeros((count, 3), dtype=np.int64),
         recent_lengths=np.zeros(count, dtype=np.int64),
+        late=np.zeros(count, dtype=np.bool_),
     )
 
 
@@ -92,6 +93,7 @@ def test_guards_steps_popularity_and_windows_of_one_user() -> None:
     assert events.outcomes.tolist() == [APPLIED, APPLIED, APPLIED, TOO_LATE, DUPLICATE, APPLIED]
     assert (result.newest_time, result.vector_missing) == (3000, 0)
     assert users.lasts.tolist() == [3000]
+    assert users.late.tolist() == [True]  # 1950 after 2000
     first, second = np.array([1.0, 0.0]), np.array([0.0, 1.0])
     expected = first
     expected = _unit(0.5 * expected + 2.0 * second)
@@ -130,6 +132,7 @@ def test_an_item_without_a_vector_counts_but_takes_no_step() -> None:
     result = _run(events, users, items)
     assert result.vector_missing == 1
     assert users.stepped.tolist() == [False, True]
+    assert users.late.tolist() == [False, False]
     assert items.boosted.tolist() == [True, True]
 
 

@@ -5,11 +5,13 @@ import pytest
 
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.streams import session
 from recstream.streams.collab import CollabModel
 from recstream.streams.session import (
     MAX_COLLAB_ITEMS,
     MAX_GUARD_IDS,
     POPULARITY_REBASE_HALF_LIVES,
+    BatchEffects,
     SessionConfig,
     UserState,
     apply_batch,
@@ -267,7 +269,9 @@ def test_applying_user_groups_one_by_one_adds_up_to_the_whole_batch() -> None:
     assert covisits == expected
 
 
-def _random_stream(seed: int, count: int) -> tuple[list[InteractionEvent], dict[str, UserState]]:
+def _random_stream(
+    seed: int, count: int, late_events: bool = True
+) -> tuple[list[InteractionEvent], dict[str, UserState]]:
     """A stream with everything the guards and windows must handle: interleaved users, late and
     too-late events, ids repeated (for the same user and for another), ratings, items without a
     vector; and prior states with guard ids, recent windows, vectors of this model and another."""
@@ -277,7 +281,7 @@ def _random_stream(seed: int, count: int) -> tuple[list[InteractionEvent], dict[
     for n in range(count):
         kind = kinds[rng.integers(len(kinds))]
         # Some late, some too late; on a 10-minute grid, so some fall on the lateness bound.
-        jitter = int(rng.integers(-12, 2)) * 600_000
+        jitter = int(rng.integers(-12, 2)) * 600_000 if late_events else 0
         event_id = f"e{rng.integers(n + 1)}" if rng.random() < 0.15 else f"e{n}"
         item = f"i{rng.integers(8)}" if rng.random() < 0.9 else f"x{rng.integers(3)}"
         events.append(
@@ -338,9 +342,18 @@ def test_the_compiled_pass_matches_a_plain_loop_over_the_events(
     categories = {"i0": "Drama", "i3": "Comedy"}
     effects = apply_batch(events, states, vectors, categories, config, "model-a", DIM, T0)
     expected = reference_apply_batch(events, states, vectors, categories, config, "model-a", T0)
-    assert effects.outcomes == expected.outcomes
+    _assert_same_effects(effects, expected)
     assert effects.outcomes["applied"] and effects.outcomes["duplicate"]  # the stream has all
     assert effects.outcomes["too_late"] or lateness > HOUR
+    assert states["u0"].guard_ids == {"e2": T0, "old": T0 - 10}  # the inputs are not changed
+    assert len(states["u5"].guard_ids) == MAX_GUARD_IDS - 4
+    capped = effects.states["u5"]
+    assert len(capped.collab_items) == MAX_COLLAB_ITEMS  # its history did overflow
+    assert (len(capped.guard_ids) == MAX_GUARD_IDS) == (lateness > HOUR)
+
+
+def _assert_same_effects(effects: BatchEffects, expected: BatchEffects) -> None:
+    assert effects.outcomes == expected.outcomes
     assert effects.seen == expected.seen
     assert effects.new_guards == expected.new_guards
     assert effects.covisits == expected.covisits
@@ -365,8 +378,39 @@ def test_the_compiled_pass_matches_a_plain_loop_over_the_events(
             assert state.vector is None
         else:
             np.testing.assert_allclose(state.vector, want.vector, atol=1e-5)
-    assert states["u0"].guard_ids == {"e2": T0, "old": T0 - 10}  # the inputs are not changed
-    assert len(states["u5"].guard_ids) == MAX_GUARD_IDS - 4
-    capped = effects.states["u5"]
-    assert len(capped.collab_items) == MAX_COLLAB_ITEMS  # its history did overflow
-    assert (len(capped.guard_ids) == MAX_GUARD_IDS) == (lateness > HOUR)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("late_events", [True, False])
+@pytest.mark.parametrize("lateness", [HOUR, 999 * HOUR])
+def test_batches_in_a_row_match_the_plain_loop(
+    seed: int, late_events: bool, lateness: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """States carried from batch to batch: from the second batch on, a user's guard ids are in
+    time order, and without late events the cheaper settle (a cut prefix) is the one taken."""
+    ordered_settles = []
+    settle = session._settle_ordered_guards
+    monkeypatch.setattr(
+        session,
+        "_settle_ordered_guards",
+        lambda *args: ordered_settles.append(1) or settle(*args),
+    )
+    events, states = _random_stream(seed, 600, late_events=late_events)
+    vectors = _vectors(8, seed)
+    config = SessionConfig(
+        weights=DEFAULT_EVENT_WEIGHTS,
+        half_life_ms=HOUR,
+        allowed_lateness_ms=lateness,
+        covis_window=3,
+        popularity_half_life_ms=24 * HOUR,
+    )
+    mine, theirs = dict(states), dict(states)
+    for start in range(0, len(events), 100):
+        batch = events[start : start + 100]
+        effects = apply_batch(batch, mine, vectors, {}, config, "model-a", DIM, T0)
+        expected = reference_apply_batch(batch, theirs, vectors, {}, config, "model-a", T0)
+        _assert_same_effects(effects, expected)
+        mine |= effects.states
+        theirs |= expected.states
+    assert ordered_settles or late_events
+    assert len(ordered_settles) > 20 or late_events
