@@ -5,7 +5,7 @@ Per-user keys carry the user id in a {hash tag}, so all of a user's keys share a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LAYOUT_VERSION = "v1"
 
@@ -13,10 +13,11 @@ LAYOUT_VERSION = "v1"
 @dataclass(frozen=True, slots=True)
 class KeySpace:
     namespace: str = "rs"
+    # Built once: the ingest write formats a few keys per event.
+    _prefix: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def _prefix(self) -> str:
-        return f"{self.namespace}:{LAYOUT_VERSION}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_prefix", f"{self.namespace}:{LAYOUT_VERSION}")
 
     def user_state(self, user_id: str) -> str:
         """Hash: vec (float32 bytes), last, floor, n, recent (JSON), model, cr (JSON),
