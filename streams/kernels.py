@@ -11,8 +11,10 @@ meanwhile. What needs Python objects (event ids, dicts of the effects) stays in 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -104,7 +106,7 @@ def apply_events(
     _check(events, users, items, pairs)
     # An event pairs with at most every other place of its user's window, both ways.
     covisits = np.empty((max(len(events.rows) * 2 * users.recent.shape[1], 1), 2), np.int64)
-    count, newest, missing = _apply_events(
+    count, newest, missing = _apply_events(  # spelled out: mypy checks them against the loop
         events.rows,
         events.items,
         events.times,
@@ -146,8 +148,7 @@ def _check(
     events: EventColumns, users: UserColumns, items: ItemColumns, pairs: PairColumns
 ) -> None:
     """The compiled loop does not check bounds: refuse what would read or write outside."""
-    columns = (events.items, events.times, events.weights, events.known, events.id_codes)
-    if any(len(column) != len(events.rows) for column in (*columns, events.pairs, events.outcomes)):
+    if any(len(column) != len(events.rows) for column in _arrays(events)):
         raise ValueError("the event columns must have the same length")
     if len(events.rows) and not (
         _within(events.rows, len(users.floors))
@@ -156,17 +157,9 @@ def _check(
         and _within(events.pairs, len(pairs.collab))
     ):
         raise IndexError("an event points outside the users, the items, its id codes or pairs")
-    if not len(pairs.collab) == len(pairs.seen) == len(pairs.touched):
+    if any(len(column) != len(pairs.collab) for column in _arrays(pairs)):
         raise ValueError("the pair columns must have the same length")
-    user_columns = (
-        users.lasts,
-        users.vectors,
-        users.stepped,
-        users.recent,
-        users.recent_lengths,
-        users.late,
-    )
-    if any(len(column) != len(users.floors) for column in user_columns):
+    if any(len(column) != len(users.floors) for column in _arrays(users)):
         raise ValueError("the user columns must have the same length")
     recent_used = users.recent[np.arange(users.recent.shape[1]) < users.recent_lengths[:, None]]
     if users.recent_lengths.size and users.recent_lengths.max() >= users.recent.shape[1]:
@@ -181,12 +174,17 @@ def _check(
         )
 
 
+def _arrays(columns: EventColumns | UserColumns | ItemColumns | PairColumns) -> list[Any]:
+    """A group's arrays, for the length checks."""
+    return [getattr(columns, field.name) for field in dataclasses.fields(columns)]
+
+
 def _within(indexes: Ints, size: int) -> bool:
     return bool(indexes.min() >= 0 and indexes.max() < size)
 
 
 @numba.njit(nogil=True, cache=True)
-def _apply_events(  # the columns flat: numba takes arrays, not dataclasses
+def _apply_events(  # the groups' arrays flat: numba takes no dataclasses
     rows: Ints,
     event_items: Ints,
     times: Ints,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -332,13 +334,7 @@ def test_the_compiled_pass_matches_a_plain_loop_over_the_events(
     their cap, which raises its floor instead."""
     events, states = _random_stream(seed, 300)
     vectors = _vectors(8, seed)
-    config = SessionConfig(
-        weights=DEFAULT_EVENT_WEIGHTS,
-        half_life_ms=HOUR,
-        allowed_lateness_ms=lateness,
-        covis_window=window,
-        popularity_half_life_ms=24 * HOUR,
-    )
+    config = dataclasses.replace(CONFIG, allowed_lateness_ms=lateness, covis_window=window)
     categories = {"i0": "Drama", "i3": "Comedy"}
     effects = apply_batch(events, states, vectors, categories, config, "model-a", DIM, T0)
     expected = reference_apply_batch(events, states, vectors, categories, config, "model-a", T0)
@@ -397,13 +393,7 @@ def test_batches_in_a_row_match_the_plain_loop(
     )
     events, states = _random_stream(seed, 600, late_events=late_events)
     vectors = _vectors(8, seed)
-    config = SessionConfig(
-        weights=DEFAULT_EVENT_WEIGHTS,
-        half_life_ms=HOUR,
-        allowed_lateness_ms=lateness,
-        covis_window=3,
-        popularity_half_life_ms=24 * HOUR,
-    )
+    config = dataclasses.replace(CONFIG, allowed_lateness_ms=lateness)
     mine, theirs = dict(states), dict(states)
     for start in range(0, len(events), 100):
         batch = events[start : start + 100]
