@@ -1,8 +1,9 @@
 """Compiled (numba) inner loop of the interaction processor.
 
-A batch of events is applied in one compiled pass over integer-coded columns (users and items
-numbered per batch by `streams/session.py`): the guards, the session-vector recurrence, the
-decayed popularity boosts, each user's recent window and the co-visit pairs it yields. Per
+A batch of events is applied in one compiled pass over integer-coded columns (users, items and
+(user, item) pairs numbered per batch by `streams/session.py`): the guards, the session-vector
+recurrence, the decayed popularity boosts, each user's recent window and the co-visit pairs it
+yields, each pair's seen time and collaborative weight. Per
 event this was some 150 bytecode operations of Python (function calls, dataclass attributes,
 dict updates), about half of the processor's time; compiled, it costs about what the arithmetic
 costs, and it runs without the GIL, so the query worker and the Redis writer thread keep going

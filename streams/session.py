@@ -135,8 +135,7 @@ def apply_batch(
     model, every user whose history changed gets a fresh fold-in.
 
     The per-event arithmetic and bookkeeping run in one compiled pass over integer-coded
-    columns (`kernels.apply_events`); what is left here is per user, or a few dict operations
-    per applied event."""
+    columns (`kernels.apply_events`); what is left here is per user or per (user, item) pair."""
     effects = BatchEffects(landmark=landmark)
     if not events:
         return effects
