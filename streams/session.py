@@ -228,21 +228,26 @@ class _Batch:
         )
 
     def user_columns(self, items: _ItemCodes, dimension: int, window: int) -> UserColumns:
+        """Placed with one numpy assignment each, not one per user."""
         count = len(self.row_states)
-        capacity = max([window, *(len(s.recent_items) for s in self.row_states)]) + 1
-        recent = np.zeros((count, capacity), dtype=np.int64)
+        lengths = np.array([len(codes) for codes in items.recent_codes], dtype=np.int64)
+        recent = np.zeros((count, max(window, int(lengths.max())) + 1), dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        places = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+        recent[np.repeat(np.arange(count), lengths), places] = list(
+            itertools.chain.from_iterable(items.recent_codes)
+        )
         vectors = np.zeros((count, dimension), dtype=np.float64)
-        for row, state in enumerate(self.row_states):
-            recent[row, : len(state.recent_items)] = items.codes_of(state.recent_items)
-            if state.vector is not None:
-                vectors[row] = state.vector
+        held = [(row, s.vector) for row, s in enumerate(self.row_states) if s.vector is not None]
+        if held:
+            vectors[[row for row, _ in held]] = np.stack([vector for _, vector in held])
         return UserColumns(
             floors=np.array([s.floor for s in self.row_states], dtype=np.int64),
             lasts=np.array([s.last_time for s in self.row_states], dtype=np.int64),
             vectors=vectors,
             stepped=np.zeros(count, dtype=np.bool_),
             recent=recent,
-            recent_lengths=np.array([len(s.recent_items) for s in self.row_states], np.int64),
+            recent_lengths=lengths,
             late=np.zeros(count, dtype=np.bool_),
         )
 
@@ -333,8 +338,7 @@ class _ItemCodes:
         self._code_of: dict[str, int] = {}
         code_of = self._code_of
         self.codes = [code_of.setdefault(item, len(code_of)) for item in batch.items]
-        for state in batch.row_states:
-            self.codes_of(state.recent_items)
+        self.recent_codes = [self.codes_of(state.recent_items) for state in batch.row_states]
         self.names = list(code_of)
         with_vectors = [name for name in self.names if name in item_vectors]
         vector_of = {name: row for row, name in enumerate(with_vectors)}
