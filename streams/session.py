@@ -259,8 +259,9 @@ class _Batch:
         ids = [self.ids[event] for event in order.tolist()]
         times = columns.times[order].tolist()
         rows = columns.rows[order]
+        row_list = rows.tolist()
         for start, end in _runs(rows):
-            user = self.user_names[rows[start]]
+            user = self.user_names[row_list[start]]
             new = dict(zip(ids[start:end], times[start:end], strict=True))
             effects.new_guards[user] = new
         counts = np.bincount(rows, minlength=len(self.row_states))
@@ -274,8 +275,9 @@ class _Batch:
         names = [pairs.names[pair] for pair in touched.tolist()]
         seen = pairs.columns.seen[touched].tolist()
         totals = pairs.columns.collab[touched].tolist()
+        row_list = rows.tolist()
         for start, end in _runs(rows):
-            user = self.user_names[rows[start]]
+            user = self.user_names[row_list[start]]
             effects.seen[user] = dict(zip(names[start:end], seen[start:end], strict=True))
             history = self.states[user].collab_items
             for name, total in zip(names[start:end], totals[start:end], strict=True):
@@ -295,9 +297,10 @@ class _Batch:
         trim collaborative histories once per user."""
         lasts, lengths = users.lasts.tolist(), users.recent_lengths.tolist()
         stepped, late = users.stepped.tolist(), users.late.tolist()
+        recent = users.recent.tolist()  # once: a numpy call per user cost more than its work
         for row, state in enumerate(self.row_states):
             state.last_time = lasts[row]
-            state.recent_items = [item_names[c] for c in users.recent[row, : lengths[row]].tolist()]
+            state.recent_items = [item_names[c] for c in recent[row][: lengths[row]]]
             if stepped[row]:
                 state.vector = users.vectors[row].astype(np.float32)
             new = new_guards.get(self.user_names[row], {})
@@ -399,8 +402,9 @@ def _covisit_counts(pairs: npt.NDArray[np.int64], names: list[str]) -> dict[str,
     firsts, others = np.divmod(unique, width)
     other_names = [names[c] for c in others.tolist()]
     weights = counts.astype(np.float64).tolist()
+    first_list = firsts.tolist()
     return {
-        names[firsts[start]]: dict(zip(other_names[start:end], weights[start:end], strict=True))
+        names[first_list[start]]: dict(zip(other_names[start:end], weights[start:end], strict=True))
         for start, end in _runs(firsts)
     }
 
