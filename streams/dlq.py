@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from recstream.errors import InvalidMessageError, RecstreamError
 from recstream.infra.topics import dlq_topic
 from recstream.streams import metrics
-from recstream.streams.messages import RawMessage
+from recstream.streams.messages import Record
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ class DeadLetterWriter:
         self._producer = Producer(kafka_config | {"enable.idempotence": True, "linger.ms": 5})
         self._failures: list[str] = []
 
-    def send(self, message: RawMessage, error: InvalidMessageError) -> None:
+    def send(self, message: Record, error: InvalidMessageError) -> None:
         headers: list[tuple[str, str | bytes | None]] = [
             (REASON_HEADER, error.reason.encode()),
             (DETAIL_HEADER, error.detail[:1000].encode()),
@@ -52,7 +52,7 @@ class DeadLetterWriter:
 
     def decode_all(
         self,
-        messages: Sequence[RawMessage],
+        messages: Sequence[Record],
         decode: Callable[[bytes | None], T],
         refused: Counter,
     ) -> list[T]:

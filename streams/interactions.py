@@ -27,7 +27,7 @@ from recstream.stores.session_store import SessionStore
 from recstream.stores.vector_index import Vector, VectorIndex
 from recstream.streams import metrics
 from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.messages import RawMessage, from_kafka, poll_available
+from recstream.streams.messages import KafkaRecord, Record, poll_available
 from recstream.streams.session import (
     BatchEffects,
     SessionConfig,
@@ -128,7 +128,7 @@ class InteractionProcessor:
         self._pinned = {}
         self._landmark_loaded = False
 
-    def process(self, messages: Sequence[RawMessage]) -> list[BatchEffects]:
+    def process(self, messages: Sequence[Record]) -> list[BatchEffects]:
         """Decode, apply and store one batch (its effects per write chunk); raises only when the
         store or index fails."""
         batch = self.prepare(messages)
@@ -139,7 +139,7 @@ class InteractionProcessor:
             raise
         return batch.chunks
 
-    def prepare(self, messages: Sequence[RawMessage]) -> PreparedBatch:
+    def prepare(self, messages: Sequence[Record]) -> PreparedBatch:
         """Decode and apply one batch in memory, ready for `store`. The next batch may be
         prepared before this one is stored: its users' new states are served from memory."""
         started = time.perf_counter()
@@ -174,7 +174,7 @@ class InteractionProcessor:
             previous = effects.landmark  # the first chunk moved it (rebasing the counters)
         self._observe(batch.chunks, batch.decoded, time.perf_counter() - batch.started)
 
-    def _decode(self, messages: Sequence[RawMessage]) -> list[InteractionEvent]:
+    def _decode(self, messages: Sequence[Record]) -> list[InteractionEvent]:
         """The events, a slice at a time: at once where the whole slice is plainly valid, else
         one by one, dead-lettering each refused message with its reason. (Slices, so that one
         bad message sends only its slice down the slower path.)"""
@@ -274,7 +274,7 @@ class InteractionProcessor:
 
 @dataclass(slots=True)
 class _InFlight:
-    raws: list[RawMessage]
+    raws: list[KafkaRecord]
     written: Future[None]
 
 
@@ -328,7 +328,7 @@ class InteractionConsumer:
         """Consume and apply one batch and start writing it; wait for the previous batch's write
         and commit it. The number of records committed (0 while the first batch is written)."""
         messages = poll_available(self._consumer, self._batch_limit(), self._batch_timeout_s)
-        raws = [from_kafka(m) for m in messages if _is_record(m)]
+        raws = [KafkaRecord(m) for m in messages if _is_record(m)]
         prepared = self._attempt(lambda: self._processor.prepare(raws)) if raws else None
         if self._finish_pending():  # re-applied after a failed write: `prepared` is void
             prepared = None
@@ -363,7 +363,7 @@ class InteractionConsumer:
         self._commit(pending.raws)
         return failed
 
-    def _commit(self, raws: list[RawMessage]) -> None:
+    def _commit(self, raws: list[KafkaRecord]) -> None:
         offsets: dict[tuple[str, int], int] = {}
         for raw in raws:
             key = (raw.topic, raw.partition)

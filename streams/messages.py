@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from confluent_kafka import Consumer, Message
 
@@ -15,6 +16,51 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Record(Protocol):
+    """What processing reads of a consumed record: a RawMessage, or a KafkaRecord."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class KafkaRecord:
+    """A confluent-kafka record read through as it is used: its value now (every record is
+    decoded), the rest when asked (for the commit, or a dead letter). Building a RawMessage,
+    six calls into the client and a dataclass, cost 1.6-2 µs per record, about a tenth of the
+    interaction processor's whole per-event budget."""
+
+    __slots__ = ("_message", "value")
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self.value: bytes | None = message.value()
+
+    @property
+    def topic(self) -> str:
+        return self._message.topic() or ""
+
+    @property
+    def partition(self) -> int:
+        return self._message.partition() or 0
+
+    @property
+    def offset(self) -> int:
+        return self._message.offset() or 0
+
+    @property
+    def key(self) -> bytes | None:
+        key: bytes | None = self._message.key()
+        return key
 
 
 def from_kafka(message: Message) -> RawMessage:

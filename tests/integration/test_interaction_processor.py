@@ -136,28 +136,46 @@ def test_bad_events_go_to_the_dlq_with_reasons_and_good_ones_are_applied(env) ->
     store = session_store(settings)
     assert store.load_states(["user0"])["user0"].count == 20
     store.close()
-    reasons = _dead_letters(settings, dlq_topic(settings.topic_interactions), len(bad))
-    assert reasons == [
+    letters = _dead_letters(settings, dlq_topic(settings.topic_interactions), len(bad))
+    assert [(reason, value) for reason, value, _ in letters] == [
         ("undecodable", bad[0]),
         ("unknown_schema_version", bad[1]),
         ("schema_violation", bad[2]),
         ("undecodable", None),
     ]
+    # Each keeps its key and says where it came from: one partition (one key), in order.
+    sources = [source for _, _, source in letters]
+    assert {(key, topic, partition) for key, topic, partition, _ in sources} == {
+        (b"k", settings.topic_interactions.encode(), sources[0][2])
+    }
+    offsets = [int(offset) for *_, offset in sources]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(bad)
 
 
-def _dead_letters(settings: Settings, topic: str, count: int) -> list[tuple[str, bytes | None]]:
+_Source = tuple[bytes | None, bytes, bytes, bytes]  # key; source topic, partition, offset
+
+
+def _dead_letters(
+    settings: Settings, topic: str, count: int
+) -> list[tuple[str, bytes | None, _Source]]:
     consumer = Consumer(
         settings.kafka_client_config()
         | {"group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
     )
     consumer.subscribe([topic])
-    found: list[tuple[str, bytes | None]] = []
+    found: list[tuple[str, bytes | None, _Source]] = []
     deadline = time.monotonic() + 20
     while len(found) < count and time.monotonic() < deadline:
         for message in consumer.consume(10, 0.5):
             if message.error() is None:
                 headers = dict(message.headers() or [])
-                found.append((headers[REASON_HEADER].decode(), message.value()))
+                source = (
+                    message.key(),
+                    headers["x-recstream-source-topic"],
+                    headers["x-recstream-source-partition"],
+                    headers["x-recstream-source-offset"],
+                )
+                found.append((headers[REASON_HEADER].decode(), message.value(), source))
     consumer.close()
     return found
 
