@@ -181,13 +181,13 @@ class _Batch:
     def __init__(
         self, events: Sequence[InteractionEvent], states: Mapping[str, UserState], model: str
     ) -> None:
-        self.users = [event.user_id for event in events]
         self.items = [event.item_id for event in events]
         self.ids = [event.event_id for event in events]
         self.times = [event.event_time for event in events]
         self.events = events
         row_of: dict[str, int] = {}
-        self.rows = [row_of.setdefault(user, len(row_of)) for user in self.users]
+        self.rows = [row_of.setdefault(event.user_id, len(row_of)) for event in events]
+        self.row_codes = np.array(self.rows, dtype=np.int64)  # the same, for numpy
         self.states = {user: _working_copy(states.get(user), model) for user in row_of}
         self.user_names = list(self.states)  # by row
         self.row_states = list(self.states.values())
@@ -198,8 +198,8 @@ class _Batch:
         guards = [state.guard_ids for state in self.row_states]
         count = len(self.rows)
         return EventColumns(
-            rows=np.array(self.rows, dtype=np.int64),
-            items=np.array(items.codes, dtype=np.int64),
+            rows=self.row_codes,
+            items=items.code_array,
             times=np.array(self.times, dtype=np.int64),
             weights=np.array(_weights(self.events, config), dtype=np.float64),
             known=np.array(
@@ -317,7 +317,7 @@ class _Pairs:
 
     def __init__(self, batch: _Batch, items: _ItemCodes) -> None:
         width = len(items.names)
-        keys = np.array(batch.rows, dtype=np.int64) * width + np.array(items.codes, np.int64)
+        keys = batch.row_codes * width + items.code_array
         unique, self.codes = np.unique(keys, return_inverse=True)
         self.rows, item_codes = np.divmod(unique, width)
         self.names = [items.names[code] for code in item_codes.tolist()]
@@ -339,10 +339,9 @@ class _ItemCodes:
 
     def __init__(self, batch: _Batch, item_vectors: Mapping[str, Vector], dimension: int) -> None:
         self._code_of: dict[str, int] = {}
-        code_of = self._code_of
-        self.codes = [code_of.setdefault(item, len(code_of)) for item in batch.items]
+        self.code_array = np.array(self.codes_of(batch.items), dtype=np.int64)  # per event
         self.recent_codes = [self.codes_of(state.recent_items) for state in batch.row_states]
-        self.names = list(code_of)
+        self.names = list(self._code_of)
         with_vectors = [name for name in self.names if name in item_vectors]
         vector_of = {name: row for row, name in enumerate(with_vectors)}
         vectors = (  # np.array of the list: half of np.stack's per-array cost
