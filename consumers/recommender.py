@@ -65,6 +65,8 @@ class QueryConfig:
     covis_per_seed: int = 30
     cache_ttl_s: int = 300
     max_per_category: int = 0  # business rule for requests that do not set one (0: no cap)
+    # Hidden items are served only if the operator allows it and the request asks for them.
+    serve_hidden_items: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,7 @@ class Recommender:
 
     def _filter(self, request: RecommendRequest, exclude: Iterable[str]) -> SearchFilter:
         return SearchFilter(
-            available_only=request.available_only,
+            available_only=request.available_only or not self._config.serve_hidden_items,
             categories_in=request.categories_in,
             categories_out=request.categories_out,
             exclude_item_ids=tuple(sorted(set(request.exclude) | set(exclude))),

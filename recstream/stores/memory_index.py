@@ -8,6 +8,7 @@ serving: every search scans every item.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -74,8 +75,8 @@ class InMemoryVectorIndex:
 
     def _store_payload(self, row: int, payload: ItemPayload | None) -> None:
         self._payloads[row] = payload
-        self._live[row] = payload is not None
-        self._eligible[row] = payload is not None and payload.available
+        self._live[row] = payload is not None and not payload.deleted
+        self._eligible[row] = self._live[row] and payload is not None and payload.available
         self._categories[row] = None if payload is None else payload.category
 
     def _new_row(self) -> int:
@@ -114,12 +115,25 @@ class InMemoryVectorIndex:
                 self._has_collab[:, row] = False
                 self._free.append(row)
 
-    def retrieve(self, item_ids: Sequence[str], with_vectors: bool = True) -> dict[str, ItemRecord]:
+    def purge_deleted(self, before_ms: int) -> None:
+        self.delete(
+            [
+                item_id
+                for item_id, row in self._rows.items()
+                if (payload := self._payloads[row]) is not None
+                and payload.deleted
+                and payload.updated_ms < before_ms
+            ]
+        )
+
+    def retrieve(
+        self, item_ids: Sequence[str], with_vectors: bool = True, include_deleted: bool = False
+    ) -> dict[str, ItemRecord]:
         found = {}
         for item_id in item_ids:
             row = self._rows.get(item_id)
             payload = None if row is None else self._payloads[row]
-            if row is not None and payload is not None:
+            if row is not None and payload is not None and (include_deleted or not payload.deleted):
                 vector = self._matrix[row].copy() if with_vectors else None
                 found[item_id] = ItemRecord(payload, vector)
         return found
@@ -213,11 +227,11 @@ class InMemoryVectorIndex:
         return allowed
 
     def count(self) -> int:
-        return len(self._rows)
+        return int(self._live[: len(self._payloads)].sum())
 
     def item_ids(self) -> list[str]:
-        """Every stored item, sorted."""
-        return sorted(self._rows)
+        """Every stored item (not tombstones), sorted."""
+        return sorted(i for i, row in self._rows.items() if self._live[row])
 
     def close(self) -> None:
         """Nothing to flush: the index lives only in this process."""
@@ -244,13 +258,4 @@ def _unit(vector: Vector) -> Vector:
 
 
 def _with_availability(payload: ItemPayload, available: bool, updated_ms: int) -> ItemPayload:
-    return ItemPayload(
-        payload.item_id,
-        payload.title,
-        payload.category,
-        payload.tags,
-        available,
-        payload.content_hash,
-        updated_ms,
-        payload.attributes,
-    )
+    return replace(payload, available=available, updated_ms=updated_ms)

@@ -225,7 +225,22 @@ class QdrantClientIndex:
         selector = models.PointIdsList(points=[point_id(i) for i in item_ids])
         self._client.delete(self._collection, points_selector=selector, wait=True)
 
-    def retrieve(self, item_ids: Sequence[str], with_vectors: bool = True) -> dict[str, ItemRecord]:
+    def purge_deleted(self, before_ms: int) -> None:
+        old_tombstones = models.Filter(
+            must=[
+                _DELETED,
+                models.FieldCondition(key="updated_ms", range=models.Range(lt=before_ms)),
+            ]
+        )
+        self._client.delete(
+            self._collection,
+            points_selector=models.FilterSelector(filter=old_tombstones),
+            wait=True,
+        )
+
+    def retrieve(
+        self, item_ids: Sequence[str], with_vectors: bool = True, include_deleted: bool = False
+    ) -> dict[str, ItemRecord]:
         if not item_ids:
             return {}
         records = self._client.retrieve(
@@ -234,7 +249,7 @@ class QdrantClientIndex:
             with_payload=True,
             with_vectors=_CONTENT_ONLY if with_vectors else False,
         )
-        return self._read.records(records, with_vectors)
+        return self._read.records(records, with_vectors, include_deleted)
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
@@ -251,15 +266,19 @@ class QdrantClientIndex:
         return self._read.hits(response.points, with_vectors)
 
     def count(self) -> int:
-        return int(self._client.count(self._collection, exact=True).count)
+        live = models.Filter(must_not=[_DELETED])
+        return int(self._client.count(self._collection, count_filter=live, exact=True).count)
 
     def close(self) -> None:
         self._client.close()
 
 
-def _client_filter(flt: SearchFilter) -> models.Filter | None:
+_DELETED = models.FieldCondition(key="deleted", match=models.MatchValue(value=1))
+
+
+def _client_filter(flt: SearchFilter) -> models.Filter:
     must: list[Any] = []
-    must_not: list[Any] = []
+    must_not: list[Any] = [_DELETED]
     if flt.available_only:
         must.append(models.FieldCondition(key="available", match=models.MatchValue(value=1)))
     if flt.categories_in:
@@ -276,6 +295,4 @@ def _client_filter(flt: SearchFilter) -> models.Filter | None:
         )
     if flt.exclude_item_ids:
         must_not.append(models.HasIdCondition(has_id=[point_id(i) for i in flt.exclude_item_ids]))
-    if not must and not must_not:
-        return None
-    return models.Filter(must=must or None, must_not=must_not or None)
+    return models.Filter(must=must or None, must_not=must_not)

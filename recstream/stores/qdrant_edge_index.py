@@ -185,14 +185,22 @@ class QdrantEdgeIndex:
         with self._lock:
             self._shard.update(qe.UpdateOperation.delete_points([point_id(i) for i in item_ids]))
 
-    def retrieve(self, item_ids: Sequence[str], with_vectors: bool = True) -> dict[str, ItemRecord]:
+    def purge_deleted(self, before_ms: int) -> None:
+        with self._lock:
+            self._shard.update(
+                qe.UpdateOperation.delete_points_by_filter(_deleted_before(before_ms))
+            )
+
+    def retrieve(
+        self, item_ids: Sequence[str], with_vectors: bool = True, include_deleted: bool = False
+    ) -> dict[str, ItemRecord]:
         if not item_ids:
             return {}
         with self._lock:
             records = self._shard.retrieve(
                 [point_id(i) for i in item_ids], True, _CONTENT_ONLY if with_vectors else False
             )
-        return self._read.records(records, with_vectors)
+        return self._read.records(records, with_vectors, include_deleted)
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
@@ -215,7 +223,7 @@ class QdrantEdgeIndex:
 
     def count(self) -> int:
         with self._lock:
-            return int(self._shard.info().points_count)
+            return int(self._shard.count(qe.CountRequest(filter=qe.Filter(must_not=[_DELETED]))))
 
     def close(self) -> None:
         with self._lock:
@@ -248,9 +256,18 @@ def _create_payload_indexes(shard: qe.EdgeShard) -> None:
         shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
 
 
-def _edge_filter(flt: SearchFilter) -> qe.Filter | None:
+_DELETED = qe.FieldCondition("deleted", match=qe.MatchValue(1))
+
+
+def _deleted_before(before_ms: int) -> qe.Filter:
+    return qe.Filter(
+        must=[_DELETED, qe.FieldCondition("updated_ms", range=qe.RangeFloat(lt=before_ms))]
+    )
+
+
+def _edge_filter(flt: SearchFilter) -> qe.Filter:
     must: list[Any] = []
-    must_not: list[Any] = []
+    must_not: list[Any] = [_DELETED]
     if flt.available_only:
         must.append(qe.FieldCondition("available", match=qe.MatchValue(1)))
     if flt.categories_in:
@@ -259,6 +276,4 @@ def _edge_filter(flt: SearchFilter) -> qe.Filter | None:
         must_not.append(qe.FieldCondition("category", match=qe.MatchAny(list(flt.categories_out))))
     if flt.exclude_item_ids:
         must_not.append(qe.HasIdCondition({point_id(i) for i in flt.exclude_item_ids}))
-    if not must and not must_not:
-        return None
-    return qe.Filter(must=must or None, must_not=must_not or None)
+    return qe.Filter(must=must or None, must_not=must_not)

@@ -61,10 +61,12 @@ class RecordReader:
     def __init__(self, cache_vectors: int = 0) -> None:
         self._memo = VectorMemo(cache_vectors) if cache_vectors else None
 
-    def records(self, rows: Iterable[Any], with_vectors: bool) -> dict[str, ItemRecord]:
+    def records(
+        self, rows: Iterable[Any], with_vectors: bool, include_deleted: bool = False
+    ) -> dict[str, ItemRecord]:
         found = {}
         for row in rows:
-            if row.payload:
+            if row.payload and (include_deleted or not row.payload.get("deleted")):
                 payload = ItemPayload.from_payload(row.payload)
                 found[payload.item_id] = ItemRecord(
                     payload, self._vector(payload, row, with_vectors)

@@ -10,7 +10,7 @@ import functools
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -31,8 +31,9 @@ COLLAB_SLOTS = (0, 1)
 RRF_K = 60
 # Payload fields with an index (filters run inside the index, before scoring).
 KEYWORD_FIELDS = ("item_id", "category", "tags")
-# Availability is stored as 0/1: qdrant-edge-py 0.9 does not match boolean payload values.
-INTEGER_FIELDS = ("available", "updated_ms")
+# Availability and deletion are stored as 0/1: qdrant-edge-py 0.9 does not match boolean
+# payload values.
+INTEGER_FIELDS = ("available", "updated_ms", "deleted")
 _ID_NAMESPACE = uuid.UUID("9d3c1a52-6c1e-4f55-a0a1-1f1a8bb2b7e4")
 
 
@@ -89,6 +90,9 @@ class ItemPayload:
     content_hash: str
     updated_ms: int
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    # A tombstone: the item was deleted at updated_ms. Kept (never served, never retrieved but
+    # on purpose) so that an older upsert arriving later cannot bring the item back.
+    deleted: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -100,6 +104,7 @@ class ItemPayload:
             "content_hash": self.content_hash,
             "updated_ms": self.updated_ms,
             "attributes": dict(self.attributes),
+            "deleted": int(self.deleted),
         }
 
     @classmethod
@@ -113,7 +118,12 @@ class ItemPayload:
             content_hash=payload["content_hash"],
             updated_ms=int(payload["updated_ms"]),
             attributes=payload.get("attributes") or {},
+            deleted=bool(payload.get("deleted", 0)),
         )
+
+    def tombstone(self, deleted_ms: int) -> ItemPayload:
+        """This item's tombstone: deleted at deleted_ms, hidden."""
+        return replace(self, available=False, deleted=True, updated_ms=deleted_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +167,20 @@ class VectorIndex(Protocol):
     def delete(self, item_ids: Sequence[str]) -> None:
         """Remove items; unknown ids are ignored."""
 
-    def retrieve(self, item_ids: Sequence[str], with_vectors: bool = True) -> dict[str, ItemRecord]:
-        """The stored items among item_ids (missing ones are absent from the result)."""
+    def purge_deleted(self, before_ms: int) -> None:
+        """Remove the tombstones of items deleted before before_ms."""
+
+    def retrieve(
+        self, item_ids: Sequence[str], with_vectors: bool = True, include_deleted: bool = False
+    ) -> dict[str, ItemRecord]:
+        """The stored items among item_ids (missing ones are absent from the result); deleted
+        items' tombstones only with include_deleted (the catalog processor's staleness test)."""
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
     ) -> list[ScoredItem]:
-        """Nearest items by cosine similarity that pass the filter, best first."""
+        """Nearest items by cosine similarity that pass the filter, best first (never a
+        tombstone)."""
 
     @property
     def collab_dimension(self) -> int:
@@ -191,10 +208,18 @@ class VectorIndex(Protocol):
         first; the score is the fused one). Vectors returned are the content vectors."""
 
     def count(self) -> int:
-        """Number of items stored."""
+        """Number of items stored (tombstones not counted)."""
 
     def close(self) -> None:
         """Flush and release the index."""
+
+
+def placeholder_vector(dimension: int) -> Vector:
+    """The vector of a tombstone whose item was never stored: a point needs a vector, and this
+    one is never searched (tombstones are filtered out)."""
+    vector = np.zeros(dimension, dtype=np.float32)
+    vector[0] = 1.0
+    return vector
 
 
 def as_vector(values: Any) -> Vector:

@@ -156,6 +156,35 @@ def test_set_available_and_delete(index: VectorIndex, vectors: dict[str, Vector]
     assert index.count() == 39
 
 
+def test_a_tombstone_is_never_searched_nor_retrieved_but_on_purpose_and_is_purged(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill(index, vectors)
+    stored = index.retrieve(["i1", "i2"])
+    index.upsert(
+        [
+            (stored["i1"].payload.tombstone(2000), vectors["i1"]),
+            (stored["i2"].payload.tombstone(5000), vectors["i2"]),
+        ]
+    )
+    anywhere = SearchFilter(available_only=False)
+    found = {h.payload.item_id for h in index.search(vectors["i1"], 40, anywhere)}
+    assert found == {f"i{n}" for n in range(40)} - {"i1", "i2"}
+    assert index.retrieve(["i1", "i2"]) == {}
+    tombstones = index.retrieve(["i1", "i2"], include_deleted=True)
+    assert {i: (r.payload.deleted, r.payload.updated_ms) for i, r in tombstones.items()} == {
+        "i1": (True, 2000),
+        "i2": (True, 5000),
+    }
+    assert index.count() == 38
+    index.purge_deleted(before_ms=3000)
+    assert set(index.retrieve(["i1", "i2"], include_deleted=True)) == {"i2"}
+    assert index.count() == 38
+    index.upsert([(stored["i2"].payload, vectors["i2"])])  # the item comes back
+    assert set(index.retrieve(["i1", "i2"])) == {"i2"}
+    assert index.count() == 39
+
+
 def test_vectors_come_back_with_hits_and_follow_a_rewritten_item(
     index: VectorIndex, vectors: dict[str, Vector]
 ) -> None:

@@ -72,6 +72,27 @@ def test_delete_stale_and_superseded() -> None:
         stored,
         MODEL,
     )
-    assert plan.delete == ["2"]
+    assert [(p.item_id, p.deleted, p.available, p.updated_ms) for p in plan.tombstones] == [
+        ("2", True, False, 200)
+    ]
     assert [p.title for p, _ in plan.embed] == ["second"]
     assert plan.outcomes == {"stale": 1, "deleted": 1, "embedded": 1, "superseded": 1}
+
+
+def test_a_delete_leaves_a_tombstone_that_older_upserts_cannot_pass() -> None:
+    deleted = plan_catalog_batch([_event("1", 300, op="delete")], {}, MODEL).tombstones
+    assert [(p.item_id, p.deleted, p.updated_ms) for p in deleted] == [("1", True, 300)]
+    stored = {"1": deleted[0]}
+    late = plan_catalog_batch([_event("1", 200)], stored, MODEL)
+    assert (late.embed, late.rewrite_payload, late.outcomes) == ([], [], {"stale": 1})
+    back = plan_catalog_batch([_event("1", 400)], stored, MODEL)
+    assert [(p.item_id, p.deleted) for p, _ in back.embed] == [("1", False)]
+
+
+def test_an_item_back_after_its_delete_keeps_its_vector_when_its_text_is_unchanged() -> None:
+    stored = {"1": _stored(_event("1", 100)).tombstone(200)}
+    back = plan_catalog_batch([_event("1", 300)], stored, MODEL)
+    assert back.embed == []
+    assert [(p.deleted, p.available, p.updated_ms) for p in back.rewrite_payload] == [
+        (False, True, 300)
+    ]
