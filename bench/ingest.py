@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 from confluent_kafka import Consumer, Producer
 
 from recstream.infra import topics
+from recstream.infra.clients import kafka_config, redis_client
 from recstream.produce import send_waiting
 from recstream.schemas.events import CatalogEvent
 from recstream.settings import Settings, load_settings
@@ -79,9 +79,7 @@ def _produce_interactions(settings: Settings, events: int, users: int, items: in
     item_ids = _zipf_ids(rng, events, items)
     kinds = TYPES[rng.integers(0, len(TYPES), size=events)]
     start = int(time.time() * 1000) - 10 * 24 * 3600 * 1000
-    producer = Producer(
-        settings.kafka_client_config() | {"linger.ms": 20, "batch.num.messages": 10000}
-    )
+    producer = Producer(kafka_config(settings) | {"linger.ms": 20, "batch.num.messages": 10000})
     began = time.perf_counter()
     for n in range(events):
         user = f"u{user_ids[n]}"
@@ -103,7 +101,7 @@ def _produce_interactions(settings: Settings, events: int, users: int, items: in
 def _topic_reader(settings: Settings, role: str) -> Consumer:
     """A consumer of the interactions topic from its start, in a group of its own."""
     consumer = Consumer(
-        settings.kafka_client_config()
+        kafka_config(settings)
         | {
             "group.id": f"{settings.consumer_group}-{role}",
             "auto.offset.reset": "earliest",
@@ -142,7 +140,7 @@ def _minimal_loop_rate(settings: Settings, events: int, items: int) -> float:
     the processor is what the features cost; the gap between this and the raw consume is the
     floor of any Python loop on this machine."""
     item_vectors = dict(zip((f"i{n}" for n in range(items)), _item_vectors(items), strict=True))
-    client = redis.Redis.from_url(settings.redis_address)
+    client = redis_client(settings)
     keys = KeySpace(settings.redis_namespace)  # under its pattern: deleted with the namespace
     consumer = _topic_reader(settings, "minimal")
     users: dict[str, np.ndarray] = {}
@@ -175,7 +173,7 @@ def _redis_cpu_seconds(settings: Settings) -> np.ndarray:
     """CPU time (user + system) the Redis server has used, from INFO: [its own process (the
     scripts, the AOF writes), its finished fork children (AOF rewrites, snapshots)]. The
     children run on another core, beside the processor: the first figure alone undercounts."""
-    client = redis.Redis.from_url(settings.redis_address)
+    client = redis_client(settings)
     try:
         info = client.info("cpu")
         return np.array(
@@ -240,7 +238,7 @@ def bench_interactions(
                 settings.model_copy(update={"item_cache_size": items}),
                 index,
                 session_store(settings),
-                DeadLetterWriter(settings.kafka_client_config()),
+                DeadLetterWriter(kafka_config(settings)),
                 reader,
             )
             # Timed from the first commit (group join and the first batch excluded, so the
@@ -328,7 +326,7 @@ def _halves(
         settings.model_copy(update={"item_cache_size": items}),
         index,
         keeping,
-        DeadLetterWriter(settings.kafka_client_config()),
+        DeadLetterWriter(kafka_config(settings)),
         collab,
     )
     batch = settings.interaction_batch_size
@@ -411,7 +409,7 @@ def _run_catalog(
     settings: Settings, processor: CatalogProcessor, group: str, count: int
 ) -> tuple[float, dict[str, int]]:
     consumer = Consumer(
-        settings.kafka_client_config()
+        kafka_config(settings)
         | {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )
     consumer.subscribe([settings.topic_catalog])
@@ -445,11 +443,9 @@ def bench_catalog(base: Settings, count: int, dataset: Path | None) -> dict[str,
         )
         name = collection_name(embedder.model_id, embedder.dimension)
         index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, embedder.dimension)
-        processor = CatalogProcessor(
-            index, embedder, DeadLetterWriter(settings.kafka_client_config())
-        )
+        processor = CatalogProcessor(index, embedder, DeadLetterWriter(kafka_config(settings)))
         items = _catalog_texts(count, dataset)
-        producer = Producer(settings.kafka_client_config())
+        producer = Producer(kafka_config(settings))
         try:
             for event in items:
                 producer.produce(

@@ -16,6 +16,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from recstream.infra import topics
+from recstream.infra.clients import kafka_config
 from recstream.produce import send_waiting
 from recstream.settings import load_settings
 
@@ -29,8 +30,8 @@ def main() -> None:
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
     topics.ensure_topics(settings, [topics.TopicSpec(topic, args.partitions, 1)])
     try:
-        produce_s = _produce(settings.kafka_client_config(), topic, args.messages)
-        consume_s = _consume(settings.kafka_client_config(), topic, args.messages)
+        produce_s = _produce(kafka_config(settings), topic, args.messages)
+        consume_s = _consume(kafka_config(settings), topic, args.messages)
     finally:
         topics.delete_topics(settings, [topic])
     print(

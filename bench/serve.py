@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from recstream.consumers.client import RecClient
 from recstream.infra import topics
+from recstream.infra.clients import kafka_config
 from recstream.metrics_probe import metric_total
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
@@ -74,7 +75,7 @@ def _seed_items(settings: Settings, items: int) -> np.ndarray:
 def _seed_users(settings: Settings, users: int, items: int) -> None:
     rng = np.random.default_rng(4)
     start = int(time.time() * 1000) - 3600_000
-    producer = Producer(settings.kafka_client_config() | {"linger.ms": 20})
+    producer = Producer(kafka_config(settings) | {"linger.ms": 20})
     for u in range(users):
         for n in range(20):
             event = InteractionEvent(
@@ -114,8 +115,7 @@ def _open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dic
     sent: dict[str, float] = {}
     received: dict[str, tuple[float, str, float]] = {}
     consumer = Consumer(
-        settings.kafka_client_config()
-        | {"group.id": f"bench-{uuid.uuid4().hex}", "fetch.wait.max.ms": 5}
+        kafka_config(settings) | {"group.id": f"bench-{uuid.uuid4().hex}", "fetch.wait.max.ms": 5}
     )
     parts = [
         TopicPartition(settings.topic_responses, p) for p in range(settings.partitions_responses)
@@ -139,7 +139,7 @@ def _open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dic
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()
-    producer = Producer(settings.kafka_client_config() | {"linger.ms": 0})
+    producer = Producer(kafka_config(settings) | {"linger.ms": 0})
     rng = np.random.default_rng(rate)
     began = time.perf_counter()
     for n in range(total):
@@ -181,7 +181,7 @@ def _publish_burst(settings: Settings, events: int, users: int, items: int) -> N
     user_ids = np.minimum(rng.zipf(1.1, size=events), users) - 1
     item_ids = rng.integers(items, size=events)
     start = int(time.time() * 1000) - 600_000
-    producer = Producer(settings.kafka_client_config() | {"linger.ms": 20})
+    producer = Producer(kafka_config(settings) | {"linger.ms": 20})
     for n in range(events):
         user = f"u{user_ids[n]}"
         event = InteractionEvent(f"burst-{n}", user, f"i{item_ids[n]}", "view", start + n)

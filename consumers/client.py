@@ -28,6 +28,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
 from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.infra.clients import kafka_config
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 from recstream.settings import Settings
@@ -81,7 +82,7 @@ class RecClient:
     def __init__(
         self, settings: Settings, reply_partition: int | None = None, timeout_s: float = 5.0
     ) -> None:
-        config = settings.kafka_client_config()
+        config = kafka_config(settings)
         self._settings = settings
         self._timeout_s = timeout_s
         self._codec = RequestCodec()

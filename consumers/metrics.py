@@ -6,7 +6,12 @@ from prometheus_client import Counter, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-REQUESTS = Counter("recstream_query_requests_total", "Requests answered, by status.", ["status"])
+REQUESTS = Counter(
+    "recstream_query_requests_total",
+    "Requests by outcome: ok, error, overloaded, expired (answered), dead_lettered (no address "
+    "to answer), failed (an unexpected error, logged).",
+    ["status"],
+)
 STRATEGIES = Counter(
     "recstream_query_strategy_total",
     "Answered requests by strategy (onboarding + popular = the cold-start share).",
@@ -35,4 +40,14 @@ ITEMS_RETURNED = Histogram(
     "recstream_query_items_returned",
     "Items in each ok response.",
     buckets=(0, 1, 5, 10, 20, 50, 100),
+)
+REPLIES_FAILED = Counter(
+    "recstream_query_replies_failed_total",
+    "Answers that could not be sent, by Kafka error (the request was answered; the answer was "
+    "lost on the way).",
+    ["error"],
+)
+LOOP_ERRORS = Counter(
+    "recstream_query_loop_errors_total",
+    "Turns of the query loop that failed (logged); the loop goes on.",
 )

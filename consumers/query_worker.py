@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from recstream.consumers import metrics
 from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.recommender import Recommender, UnknownItemError
-from recstream.errors import InvalidMessageError
+from recstream.errors import DeadLetterError, InvalidMessageError
+from recstream.progress import RoleProgress
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.messages import from_kafka, poll_available
@@ -29,18 +30,68 @@ log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
+class ReplyTargets:
+    """Where answers may go: the allowed topics and their real partition counts (from metadata,
+    refreshed now and then, so a topic that grows is seen). A request cannot make the worker
+    write to any other topic or to a partition that does not exist."""
+
+    REFRESH_S = 30.0
+
+    def __init__(self, producer: Producer, allowed: frozenset[str]) -> None:
+        self._producer = producer
+        self._allowed = allowed
+        self._partitions: dict[str, int] = {}
+        self._checked = float("-inf")
+
+    def problem(self, topic: str, partition: int | None) -> InvalidMessageError | None:
+        """Why an answer cannot go to (topic, partition), or None."""
+        if topic not in self._allowed:
+            return InvalidMessageError(
+                "reply_to_not_allowed",
+                f"reply_to {topic!r} is not one of the reply topics {sorted(self._allowed)}",
+            )
+        count = self._count(topic, refresh=False)
+        if partition is not None and partition >= count:
+            count = self._count(topic, refresh=True)
+        if count == 0:
+            return InvalidMessageError("reply_to_unknown", f"reply topic {topic!r} does not exist")
+        if partition is not None and partition >= count:
+            return InvalidMessageError(
+                "reply_partition_out_of_range",
+                f"reply_partition {partition} but {topic!r} has {count} partitions",
+            )
+        return None
+
+    def _count(self, topic: str, refresh: bool) -> int:
+        stale = time.monotonic() - self._checked > self.REFRESH_S
+        if topic not in self._partitions or (refresh and stale):
+            self._checked = time.monotonic()
+            try:
+                metadata = self._producer.list_topics(topic, timeout=5)
+            except KafkaException as error:  # unknown now: refuse nothing we cannot check
+                log.warning("reply topic metadata unavailable: %s", error)
+                return self._partitions.get(topic, 1 << 30)
+            found = metadata.topics.get(topic)
+            self._partitions[topic] = (
+                len(found.partitions) if found is not None and found.error is None else 0
+            )
+        return self._partitions[topic]
+
+
 class QueryWorker:
     def __init__(
         self,
         recommender: Recommender,
-        kafka_config: dict[str, Any],
+        consumer_config: dict[str, Any],
+        producer_config: dict[str, Any],
         requests_topic: str,
         responses_topic: str,
-        group_id: str,
         dead_letters: DeadLetterWriter,
         max_queue_ms: int = 2000,
         threads: int = 1,
         pressure: QueryPressure | None = None,
+        reply_topics: frozenset[str] = frozenset(),
+        progress: RoleProgress | None = None,
     ) -> None:
         self._recommender = recommender
         self._pressure = pressure or QueryPressure()
@@ -48,10 +99,10 @@ class QueryWorker:
         self._max_queue_ms = max_queue_ms
         self._codec = RequestCodec()
         self._dead_letters = dead_letters
+        self.progress = progress or RoleProgress("query")
         self._consumer = Consumer(
-            kafka_config
+            consumer_config
             | {
-                "group.id": group_id,
                 # earliest: a request sent while the group was forming still gets its answer;
                 # one that waited too long is answered "overloaded" without work.
                 "auto.offset.reset": "earliest",
@@ -61,7 +112,8 @@ class QueryWorker:
             }
         )
         self._consumer.subscribe([requests_topic])
-        self._producer = Producer(kafka_config | {"linger.ms": 0, "acks": 1})
+        self._producer = Producer(producer_config | {"linger.ms": 0, "acks": 1})
+        self._targets = ReplyTargets(self._producer, reply_topics | {responses_topic})
         self._stop = threading.Event()
         # Handler threads overlap one request's Redis and index waits with another's Python
         # work. At most 2 x threads requests are taken from Kafka ahead of an idle thread: the
@@ -73,6 +125,7 @@ class QueryWorker:
 
     def run_once(self, timeout_s: float = 0.05) -> int:
         """Answer (or hand to a handler thread) what arrived; the number of requests taken."""
+        self.progress.beat()
         messages = poll_available(self._consumer, 64, timeout_s)
         requests = []
         for message in messages:
@@ -97,21 +150,29 @@ class QueryWorker:
     def _handle_in_thread(self, message: Message) -> None:
         try:
             self._handle(message)
-        except Exception:  # never expected (_answer owns failures); a dying thread would hide it
-            log.exception("request handling failed")
         finally:
             self._slots.release()
 
     def _handle(self, message: Message) -> None:
+        self.progress.holding(id(message))
         try:
             self._answer_and_reply(message)
+        except Exception:  # never expected (each step owns its failures): keep serving
+            log.exception("request handling failed")
+            metrics.REQUESTS.labels("failed").inc()
         finally:
+            self.progress.released(id(message))
             self._pressure.answered()
 
     def _answer_and_reply(self, message: Message) -> None:
         started = time.perf_counter()
         try:
             request = self._codec.request(message.value())
+            bad_address = self._targets.problem(
+                request.reply_to or self._responses_topic, request.reply_partition
+            )
+            if bad_address is not None:
+                raise bad_address
         except InvalidMessageError as error:
             self._refuse(message, error)
             return
@@ -144,15 +205,20 @@ class QueryWorker:
             return RecommendResponse(request.request_id, "error", error=f"internal error: {error}")
 
     def _refuse(self, message: Message, error: InvalidMessageError) -> None:
-        """Answer an invalid request with its reason if it has a request id; else dead-letter."""
+        """Answer an invalid request with its reason where it can be answered (a request id and
+        an allowed address); else dead-letter it."""
         request_id, reply_to, partition = _reply_address(message.value())
-        if request_id is None:
-            self._dead_letters.send(from_kafka(message), error)
-            self._dead_letters.flush()
+        topic = reply_to or self._responses_topic
+        if request_id is None or self._targets.problem(topic, partition) is not None:
+            self._dead_letters.dead_letter(from_kafka(message), error)
+            try:
+                self._dead_letters.flush()
+            except DeadLetterError as failure:  # the broker is away: say so, keep serving
+                log.warning("a refused request could not be dead-lettered: %s", failure)
             metrics.REQUESTS.labels("dead_lettered").inc()
             return
         response = RecommendResponse(request_id, "error", error=str(error))
-        self._produce(reply_to or self._responses_topic, partition, request_id, response)
+        self._produce(topic, partition, request_id, response)
         metrics.REQUESTS.labels("error").inc()
 
     def _reply(self, request: RecommendRequest, response: RecommendResponse) -> None:
@@ -162,19 +228,35 @@ class QueryWorker:
     def _produce(
         self, topic: str, partition: int | None, key: str, response: RecommendResponse
     ) -> None:
-        options: dict[str, Any] = {"key": key.encode(), "on_delivery": _log_failed_delivery}
+        """Send an answer; a failure is logged and counted, never raised (it is this one
+        answer's, and the loop must keep serving the others)."""
+        options: dict[str, Any] = {"key": key.encode(), "on_delivery": _count_failed_delivery}
         if partition is not None:
             options["partition"] = partition
-        try:
-            self._producer.produce(topic, response.to_json(), **options)
-        except BufferError:
-            self._producer.poll(0.1)
-            self._producer.produce(topic, response.to_json(), **options)
+        value = response.to_json()
+        for _ in range(50):  # a full local queue: up to 5 s for deliveries to drain
+            try:
+                self._producer.produce(topic, value, **options)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+            except KafkaException as error:
+                log.warning("answer to %s not sent: %s", key, error)
+                metrics.REPLIES_FAILED.labels(error.args[0].name()).inc()
+                return
+        metrics.REPLIES_FAILED.labels("local_queue_full").inc()
 
     def run(self) -> None:
+        """Serve until `stop`; an error in one turn of the loop is logged and the loop goes on
+        (a query role never dies of one request)."""
         try:
             while not self._stop.is_set():
-                self.run_once()
+                try:
+                    self.run_once()
+                except Exception:
+                    log.exception("query loop turn failed")
+                    metrics.LOOP_ERRORS.inc()
+                    self._stop.wait(0.1)
         finally:
             self.close()
 
@@ -206,6 +288,7 @@ def _reply_address(raw: bytes | None) -> tuple[str | None, str | None, int | Non
     )
 
 
-def _log_failed_delivery(error: KafkaError | None, message: Message) -> None:
-    if error is not None:  # e.g. a reply_partition the reply topic does not have
+def _count_failed_delivery(error: KafkaError | None, message: Message) -> None:
+    if error is not None:
         log.warning("response to %s not delivered: %s", message.key(), error)
+        metrics.REPLIES_FAILED.labels(error.name()).inc()

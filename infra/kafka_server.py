@@ -12,7 +12,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from recstream.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
-from recstream.infra.admin import admin_client
+from recstream.infra.clients import admin_client
 from recstream.infra.process import ManagedProcess, has_exited, port_is_free, require_tool, tail
 from recstream.settings import Settings
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from recstream.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
+from recstream.infra.clients import redis_client
 from recstream.infra.process import ManagedProcess, has_exited, port_is_free, require_tool, tail
 from recstream.settings import Settings
 
@@ -56,10 +57,7 @@ def redis_process(settings: Settings) -> ManagedProcess:
 
 def redis_answers(settings: Settings) -> bool:
     """True when Redis answers PING."""
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    client = redis.Redis.from_url(
-        settings.redis_address, password=password, socket_timeout=1, socket_connect_timeout=1
-    )
+    client = redis_client(settings, socket_timeout=1, socket_connect_timeout=1)
     try:
         return bool(client.ping())
     except redis.RedisError:

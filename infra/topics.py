@@ -9,7 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from recstream.errors import RecstreamError, TopicMismatchError
-from recstream.infra.admin import admin_client, cluster_metadata
+from recstream.infra.clients import admin_client, cluster_metadata
 from recstream.settings import Settings
 
 DLQ_SUFFIX = ".dlq"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from recstream import __version__
 from recstream.errors import RecstreamError
+from recstream.infra.clients import kafka_config
 from recstream.settings import Settings, load_settings
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -68,7 +69,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
     topic = settings.topic_catalog if args.action == "catalog" else settings.topic_interactions
     report = produce_file(
-        settings.kafka_client_config(),
+        kafka_config(settings),
         topic,
         args.action,
         args.file,

@@ -27,6 +27,7 @@ from recstream.consumers.client import RecClient
 from recstream.datasets import movielens_dir
 from recstream.errors import RecstreamError
 from recstream.infra import topics
+from recstream.infra.clients import kafka_config
 from recstream.metrics_probe import metric_total
 from recstream.movielens import movie_events, rating_events, rows
 from recstream.produce import send_waiting
@@ -40,9 +41,7 @@ INTERACTIONS_DONE = ("applied", "duplicate", "too_late", "dead_lettered")
 
 
 def publish(settings: Settings, topic: str, records: list[tuple[bytes, bytes]], label: str) -> None:
-    producer = Producer(
-        settings.kafka_client_config() | {"linger.ms": 20, "enable.idempotence": True}
-    )
+    producer = Producer(kafka_config(settings) | {"linger.ms": 20, "enable.idempotence": True})
     for key, value in tqdm(records, desc=f"publish {label}", unit=" ev", mininterval=0.5):
         send_waiting(producer, topic, value, key)
     if producer.flush(60) != 0:

@@ -30,8 +30,8 @@ class PortInUseError(RecstreamError):
         self.service = service
         self.port = port
         super().__init__(
-            f"{service} cannot start: port {port} on 127.0.0.1 is already in use by another "
-            f"process; stop it or choose another port with {setting}"
+            f"{service} cannot start: port {port} is already in use by another process; stop "
+            f"it or choose another port with {setting}"
         )
 
 
@@ -70,3 +70,16 @@ class InvalidMessageError(RecstreamError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
+
+
+class ServiceAuthError(RecstreamError):
+    """A service refused our credentials or our TLS handshake: `settings` names what to fix."""
+
+    def __init__(self, service: str, address: str, detail: str, settings: str) -> None:
+        self.service = service
+        self.address = address
+        super().__init__(f"{service} at {address}: {detail}; check {settings}")
+
+
+class DeadLetterError(RecstreamError):
+    """Dead letters were not acknowledged: their source records must not be committed."""

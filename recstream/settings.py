@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from recstream.errors import SettingsError
 
 ENV_PREFIX = "RECSTREAM_"
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 # Variables the environment may carry that are read by other tools, not by the settings model.
 _NOT_SETTINGS = frozenset({"RECSTREAM_TEST_KEEP_INFRA"})
 
@@ -48,11 +50,27 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None  # client certificate (mTLS)
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     kafka_replication_factor: int = Field(1, ge=1)
+    # How long a silent group member keeps its partitions (librdkafka's default is 45 s: a
+    # crashed worker's partitions then wait that long), and a stable member id (static
+    # membership: a restarted member gets its partitions back at once, without a rebalance).
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000, le=300_000)
+    kafka_instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
 
     redis_port: int = Field(16379, ge=1, le=65535)
     redis_url: str | None = Field(None, pattern=r"^rediss?://")
+    redis_username: str | None = Field(None, pattern=r"^[^\s]{1,200}$")  # an ACL user
     redis_password: SecretStr | None = None
+    redis_ssl_ca_location: Path | None = None  # rediss:// only
+    redis_ssl_certificate_location: Path | None = None
+    redis_ssl_key_location: Path | None = None
+    redis_ssl_check_hostname: bool = True
+    # Every per-user key expires this long after the user's last write (0: never).
+    user_state_ttl_s: int = Field(90 * 24 * 3600, ge=0)
     # The native batch write (infra/redis_module): loaded into the Redis that recstream starts,
     # and used wherever the server has it; off: the Lua script everywhere.
     redis_write_module: bool = True
@@ -74,6 +92,10 @@ class Settings(BaseSettings):
     dlq_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
 
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # 0.0.0.0: scrapable from another container or pod; 127.0.0.1 keeps it on this machine.
+    metrics_host: str = "0.0.0.0"
+    # A role holding records it has not committed for this long is reported stuck (/health).
+    stuck_after_s: float = Field(60.0, gt=0)
 
     # State and processing (docs/state-layout.md, docs/ingest.md).
     redis_namespace: str = Field("rs", pattern=r"^[A-Za-z0-9_-]{1,32}$")
@@ -86,6 +108,15 @@ class Settings(BaseSettings):
     covis_max_neighbours: int = Field(200, ge=1, le=10_000)
     popularity_half_life_ms: int = Field(7 * 24 * 3600 * 1000, gt=0)
     allowed_lateness_ms: int = Field(3600 * 1000, ge=0)
+    # Events refused as too late (or as duplicates) beyond this many a minute are logged.
+    late_events_log_per_minute: int = Field(100, ge=0)
+    # A batch that fails this many times in a row is split to find the records that fail it;
+    # those are dead-lettered (with the error) and the rest applied. Store outages (Redis or
+    # Kafka unreachable) are retried without end: they are not the records' fault.
+    batch_max_attempts: int = Field(4, ge=1, le=100)
+    # A deleted item's tombstone (with its delete time) is kept this long, so an older upsert
+    # arriving later cannot bring the item back.
+    tombstone_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=0)
     # A batch is what the consumer has, up to interaction_batch_size events; it is stored in
     # atomic chunks of whole users, a chunk closed once it holds interaction_write_chunk events.
     # A bigger batch costs less per event; a chunk's script blocks Redis while it runs
@@ -102,6 +133,12 @@ class Settings(BaseSettings):
     rank_weight_covisitation: float = Field(0.3, ge=0)
     rank_weight_popularity: float = Field(0.1, ge=0)
     query_max_queue_ms: int = Field(2000, ge=1)
+    # Topics a request may name as reply_to besides topic_responses (comma-separated): a request
+    # cannot make the worker write anywhere else.
+    reply_topics: tuple[str, ...] = ()
+    # A hidden item (available false) is never served; true lets a request ask for hidden items
+    # with available_only false. Deleted items are never served.
+    serve_hidden_items: bool = False
     max_per_category: int = Field(0, ge=0, le=100)  # business rule default (0: no cap)
     query_threads: int = Field(1, ge=1, le=64)  # request handler threads per query worker
     vector_cache_items: int = Field(50_000, ge=0)  # decoded item vectors kept (index readers)
@@ -131,6 +168,21 @@ class Settings(BaseSettings):
         # From the environment the weights arrive as a JSON object string.
         if isinstance(value, str | bytes):
             return orjson.loads(value)
+        return value
+
+    @field_validator("reply_topics", mode="before")
+    @classmethod
+    def _topics_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("reply_topics")
+    @classmethod
+    def _topic_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not _TOPIC_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"not topic names: {bad}")
         return value
 
     @field_validator("event_weights")
@@ -201,25 +253,19 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            text = orjson.dumps(value).decode() if isinstance(value, dict) else str(value)
+            if isinstance(value, dict):
+                text = orjson.dumps(value).decode()
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            else:
+                text = str(value)
             env[ENV_PREFIX + name.upper()] = text
         return env
 
-    def kafka_client_config(self) -> dict[str, Any]:
-        """librdkafka settings shared by every producer, consumer and admin client."""
-        config: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            config["sasl.mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username:
-            config["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password:
-            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_ca_location:
-            config["ssl.ca.location"] = str(self.kafka_ssl_ca_location)
-        return config
+    @property
+    def allowed_reply_topics(self) -> frozenset[str]:
+        """Where the query worker may send answers."""
+        return frozenset({self.topic_responses, *self.reply_topics})
 
     def topic_partitions(self) -> dict[str, int]:
         """Each main topic and the partition count the settings ask for."""

@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.infra.clients import kafka_config
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
 from recstream.stores.collab_store import CollabVersions, VersionInfo, wait_installed
@@ -44,7 +45,7 @@ def read_interactions(settings: Settings) -> tuple[list[InteractionEvent], int]:
     event, same event id, counted once, as the processor's guards count it), and how many
     records did not decode (the processor dead-lettered those already)."""
     consumer = Consumer(
-        settings.kafka_client_config()
+        kafka_config(settings)
         | {"group.id": f"recstream-train-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
     )
     try:

@@ -10,27 +10,37 @@ event loop keeps serving.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import faust
-import redis
 from threadpoolctl import threadpool_limits
 
 from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import QueryConfig, Recommender
-from recstream.errors import RecstreamError
+from recstream.errors import PortInUseError, RecstreamError
 from recstream.http import HealthChecks, serve
 from recstream.infra import topics
+from recstream.infra.clients import (
+    check_kafka,
+    check_redis,
+    consumer_config,
+    faust_options,
+    is_outage,
+    kafka_config,
+    lag_statistics,
+    redis_client,
+)
 from recstream.infra.kafka_server import kafka_answers
+from recstream.progress import RoleProgress, run_role
 from recstream.schemas.events import EventDecoder, TimeBounds
 from recstream.settings import Settings
 from recstream.stores.collab_store import (
@@ -42,11 +52,16 @@ from recstream.stores.collab_store import (
 from recstream.stores.keys import KeySpace
 from recstream.stores.session_store import RedisSessionStore, SessionStore
 from recstream.stores.vector_index import VectorIndex, open_vector_index
-from recstream.streams import kernels
+from recstream.streams import kernels, metrics
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import SentenceTransformerEmbedder, model_id_for
-from recstream.streams.interactions import InteractionConsumer, InteractionProcessor
+from recstream.streams.interactions import (
+    InteractionConsumer,
+    InteractionProcessor,
+    processing_failed,
+)
+from recstream.streams.isolation import PoisonIsolation, RetryPolicy
 from recstream.streams.messages import RawMessage
 from recstream.streams.session import SessionConfig
 
@@ -71,20 +86,21 @@ def event_decoder(settings: Settings) -> EventDecoder:
 
 
 def collab_versions(settings: Settings) -> CollabVersions:
-    client = redis.Redis.from_url(settings.redis_address)
+    client = redis_client(settings)
     return CollabVersions(client, KeySpace(settings.redis_namespace), settings.collab_refresh_s)
 
 
 def session_store(
     settings: Settings, kind: type[RedisSessionStore] = RedisSessionStore
 ) -> RedisSessionStore:
-    return kind.from_url(
-        settings.redis_address,
+    return kind(
+        redis_client(settings),
         KeySpace(settings.redis_namespace),
         history_cap=settings.history_cap,
         covis_max_neighbours=settings.covis_max_neighbours,
         popularity_half_life_ms=settings.popularity_half_life_ms,
         native_write=None if settings.redis_write_module else False,
+        user_ttl_s=settings.user_state_ttl_s,
     )
 
 
@@ -108,6 +124,7 @@ class Runtime:
     dead_letters: DeadLetterWriter
     # Requests in hand in this process: the interaction loop steps back for them.
     pressure: QueryPressure = field(default_factory=QueryPressure)
+    roles: dict[str, RoleProgress] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -126,7 +143,7 @@ class Runtime:
             index,
             embedder,
             session_store(settings),
-            DeadLetterWriter(settings.kafka_client_config()),
+            DeadLetterWriter(kafka_config(settings)),
         )
 
     def collab_reader(self) -> CollabReader:
@@ -140,6 +157,18 @@ class Runtime:
             "index": lambda: self.index.count() >= 0,
         }
 
+    def role_problems(self) -> dict[str, str | None]:
+        """Each role's problem (dead, stuck) or None: what liveness and readiness report."""
+        limit = self.settings.stuck_after_s
+        return {name: progress.problem(limit) for name, progress in self.roles.items()}
+
+    def progress(self, role: str, loops: bool = True) -> RoleProgress:
+        """The progress of a role this process runs (health reports it)."""
+        return self.roles.setdefault(role, RoleProgress(role, loops))
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.settings.batch_max_attempts)
+
     def close(self) -> None:
         self.stopping.set()
         for closer in reversed(self.closers):
@@ -148,25 +177,17 @@ class Runtime:
         self.store.close()
 
 
-def retry_until_done(work: Callable[[], Any], stopping: threading.Event, what: str) -> Any:
-    """Run work until it succeeds (a batch must not be acked unapplied) or the worker stops."""
-    delay = 0.5
-    while True:
-        try:
-            return work()
-        except Exception:
-            if stopping.is_set():
-                raise
-            log.exception("%s failed; retrying in %.1fs", what, delay)
-            stopping.wait(delay)
-            delay = min(delay * 2, 30.0)
-
-
 def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecutor) -> None:
     settings = runtime.settings
     processor = CatalogProcessor(
-        runtime.index, runtime.embedder, runtime.dead_letters, event_decoder(settings)
+        runtime.index,
+        runtime.embedder,
+        runtime.dead_letters,
+        event_decoder(settings),
+        tombstone_retention_ms=settings.tombstone_retention_ms,
     )
+    progress = runtime.progress("catalog", loops=False)
+    isolation = catalog_isolation(processor, runtime.stopping, runtime.retry_policy())
     topic = app.topic(settings.topic_catalog, value_serializer="raw", key_serializer="raw")
 
     @app.agent(topic, name="catalog")
@@ -174,16 +195,32 @@ def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecuto
         loop = asyncio.get_running_loop()
         within = settings.catalog_batch_timeout_ms / 1000
         async for events in stream.take_events(settings.embed_batch_size, within=within):
-            apply_batch = partial(processor.process, [_raw_from_faust(event) for event in events])
-            # take_events acks the batch once this body returns: apply it fully first.
-            await loop.run_in_executor(
-                pool,
-                retry_until_done,
-                apply_batch,
-                runtime.stopping,
-                "catalog batch",
-            )
+            raws = [_raw_from_faust(event) for event in events]
+            progress.holding(id(raws))
+            # take_events acks the batch once this body returns: apply it fully first (or
+            # dead-letter the records that fail it).
+            await loop.run_in_executor(pool, isolation.apply, raws)
+            progress.released(id(raws))
             yield None
+
+
+def catalog_isolation(
+    processor: CatalogProcessor, stopping: threading.Event, policy: RetryPolicy
+) -> PoisonIsolation[RawMessage]:
+    """The catalog processor's batches with retries, and isolation of the records that fail
+    them; dead letters are flushed before a batch counts as applied."""
+
+    def apply(raws: Sequence[RawMessage]) -> None:
+        processor.process(raws)
+
+    def poisoned(raw: RawMessage, error: BaseException) -> None:
+        metrics.RECORDS_ISOLATED.labels("catalog").inc()
+        processor.dead_letter(raw, processing_failed(error))
+
+    def retrying(error: BaseException) -> None:
+        metrics.BATCH_RETRIES.labels("catalog", type(error).__name__).inc()
+
+    return PoisonIsolation(apply, poisoned, is_outage, stopping, policy, retrying)
 
 
 def _raw_from_faust(event: Any) -> RawMessage:
@@ -225,16 +262,19 @@ def interaction_consumer(
     dead_letters: DeadLetterWriter,
     collab: CollabReader | None = None,
     pressure: QueryPressure | None = None,
+    progress: RoleProgress | None = None,
 ) -> InteractionConsumer:
     """The interaction processor and its Kafka loop, configured from the settings."""
+    group = f"{settings.consumer_group}-interactions"
     return InteractionConsumer(
         interaction_processor(settings, index, store, dead_letters, collab, pressure),
-        settings.kafka_client_config(),
+        consumer_config(settings, group) | lag_statistics("interactions"),
         settings.topic_interactions,
-        group_id=f"{settings.consumer_group}-interactions",
         batch_size=settings.interaction_batch_size,
         batch_timeout_s=settings.interaction_batch_timeout_ms / 1000,
         pressure=pressure,
+        retry=RetryPolicy(max_attempts=settings.batch_max_attempts),
+        progress=progress,
     )
 
 
@@ -246,6 +286,7 @@ def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
         runtime.dead_letters,
         runtime.collab_reader(),
         runtime.pressure,
+        runtime.progress("interactions"),
     )
     _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
 
@@ -265,6 +306,7 @@ def recommender(runtime: Runtime) -> Recommender:
         weights=ranking_weights(settings),
         covis_per_seed=settings.covis_per_seed,
         max_per_category=settings.max_per_category,
+        serve_hidden_items=settings.serve_hidden_items,
     )
     collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
     return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
@@ -274,14 +316,16 @@ def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
     settings = runtime.settings
     worker = QueryWorker(
         recommender(runtime),
-        settings.kafka_client_config(),
+        consumer_config(settings, f"{settings.consumer_group}-query") | lag_statistics("query"),
+        kafka_config(settings),
         settings.topic_requests,
         settings.topic_responses,
-        f"{settings.consumer_group}-query",
         runtime.dead_letters,
         max_queue_ms=settings.query_max_queue_ms,
         threads=settings.query_threads,
         pressure=runtime.pressure,
+        reply_topics=settings.allowed_reply_topics,
+        progress=runtime.progress("query"),
     )
     _run_in_thread(app, runtime, "query", worker.run, worker.stop)
 
@@ -322,7 +366,8 @@ def _run_in_thread(
     app: faust.App, runtime: Runtime, name: str, run: Callable[[], None], stop: Callable[[], None]
 ) -> None:
     """Start `run` in its own thread when the app starts; `stop` and join it on shutdown."""
-    thread = threading.Thread(target=run, name=name, daemon=True)
+    progress = runtime.progress(name, loops=name in ("interactions", "query"))
+    thread = threading.Thread(target=run_role, args=(progress, run), name=name, daemon=True)
 
     async def start() -> None:
         thread.start()
@@ -345,13 +390,13 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.consumer_group,
-        broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
         topic_replication_factor=settings.kafka_replication_factor,
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=False,
+        **faust_options(settings),
     )
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
     if "catalog" in roles:
@@ -395,6 +440,19 @@ def fewer_garbage_collections() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def serve_metrics(settings: Settings, health: HealthChecks) -> None:
+    """The operator endpoint on RECSTREAM_METRICS_HOST:RECSTREAM_METRICS_PORT; a port in use
+    is a one-line error naming the setting."""
+    try:
+        serve(settings.metrics_port, health, settings.metrics_host)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUseError(
+            "the metrics endpoint", settings.metrics_port, "RECSTREAM_METRICS_PORT"
+        ) from None
+
+
 def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     """Create topics, build the adapters, serve metrics, and run until SIGTERM/SIGINT."""
     unknown = sorted(set(roles) - set(ROLES))
@@ -402,12 +460,15 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
         raise RecstreamError(f"unknown roles {unknown}; choose from {list(ROLES)}")
     single_threaded_blas()
     fewer_garbage_collections()
+    check_kafka(settings)  # wrong credentials or TLS: one line naming the setting
+    check_redis(settings)
     topics.ensure_topics(settings, topics.planned_topics(settings))
     health = HealthChecks({})
     if settings.metrics_port:
-        serve(settings.metrics_port, health)  # up at once: /health says 503 while we load
+        serve_metrics(settings, health)  # up at once: /health says 503 while we load
     runtime = Runtime.build(settings)
     health.add_checks(runtime.health_checks())
+    health.watch_roles(runtime.role_problems)
     app = build_app(runtime, roles)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()

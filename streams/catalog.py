@@ -10,13 +10,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from recstream.errors import InvalidMessageError
 from recstream.schemas.events import CatalogEvent, EventDecoder
-from recstream.stores.vector_index import ItemPayload, ItemRecord, VectorIndex
+from recstream.stores.vector_index import (
+    ItemPayload,
+    ItemRecord,
+    Vector,
+    VectorIndex,
+    placeholder_vector,
+)
 from recstream.streams import metrics
 from recstream.streams.dlq import DeadLetterWriter
 from recstream.streams.embedder import Embedder
-from recstream.streams.messages import RawMessage
+from recstream.streams.messages import Record
 from recstream.streams.text import content_hash, item_text
+
+_PURGE_EVERY_MS = 3600 * 1000
 
 
 @dataclass
@@ -25,7 +34,7 @@ class CatalogPlan:
 
     embed: list[tuple[ItemPayload, str]] = field(default_factory=list)  # payload, text
     rewrite_payload: list[ItemPayload] = field(default_factory=list)  # same text, other payload
-    delete: list[str] = field(default_factory=list)
+    tombstones: list[ItemPayload] = field(default_factory=list)  # deletes
     outcomes: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: str) -> None:
@@ -62,8 +71,10 @@ def plan_catalog_batch(
 ) -> CatalogPlan:
     """Decide per item: embed (new or changed text), rewrite payload only, delete, or skip.
 
-    An event older than the stored item is stale and skipped, so replays and reordering never
-    roll an item back. An item whose text hash is unchanged is never embedded again.
+    An event older than the stored item (or its tombstone) is stale and skipped, so replays
+    and reordering never roll an item back and an old upsert never brings a deleted item back.
+    An item whose text hash is unchanged is never embedded again, also when it comes back
+    after a delete (its tombstone keeps the vector).
     """
     plan = CatalogPlan()
     for event in _latest_per_item(events, plan):
@@ -71,7 +82,7 @@ def plan_catalog_batch(
         if current is not None and event.event_time < current.updated_ms:
             plan.count("stale")
         elif event.op == "delete":
-            plan.delete.append(event.item_id)
+            plan.tombstones.append(_tombstone(event, current))
             plan.count("deleted")
         else:
             text = item_text(event)
@@ -85,6 +96,13 @@ def plan_catalog_batch(
                 plan.rewrite_payload.append(payload)
                 plan.count("payload_updated")
     return plan
+
+
+def _tombstone(event: CatalogEvent, current: ItemPayload | None) -> ItemPayload:
+    if current is not None:
+        return current.tombstone(event.event_time)
+    never_stored = ItemPayload(event.item_id, "", None, (), False, "", event.event_time)
+    return never_stored.tombstone(event.event_time)
 
 
 def _same_payload(a: ItemPayload, b: ItemPayload) -> bool:
@@ -102,21 +120,32 @@ class CatalogProcessor:
         dead_letters: DeadLetterWriter,
         decoder: EventDecoder | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        tombstone_retention_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:
         self._index = index
         self._embedder = embedder
         self._dead_letters = dead_letters
         self._decoder = decoder or EventDecoder()
         self._clock_ms = clock_ms
+        self._tombstone_retention_ms = tombstone_retention_ms
+        self._purged_at_ms = 0
 
-    def process(self, messages: Sequence[RawMessage]) -> CatalogPlan:
+    def dead_letter(self, message: Record, error: InvalidMessageError) -> None:
+        """Dead-letter one record (one isolated as failing its batch) and wait for it."""
+        self._dead_letters.dead_letter(message, error)
+        self._dead_letters.flush()
+
+    def process(self, messages: Sequence[Record]) -> CatalogPlan:
         """Decode, plan, embed and write one batch; dead letters are flushed before returning."""
         events = self._decode(messages)
-        stored = self._index.retrieve(sorted({e.item_id for e in events}), with_vectors=True)
+        stored = self._index.retrieve(
+            sorted({e.item_id for e in events}), with_vectors=True, include_deleted=True
+        )
         plan = plan_catalog_batch(
             events, {k: r.payload for k, r in stored.items()}, self._embedder.model_id
         )
         self._write(plan, stored)
+        self._purge_old_tombstones()
         self._dead_letters.flush()
         for outcome, count in plan.outcomes.items():
             metrics.CATALOG_EVENTS.labels(outcome).inc(count)
@@ -127,7 +156,15 @@ class CatalogProcessor:
             )
         return plan
 
-    def _decode(self, messages: Sequence[RawMessage]) -> list[CatalogEvent]:
+    def _purge_old_tombstones(self) -> None:
+        """At most hourly: tombstones older than the retention go (a later upsert of such an
+        item is taken as new; docs/reliability.md)."""
+        now = self._clock_ms()
+        if now - self._purged_at_ms >= _PURGE_EVERY_MS:
+            self._index.purge_deleted(now - self._tombstone_retention_ms)
+            self._purged_at_ms = now
+
+    def _decode(self, messages: Sequence[Record]) -> list[CatalogEvent]:
         now = self._clock_ms()
         return self._dead_letters.decode_all(
             messages,
@@ -144,5 +181,11 @@ class CatalogProcessor:
             self._index.upsert([(payload, vectors[i]) for i, (payload, _) in enumerate(plan.embed)])
         rewrites = [(p, stored[p.item_id].vector) for p in plan.rewrite_payload]
         self._index.upsert([(p, v) for p, v in rewrites if v is not None])
-        if plan.delete:
-            self._index.delete(plan.delete)
+        if plan.tombstones:
+            self._index.upsert([(p, self._vector_of(p, stored)) for p in plan.tombstones])
+
+    def _vector_of(self, payload: ItemPayload, stored: Mapping[str, ItemRecord]) -> Vector:
+        record = stored.get(payload.item_id)
+        if record is not None and record.vector is not None:
+            return record.vector
+        return placeholder_vector(self._index.dimension)

@@ -9,6 +9,7 @@ process, so the faust event loop (catalog agent, query worker) never waits on it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -21,12 +22,16 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from recstream.consumers.pressure import QueryPressure
+from recstream.errors import InvalidMessageError
+from recstream.infra.clients import is_outage
+from recstream.progress import RoleProgress
 from recstream.schemas.events import EventDecoder, InteractionEvent
 from recstream.stores.collab_store import CollabReader
 from recstream.stores.session_store import SessionStore
 from recstream.stores.vector_index import Vector, VectorIndex
 from recstream.streams import metrics
 from recstream.streams.dlq import DeadLetterWriter
+from recstream.streams.isolation import PoisonIsolation, RetryPolicy, Stopped
 from recstream.streams.messages import KafkaRecord, Record, poll_available
 from recstream.streams.session import (
     BatchEffects,
@@ -127,6 +132,14 @@ class InteractionProcessor:
         self._users.clear()
         self._pinned = {}
         self._landmark_loaded = False
+
+    def dead_letter(self, record: Record, error: InvalidMessageError) -> None:
+        """Dead-letter one record (one isolated as failing its batch); `flush_dead_letters`
+        waits for it."""
+        self._dead_letters.dead_letter(record, error)
+
+    def flush_dead_letters(self) -> None:
+        self._dead_letters.flush()
 
     def process(self, messages: Sequence[Record]) -> list[BatchEffects]:
         """Decode, apply and store one batch (its effects per write chunk); raises only when the
@@ -281,28 +294,31 @@ class _InFlight:
 class InteractionConsumer:
     """The Kafka side: consume a batch, apply it, write it, commit it. The write of one batch (a
     Redis script call) overlaps the consuming and applying of the next; offsets are committed
-    only once the write is done. A failed batch is applied again (with back-off) from its
-    records, which are kept until committed, and never committed past."""
+    only once the write is done. A failed batch is applied again from its records, which are
+    kept until committed, and never committed past: an outage is retried until the store
+    answers, a batch that fails by itself has the records that fail it isolated and
+    dead-lettered (streams/isolation.py). A failed commit is retried with the next one."""
 
     def __init__(
         self,
         processor: InteractionProcessor,
-        kafka_config: dict[str, Any],
+        consumer_config: dict[str, Any],
         topic: str,
-        group_id: str,
         batch_size: int = 5000,
         batch_timeout_s: float = 0.1,
         pressure: QueryPressure | None = None,
+        retry: RetryPolicy | None = None,
+        progress: RoleProgress | None = None,
     ) -> None:
         self._processor = processor
         self._pressure = pressure
         self._topic = topic
         self._batch_size = batch_size
         self._batch_timeout_s = batch_timeout_s
+        self.progress = progress or RoleProgress("interactions")
         self._consumer = Consumer(
-            kafka_config
+            consumer_config
             | {
-                "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
@@ -311,30 +327,45 @@ class InteractionConsumer:
             }
         )
         self._consumer.subscribe(
-            [topic], on_assign=self._on_moved, on_revoke=self._on_moved, on_lost=self._on_moved
+            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="interaction-writer")
         self._pending: _InFlight | None = None
+        self._uncommitted: dict[tuple[str, int], int] = {}  # offsets of failed commits
         self._committed = 0  # records committed since run_once last reported
         self._stop = threading.Event()
+        self._isolation = PoisonIsolation(
+            processor.process, self._poisoned, is_outage, self._stop, retry, self._retrying
+        )
 
-    def _on_moved(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self._finish_pending()
+            self._processor.forget_users()
+
+    def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
             # Settle the batch in flight first: a reload from Redis must see its write.
             self._finish_pending()
             self._processor.forget_users()
+            for part in partitions:  # their new owner commits them now
+                self._uncommitted.pop((part.topic, part.partition), None)
 
     def run_once(self) -> int:
         """Consume and apply one batch and start writing it; wait for the previous batch's write
         and commit it. The number of records committed (0 while the first batch is written)."""
+        self.progress.beat()
         messages = poll_available(self._consumer, self._batch_limit(), self._batch_timeout_s)
         raws = [KafkaRecord(m) for m in messages if _is_record(m)]
+        if raws:
+            self.progress.holding(id(raws))
         prepared = self._attempt(lambda: self._processor.prepare(raws)) if raws else None
         if self._finish_pending():  # re-applied after a failed write: `prepared` is void
             prepared = None
         if raws and prepared is None:
-            prepared = self._retrying(lambda: self._processor.prepare(raws))
-        if prepared is not None and not self._stop.is_set():
+            self._apply_again(raws)
+            self._commit(raws)
+        elif prepared is not None:
             self._pending = _InFlight(raws, self._writer.submit(self._processor.store, prepared))
         committed, self._committed = self._committed, 0
         return committed
@@ -354,17 +385,33 @@ class InteractionConsumer:
         if pending is None:
             return False
         error = pending.written.exception()  # waits for the write
-        failed = error is not None
-        if failed:
+        if error is not None:
             log.error("interaction batch write failed; applying it again", exc_info=error)
-            self._processor.forget_users()
-            if self._retrying(lambda: self._processor.process(pending.raws)) is None:
-                return True  # stopping before it was stored: not committed
+            self._retrying(error)
+            self._apply_again(pending.raws)
         self._commit(pending.raws)
-        return failed
+        return error is not None
+
+    def _apply_again(self, raws: list[KafkaRecord]) -> None:
+        """Apply and store a batch synchronously: stored, or its failing records dead-lettered
+        (retried meanwhile as long as the failure is an outage)."""
+        self._isolation.apply(raws)
+        self._isolation.run(self._processor.flush_dead_letters, "dead-letter delivery")
+
+    def _retrying(self, error: BaseException) -> None:
+        """Before a batch is applied again: what is cached may not be what is stored."""
+        self._processor.forget_users()
+        metrics.BATCH_RETRIES.labels("interactions", type(error).__name__).inc()
+
+    def _poisoned(self, record: KafkaRecord, error: BaseException) -> None:
+        metrics.RECORDS_ISOLATED.labels("interactions").inc()
+        self._processor.dead_letter(record, processing_failed(error))
 
     def _commit(self, raws: list[KafkaRecord]) -> None:
-        offsets: dict[tuple[str, int], int] = {}
+        """Commit the batch's offsets (and any a failed commit left); a failure is kept for the
+        next commit: the state is stored, so the users' cached states stay valid."""
+        self.progress.released(id(raws))
+        offsets = self._uncommitted
         for raw in raws:
             key = (raw.topic, raw.partition)
             offsets[key] = max(offsets.get(key, -1), raw.offset + 1)
@@ -374,11 +421,12 @@ class InteractionConsumer:
                 asynchronous=False,
             )
         except KafkaException as error:
-            # Partitions moved while we applied (e.g. a long retry): the batch will be consumed
-            # again by their new owner, and the event-id guards make that replay a no-op.
-            log.warning("commit failed, batch will be replayed: %s", error)
-            self._processor.forget_users()
+            # A replay of what is not committed is a no-op for the event-id guards.
+            log.warning("commit failed, will be retried with the next one: %s", error)
+            self.progress.commit_failed()
             return
+        self._uncommitted = {}
+        self.progress.committed()
         self._committed += len(raws)
 
     @staticmethod
@@ -390,24 +438,13 @@ class InteractionConsumer:
             log.exception("interaction batch failed")
             return None
 
-    def _retrying(self, step: Callable[[], _T]) -> _T | None:
-        """Run a step until it succeeds, backing off; None if stopped first."""
-        delay = 0.5
-        while not self._stop.is_set():
-            result = self._attempt(step)
-            if result is not None:
-                return result
-            self._processor.forget_users()
-            log.warning("retrying the same batch in %.1fs", delay)
-            self._stop.wait(delay)
-            delay = min(delay * 2, 30.0)
-        return None
-
     def run(self) -> None:
         """Loop until `stop` is called, then close the consumer (leaving the group cleanly)."""
         try:
             while not self._stop.is_set():
                 self.run_once()
+        except Stopped:
+            pass
         finally:
             self.close()
 
@@ -416,9 +453,15 @@ class InteractionConsumer:
 
     def close(self) -> None:
         """Store and commit the batch in flight, leave the group, release the consumer."""
-        self._finish_pending()
+        with contextlib.suppress(Stopped):
+            self._finish_pending()
         self._writer.shutdown(wait=True)
         self._consumer.close()
+
+
+def processing_failed(error: BaseException) -> InvalidMessageError:
+    """The dead-letter reason of a record isolated as the one that fails its batch."""
+    return InvalidMessageError("processing_failed", f"{type(error).__name__}: {error}")
 
 
 def _is_record(message: Message) -> bool:

@@ -46,6 +46,23 @@ DEAD_LETTERS = Counter(
     "Messages sent to a DLQ, by source topic and reason.",
     ["topic", "reason"],
 )
+DEAD_LETTERS_TRUNCATED = Counter(
+    "recstream_dead_letters_truncated_total",
+    "Dead letters sent with a cut value (or key) because the original did not fit the broker's "
+    "size limit with the error headers; the headers keep its size and sha256.",
+)
+BATCH_RETRIES = Counter(
+    "recstream_batch_retries_total",
+    "Batches (or parts of one being isolated) applied again after a failure, per role and error "
+    "type: outages are retried without end, other failures until their records are isolated.",
+    ["role", "error"],
+)
+RECORDS_ISOLATED = Counter(
+    "recstream_records_isolated_total",
+    "Records dead-lettered (reason processing_failed) because they failed their batch on every "
+    "try: the give-ups of the retry policy.",
+    ["role"],
+)
 PROCESSING_LAG = Gauge(
     "recstream_processing_lag_seconds",
     "Now minus the event time of the newest event applied, per role.",

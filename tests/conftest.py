@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from recstream.infra import stack, topics
+from recstream.infra import clients, stack, topics
 from recstream.settings import Settings, load_settings
 
 _TESTS = Path(__file__).parent
@@ -74,7 +74,7 @@ def make_topic(infra: Settings) -> Iterator[MakeTopic]:
 @pytest.fixture
 def redis_client(infra: Settings, unique: str) -> Iterator[redis.Redis]:
     """A client on the real Redis; every key under this test's prefix is removed after it."""
-    client = redis.Redis.from_url(infra.redis_address)
+    client = clients.redis_client(infra)
     yield client
     keys = list(client.scan_iter(match=f"{unique}*"))
     if keys:

@@ -1,4 +1,4 @@
-/* RECSTREAM.WRITE <payload>: one batch of the interaction processor, written natively.
+/* RECSTREAM.WRITE2 <payload>: one batch of the interaction processor, written natively.
  *
  * The payload and its effects are exactly those of the Lua write script in
  * recstream/stores/session_store.py (_WRITE_BATCH_LUA), which stays the path for a Redis
@@ -7,7 +7,12 @@
  * formatting and parsing scores as text: here the payload is read in place and scores stay
  * doubles.
  *
- * Payload (msgpack, raw strings), seven sections in order:
+ * The 2 is the payload's version: a Redis still running an older build of this module does
+ * not know the command, and the store then writes with the script instead of sending a payload
+ * the old build would refuse. RECSTREAM.WRITE (version 1: the first seven sections) stays, so
+ * that an AOF written by the older build still loads.
+ *
+ * Payload (msgpack, raw strings), eight sections in order:
  *   rebase     [[key, factor], ...]                   ZUNIONSTORE key 1 key WEIGHTS factor
  *   states     [[key, field, value, ...], ...]        HSET
  *   seen       [[key, keep, above, members, scores]]  ZADD GT, then trim
@@ -15,9 +20,11 @@
  *   sets       [[key, member, ...], ...]              SADD
  *   landmark   [key, value]                           SET
  *   guards     [[key, floor, ids, times], ...]        ZADD, then ZREMRANGEBYSCORE -inf (floor
+ *   expire     [ttl_ms, [key, ...]]                   PEXPIRE key ttl_ms (keys that exist)
  * trim: a sorted set holding more than `above` members (above > 0) is cut to its top `keep`.
  *
- * The whole payload is checked before anything is written, so a malformed one changes nothing.
+ * The whole payload is checked before anything is written, the types of the keys it writes
+ * included, so a malformed payload or a key of another type changes nothing.
  * The command is replicated (and appended to the AOF) verbatim: replaying it is deterministic.
  */
 #include <stdint.h>
@@ -142,6 +149,23 @@ static RedisModuleKey *open_key(Run *run, const char *name, size_t length, int t
     return key;
 }
 
+/* In the check pass: a key the payload writes must be absent or of the type it writes. */
+static int key_has_type(Run *run, const char *name, size_t length, int type) {
+    RedisModuleString *key_name = text(run, name, length);
+    RedisModuleKey *key = RedisModule_OpenKey(run->ctx, key_name, REDISMODULE_READ);
+    RedisModule_FreeString(run->ctx, key_name);
+    int found = key ? RedisModule_KeyType(key) : REDISMODULE_KEYTYPE_EMPTY;
+    if (key) RedisModule_CloseKey(key);
+    return found == REDISMODULE_KEYTYPE_EMPTY || found == type
+               ? 1 : fail(run, "WRONGTYPE a recstream key holds another type of value");
+}
+
+/* The key of a record: in the check pass its type is checked, in the write pass it is opened. */
+static int typed_key(Run *run, const char *name, size_t length, int type, RedisModuleKey **key) {
+    if (!run->apply) return key_has_type(run, name, length, type);
+    return (*key = open_key(run, name, length, type)) != NULL;
+}
+
 /* A reply of RedisModule_Call (the rare and range operations go through Redis's own commands). */
 static int called(Run *run, RedisModuleCallReply *reply) {
     int ok = reply != NULL && RedisModule_CallReplyType(reply) != REDISMODULE_REPLY_ERROR;
@@ -216,7 +240,7 @@ static int sorted_set(Run *run, Reader *r, PairWrite write) {
         !read_number(r, &keep) || !read_number(r, &above))
         return fail(run, "ERR recstream.write: [key, keep, above, members, scores] expected");
     RedisModuleKey *key = NULL;
-    if (run->apply && !(key = open_key(run, name, length, REDISMODULE_KEYTYPE_ZSET))) return 0;
+    if (!typed_key(run, name, length, REDISMODULE_KEYTYPE_ZSET, &key)) return 0;
     int ok = columns(run, r, key, write);
     if (!run->apply) return ok;
     long long members = (long long)RedisModule_ValueLength(key);
@@ -237,7 +261,7 @@ static int guards(Run *run, Reader *r) {
         floor_length >= sizeof(below) - 1)
         return fail(run, "ERR recstream.write: [key, floor, ids, times] expected");
     RedisModuleKey *key = NULL;
-    if (run->apply && !(key = open_key(run, name, length, REDISMODULE_KEYTYPE_ZSET))) return 0;
+    if (!typed_key(run, name, length, REDISMODULE_KEYTYPE_ZSET, &key)) return 0;
     int ok = columns(run, r, key, add);
     if (!run->apply) return ok;
     RedisModule_CloseKey(key);
@@ -255,7 +279,7 @@ static int state(Run *run, Reader *r) {
     if (!read_array(r, &size) || size < 3 || size % 2 == 0 || !read_key(run, r, &name, &length))
         return fail(run, "ERR recstream.write: [key, field, value, ...] expected");
     RedisModuleKey *key = NULL;
-    if (run->apply && !(key = open_key(run, name, length, REDISMODULE_KEYTYPE_HASH))) return 0;
+    if (!typed_key(run, name, length, REDISMODULE_KEYTYPE_HASH, &key)) return 0;
     for (uint32_t i = 1; i < size; i += 2) {
         if (!read_string(r, &field, &field_length) || field_length >= sizeof(field_name) ||
             !read_string(r, &value, &value_length)) {
@@ -288,7 +312,7 @@ static int rebase(Run *run, Reader *r) {
     size_t length, factor_length;
     if (!key_and_text(run, r, &name, &length, &factor, &factor_length))
         return fail(run, "ERR recstream.write: [key, factor] expected");
-    if (!run->apply) return 1;
+    if (!run->apply) return key_has_type(run, name, length, REDISMODULE_KEYTYPE_ZSET);
     return called(run, RedisModule_Call(run->ctx, "ZUNIONSTORE", "bcbcb", name, length, "1", name,
                                         length, "WEIGHTS", factor, factor_length));
 }
@@ -300,6 +324,7 @@ static int set_members(Run *run, Reader *r) {
     size_t length, member_length;
     if (!read_array(r, &size) || size < 2 || !read_key(run, r, &name, &length))
         return fail(run, "ERR recstream.write: [key, member, ...] expected");
+    if (!run->apply && !key_has_type(run, name, length, REDISMODULE_KEYTYPE_SET)) return 0;
     for (uint32_t i = 1; i < size; i++) {
         if (!read_string(r, &member, &member_length))
             return fail(run, "ERR recstream.write: bad set member");
@@ -320,6 +345,28 @@ static int landmark(Run *run, Reader *r) {
     return called(run, RedisModule_Call(run->ctx, "SET", "bb", name, length, value, value_length));
 }
 
+/* [ttl_ms, [key, ...]] -> PEXPIRE each key that exists (ttl_ms 0: no keys are sent). */
+static int expire(Run *run, Reader *r) {
+    uint32_t size, keys;
+    double ttl;
+    const char *name;
+    size_t length;
+    if (!read_array(r, &size) || size != 2 || !read_number(r, &ttl) || ttl < 0 ||
+        !read_array(r, &keys))
+        return fail(run, "ERR recstream.write: [ttl_ms, [key, ...]] expected");
+    for (uint32_t i = 0; i < keys; i++) {
+        if (!read_key(run, r, &name, &length)) return 0;
+        if (!run->apply || ttl <= 0) continue;
+        RedisModuleString *key_name = text(run, name, length);
+        RedisModuleKey *key = RedisModule_OpenKey(run->ctx, key_name, REDISMODULE_WRITE);
+        RedisModule_FreeString(run->ctx, key_name);
+        if (RedisModule_KeyType(key) != REDISMODULE_KEYTYPE_EMPTY)
+            RedisModule_SetExpire(key, (mstime_t)ttl);
+        RedisModule_CloseKey(key);
+    }
+    return 1;
+}
+
 typedef int (*RecordWrite)(Run *, Reader *);
 
 static int seen_record(Run *run, Reader *r) { return sorted_set(run, r, add_greater); }
@@ -333,38 +380,52 @@ static int records(Run *run, Reader *r, RecordWrite write) {
     return 1;
 }
 
-static int run_payload(Run *run, const char *payload, size_t length) {
+/* version 1: seven sections (no expire); version 2: eight. */
+static int run_payload(Run *run, const char *payload, size_t length, int version) {
     Reader r = {(const unsigned char *)payload, (const unsigned char *)payload + length};
     uint32_t sections;
-    if (!read_array(&r, &sections) || sections != 7)
-        return fail(run, "ERR recstream.write: a payload is a list of 7 sections");
+    if (!read_array(&r, &sections) || sections != (version == 1 ? 7u : 8u))
+        return fail(run, "ERR recstream.write: a payload has 7 sections (v1) or 8 (v2)");
     int ok = records(run, &r, rebase) && records(run, &r, state) &&
              records(run, &r, seen_record) && records(run, &r, increment_record) &&
-             records(run, &r, set_members) && landmark(run, &r) && records(run, &r, guards);
+             records(run, &r, set_members) && landmark(run, &r) && records(run, &r, guards) &&
+             (version == 1 || expire(run, &r));
     if (ok && r.at != r.end) return fail(run, "ERR recstream.write: bytes after the payload");
     return ok;
 }
 
-static int write_command(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+static int write_version(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, int version) {
     if (argc != 2) return RedisModule_WrongArity(ctx);
     size_t length;
     const char *payload = RedisModule_StringPtrLen(argv[1], &length);
     Run check = {ctx, 0, NULL, 0};
-    if (!run_payload(&check, payload, length)) return RedisModule_ReplyWithError(ctx, check.error);
+    if (!run_payload(&check, payload, length, version))
+        return RedisModule_ReplyWithError(ctx, check.error);
     Run write = {ctx, 1, NULL, 0};
-    int ok = run_payload(&write, payload, length);
-    /* Even after an error part-way (a key of another type): replaying the command stops at the
-     * same place, so the AOF and replicas end in the same state as this server. */
+    int ok = run_payload(&write, payload, length, version);
+    /* Even after an error part-way (not expected: shapes and key types were checked first),
+     * replaying the command stops at the same place, so the AOF and replicas end in the same
+     * state as this server. */
     RedisModule_ReplicateVerbatim(ctx);
     if (!ok) return RedisModule_ReplyWithError(ctx, write.error);
     return RedisModule_ReplyWithLongLong(ctx, write.states);
 }
 
+static int write_v1(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    return write_version(ctx, argv, argc, 1);
+}
+
+static int write_v2(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    return write_version(ctx, argv, argc, 2);
+}
+
 int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     (void)argv;
     (void)argc;
-    if (RedisModule_Init(ctx, "recstream", 1, REDISMODULE_APIVER_1) == REDISMODULE_ERR)
+    if (RedisModule_Init(ctx, "recstream", 2, REDISMODULE_APIVER_1) == REDISMODULE_ERR)
         return REDISMODULE_ERR;
-    return RedisModule_CreateCommand(ctx, "recstream.write", write_command, "write deny-oom", 0,
-                                     0, 0);
+    if (RedisModule_CreateCommand(ctx, "recstream.write", write_v1, "write deny-oom", 0, 0, 0) ==
+        REDISMODULE_ERR)
+        return REDISMODULE_ERR;
+    return RedisModule_CreateCommand(ctx, "recstream.write2", write_v2, "write deny-oom", 0, 0, 0);
 }

@@ -31,17 +31,32 @@ _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model", "cr", "cvec", 
 _QUERY_FIELDS = tuple(f for f in _FIELDS if f not in ("ids", "floor"))
 
 # One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark,
-# guards}.
+# guards, expire}.
 # rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above,
 # members, scores} -> ZADD GT; increments: {key, keep, above, members, increments} -> added to
 # the scores (as ZINCRBY would); a sorted set with more than `above` members (when above > 0)
 # is then cut to its top `keep`; sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET;
-# guards: {key, floor, event ids, times} -> ZADD, then every id older than floor removed.
+# guards: {key, floor, event ids, times} -> ZADD, then every id older than floor removed;
+# expire: {ttl_ms, {key, ...}} -> PEXPIRE (the per-user keys written).
 # Members and scores travel as two columns: the client sends lists it already has instead of
 # interleaving them in Python, and ZMSCORE takes the members as they are.
+# Every key's type is checked before anything is written, so a key of another type (written by
+# something else) fails the whole call and changes nothing, as the native command does.
 _WRITE_BATCH_LUA = """
 local b = cmsgpack.unpack(ARGV[1])
 local CHUNK = 2000
+local function expect(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= kind then
+    error({err = 'WRONGTYPE a recstream key holds another type of value'})
+  end
+end
+for _, r in ipairs(b[1]) do expect(r[1], 'zset') end
+for _, r in ipairs(b[2]) do expect(r[1], 'hash') end
+for _, r in ipairs(b[3]) do expect(r[1], 'zset') end
+for _, r in ipairs(b[4]) do expect(r[1], 'zset') end
+for _, r in ipairs(b[5]) do expect(r[1], 'set') end
+for _, r in ipairs(b[7]) do expect(r[1], 'zset') end
 local function zadd_columns(key, option, members, scores)
   for i = 1, #members, CHUNK do
     local args = {}
@@ -91,12 +106,13 @@ for _, r in ipairs(b[7]) do
   if #r[3] > 0 then zadd_columns(r[1], nil, r[3], r[4]) end
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', '(' .. r[2])
 end
+for _, key in ipairs(b[8][2]) do redis.call('PEXPIRE', key, b[8][1]) end
 return #b[2]
 """
 
 # The same write as one native command, when the server has recstream's module loaded
 # (infra/redis_module/recstream_write.c: same payload, same effects, about half of Redis's CPU).
-_NATIVE_WRITE = "RECSTREAM.WRITE"
+_NATIVE_WRITE = "RECSTREAM.WRITE2"
 _WRITE_PATHS = {True: "the native command of recstream's module", False: "the Lua script"}
 
 # States and guards of many users in one call: KEYS are (state, guards) pairs, ARGV the state
@@ -168,8 +184,10 @@ class RedisSessionStore:
         covis_max_neighbours: int = 200,
         popularity_half_life_ms: int = 7 * 24 * 3600 * 1000,
         native_write: bool | None = None,
+        user_ttl_s: int = 0,
     ) -> None:
         self._redis = client
+        self._user_ttl_ms = user_ttl_s * 1000  # 0: per-user keys never expire
         # The native write command (infra/redis_module): None = find out at the first write.
         self.native_write = native_write
         self.keys = keys
@@ -178,10 +196,6 @@ class RedisSessionStore:
         self._popularity_half_life_ms = popularity_half_life_ms
         self._known_categories: set[str] = set()
         self._write_script = client.register_script(_WRITE_BATCH_LUA)
-
-    @classmethod
-    def from_url(cls, url: str, keys: KeySpace, **options: Any) -> RedisSessionStore:
-        return cls(redis.Redis.from_url(url), keys, **options)
 
     def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         """Stored states of the given users (absent users are left out)."""
@@ -315,7 +329,15 @@ class RedisSessionStore:
             sets,
             [self.keys.popularity_landmark(), str(effects.landmark)],
             self._guards(effects),
+            [self._user_ttl_ms, self._user_keys(effects) if self._user_ttl_ms else []],
         ]
+
+    def _user_keys(self, effects: BatchEffects) -> list[str]:
+        """Every per-user key the batch writes: each expires a TTL after its user's last write."""
+        keys = [
+            k for u in effects.states for k in (self.keys.user_state(u), self.keys.user_guards(u))
+        ]
+        return keys + [self.keys.user_seen(u) for u in effects.seen]
 
     def _guards(self, effects: BatchEffects) -> list[list[Any]]:
         """Per changed user: the event ids applied now, and the floor below which ids go. Written

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from recstream.consumers.pressure import QueryPressure
 from recstream.infra import topics
+from recstream.infra.clients import kafka_config
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.stores.vector_index import ItemPayload, collection_name
-from recstream.streams.dlq import DeadLetterWriter
+from recstream.streams.dlq import REASON_HEADER, DeadLetterWriter
 from recstream.streams.interactions import InteractionConsumer
 from recstream.worker import interaction_consumer, session_store
 
+HOUR = 3600 * 1000
+T0 = int(time.time() * 1000) - 90 * 24 * HOUR  # far enough back for every generated gap
+TYPES = ["view", "click", "add_to_cart", "purchase", "like", "dislike", "skip"]
 DIM = 384
 MODEL_ID = "all-MiniLM-L6-v2"  # the worker's default model: its collection holds our test items
 
@@ -35,6 +41,25 @@ def isolated_settings(base: Settings, unique: str, tmp_path: Path, **changes: ob
         }
         | changes,
     )
+
+
+def random_events(count: int, users: int, seed: int = 1) -> list[InteractionEvent]:
+    """Events of `users` users over 30 items: every type, ratings, and gaps of seconds,
+    minutes and hours (deterministic for a seed)."""
+    rng = random.Random(seed)
+    clock = {f"user{u}": T0 for u in range(users)}
+    events = []
+    for n in range(count):
+        user = f"user{rng.randrange(users)}"
+        clock[user] += rng.choice([1_000, 60_000, 5 * HOUR])  # seconds, minutes and long gaps
+        kind = rng.choice([*TYPES, "rating"])
+        value = rng.choice([0.5, 2.0, 3.5, 5.0]) if kind == "rating" else None
+        events.append(
+            InteractionEvent(
+                f"ev{seed}-{n}", user, f"item{rng.randrange(30)}", kind, clock[user], value=value
+            )
+        )
+    return events
 
 
 def create_topics(settings: Settings) -> list[str]:
@@ -72,9 +97,7 @@ def produce(
     # Idempotent, as the product's producers are: a retried request (a topic just created may
     # answer "not leader" at first) can then not reorder a key's records, and the tests compare
     # per-user state built from that order.
-    producer = Producer(
-        settings.kafka_client_config() | {"linger.ms": 5, "enable.idempotence": True}
-    )
+    producer = Producer(kafka_config(settings) | {"linger.ms": 5, "enable.idempotence": True})
     for key, value in records:
         producer.produce(topic, value, key=key)
         producer.poll(0)
@@ -90,7 +113,7 @@ def produce_events(settings: Settings, events: Sequence[InteractionEvent]) -> No
 def make_consumer(
     settings: Settings, index: QdrantEdgeIndex, pressure: QueryPressure | None = None
 ) -> InteractionConsumer:
-    dead_letters = DeadLetterWriter(settings.kafka_client_config())
+    dead_letters = DeadLetterWriter(kafka_config(settings))
     store = session_store(settings)
     return interaction_consumer(settings, index, store, dead_letters, pressure=pressure)
 
@@ -167,3 +190,42 @@ def delete_namespace(settings: Settings) -> None:
     store = session_store(settings)
     store.delete_namespace()
     store.close()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def read_dead_letters(settings: Settings, topic: str, count: int) -> list[DeadLetter]:
+    """The first `count` records of a DLQ topic (fewer if they do not come within 20 s)."""
+    consumer = Consumer(
+        kafka_config(settings)
+        | {"group.id": f"{topic}-reader-{time.monotonic_ns()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[DeadLetter] = []
+    deadline = time.monotonic() + 20
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            for message in consumer.consume(10, 0.5):
+                if message.error() is None:
+                    headers = {k: v or b"" for k, v in message.headers() or []}
+                    reason = headers[REASON_HEADER].decode()
+                    found.append(DeadLetter(reason, message.key(), message.value(), headers))
+    finally:
+        consumer.close()
+    return found
+
+
+def near_limit_record(size: int = 1_040_000) -> bytes:
+    """A JSON record just under the broker's default size limit (1 MiB): valid JSON, refused
+    as oversized by every decoder, too large to dead-letter with headers as it is."""
+    return b'{"pad": "' + b"x" * (size - 11) + b'"}'
+
+
+def large_record_producer(settings: Settings) -> Producer:
+    return Producer(kafka_config(settings) | {"message.max.bytes": 1_048_576})

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-import redis
 from prometheus_client import REGISTRY
 
 from recstream.consumers.client import RecClient
@@ -25,6 +24,7 @@ from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import QueryConfig, Recommender
 from recstream.errors import RecstreamError
 from recstream.infra import topics
+from recstream.infra.clients import consumer_config, kafka_config, redis_client
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
 from recstream.stores.collab_store import (
@@ -125,7 +125,7 @@ def _installs(outcome: str) -> float:
 def _apply(env: Env, count: int) -> None:
     """Run the interaction processor (with its collab reader) over `count` new records."""
     reader = CollabReader(collab_versions(env.settings), env.settings.collab_refresh_s)
-    dead = DeadLetterWriter(env.settings.kafka_client_config())
+    dead = DeadLetterWriter(kafka_config(env.settings))
     store = session_store(env.settings)
     drain(interaction_consumer(env.settings, env.index, store, dead, reader), count)
     store.close()
@@ -232,7 +232,7 @@ def test_a_version_of_the_wrong_dimension_is_rejected_and_readers_keep_theirs(en
     assert versions.active() == current and versions.staged() is None
     # A pointer whose stored factors do not have the dimension it declares is refused on load.
     lying = replace(current, version=staged.version, dimension=current.dimension + 2)
-    client = redis.Redis.from_url(env.settings.redis_address)
+    client = redis_client(env.settings)
     keys = KeySpace(env.settings.redis_namespace)
     client.set(keys.collab_items(lying.version), orjson.dumps(list(model.items)))
     client.set(keys.collab_factors(lying.version), model.factors.tobytes())
@@ -288,11 +288,11 @@ def test_a_new_interaction_changes_the_next_collab_recommendation(env: Env) -> N
     recommender = Recommender(env.index, store, None, collab_only, collab=StateCollab(reader, 1))
     worker = QueryWorker(
         recommender,
-        env.settings.kafka_client_config(),
+        consumer_config(env.settings, f"{env.settings.consumer_group}-query"),
+        kafka_config(env.settings),
         env.settings.topic_requests,
         env.settings.topic_responses,
-        f"{env.settings.consumer_group}-query",
-        DeadLetterWriter(env.settings.kafka_client_config()),
+        DeadLetterWriter(kafka_config(env.settings)),
         max_queue_ms=5000,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -361,7 +361,7 @@ def test_a_pointer_from_the_sibling_collection_days_is_skipped_then_replaced(env
     """Before session 10 a version lived in its own collection and the pointer named it."""
     old = {"version": 7, "collection": "collab__als-v7__4", "dimension": 4, "regularization": 0.1}
     old |= {"alpha": 1.0, "items": 20, "trained_ms": 1, "drift": None}
-    client = redis.Redis.from_url(env.settings.redis_address)
+    client = redis_client(env.settings)
     client.set(KeySpace(env.settings.redis_namespace).collab_active(), orjson.dumps(old))
     client.close()
     versions = collab_versions(env.settings)

@@ -16,7 +16,7 @@ from recstream.errors import (
     TopicMismatchError,
 )
 from recstream.infra import kafka_server, redis_server, stack, topics
-from recstream.infra.admin import admin_client
+from recstream.infra.clients import admin_client
 from recstream.infra.process import port_is_free
 from recstream.settings import Settings, load_settings
 from tests.conftest import MakeTopic

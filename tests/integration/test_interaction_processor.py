@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,8 @@ from confluent_kafka import Consumer
 
 from recstream.consumers.pressure import QueryPressure
 from recstream.infra import topics
+from recstream.infra.clients import kafka_config
 from recstream.infra.topics import dlq_topic
-from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.streams.dlq import REASON_HEADER
@@ -23,6 +22,7 @@ from recstream.streams.interactions import YIELDING_BATCH, InteractionConsumer
 from recstream.streams.messages import from_kafka
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import (
+    T0,
     assert_same_state,
     create_topics,
     delete_namespace,
@@ -32,14 +32,11 @@ from tests.integration.ingest_helpers import (
     open_index,
     produce,
     produce_events,
+    random_events,
     seed_items,
     state_snapshot,
 )
 from tests.session_reference import reference_vector
-
-HOUR = 3600 * 1000
-T0 = int(time.time() * 1000) - 90 * 24 * HOUR  # far enough back for every generated gap
-TYPES = ["view", "click", "add_to_cart", "purchase", "like", "dislike", "skip"]
 
 
 @pytest.fixture
@@ -56,26 +53,9 @@ def env(
     delete_namespace(settings)
 
 
-def _events(count: int, users: int, seed: int = 1) -> list[InteractionEvent]:
-    rng = random.Random(seed)
-    clock = {f"user{u}": T0 for u in range(users)}
-    events = []
-    for n in range(count):
-        user = f"user{rng.randrange(users)}"
-        clock[user] += rng.choice([1_000, 60_000, 5 * HOUR])  # seconds, minutes and long gaps
-        kind = rng.choice([*TYPES, "rating"])
-        value = rng.choice([0.5, 2.0, 3.5, 5.0]) if kind == "rating" else None
-        events.append(
-            InteractionEvent(
-                f"ev{seed}-{n}", user, f"item{rng.randrange(30)}", kind, clock[user], value=value
-            )
-        )
-    return events
-
-
 def test_session_vectors_history_and_counters_match_the_formula(env) -> None:  # type: ignore[no-untyped-def]
     settings, index, _ = env
-    events = _events(400, users=6)
+    events = random_events(400, users=6)
     produce_events(settings, events)
     consumer = make_consumer(settings, index)
     drain(consumer, len(events))
@@ -107,7 +87,7 @@ def test_session_vectors_history_and_counters_match_the_formula(env) -> None:  #
 
 def test_replaying_the_same_events_changes_nothing(env) -> None:  # type: ignore[no-untyped-def]
     settings, index, _ = env
-    events = _events(300, users=5, seed=2)
+    events = random_events(300, users=5, seed=2)
     users = sorted({e.user_id for e in events})
     items = [f"item{n}" for n in range(30)]
     produce_events(settings, events)
@@ -121,7 +101,7 @@ def test_replaying_the_same_events_changes_nothing(env) -> None:  # type: ignore
 
 def test_bad_events_go_to_the_dlq_with_reasons_and_good_ones_are_applied(env) -> None:  # type: ignore[no-untyped-def]
     settings, index, _ = env
-    good = _events(20, users=1, seed=3)
+    good = random_events(20, users=1, seed=3)
     bad = [
         b"\x00not json",
         orjson.dumps({"schema_version": 9}),
@@ -159,8 +139,7 @@ def _dead_letters(
     settings: Settings, topic: str, count: int
 ) -> list[tuple[str, bytes | None, _Source]]:
     consumer = Consumer(
-        settings.kafka_client_config()
-        | {"group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
+        kafka_config(settings) | {"group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
     )
     consumer.subscribe([topic])
     found: list[tuple[str, bytes | None, _Source]] = []
@@ -187,7 +166,7 @@ def test_a_crash_between_write_and_commit_ends_in_the_same_state_as_a_clean_run(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     settings, index, _ = env
-    events = _events(1500, users=20, seed=4)
+    events = random_events(1500, users=20, seed=4)
     produce_events(settings, events)
     crashing = make_consumer(settings, index)
     crashing._stop.set()
@@ -217,7 +196,7 @@ def test_a_failed_write_is_applied_again_and_nothing_is_lost_or_doubled(
     settings = settings.model_copy(
         update={"interaction_batch_size": 150, "interaction_write_chunk": write_chunk}
     )
-    events = _events(1500, users=20, seed=6)
+    events = random_events(1500, users=20, seed=6)
     produce_events(settings, events)
     consumer = make_consumer(settings, index)
     store = consumer._processor._store
@@ -272,7 +251,7 @@ def _batch_sizes(consumer: InteractionConsumer, expected: int) -> list[int]:
 def test_while_requests_are_in_hand_the_loop_takes_small_batches(env) -> None:  # type: ignore[no-untyped-def]
     settings, index, _ = env
     settings = settings.model_copy(update={"interaction_batch_size": 5000})
-    events = _events(3000, users=20, seed=8)
+    events = random_events(3000, users=20, seed=8)
     produce_events(settings, events)
     assert max(_batch_sizes(make_consumer(settings, index), len(events))) > YIELDING_BATCH
 
@@ -298,7 +277,7 @@ class _CountingPressure(QueryPressure):
 def test_the_processor_steps_back_before_each_chunk_it_applies_and_writes(env) -> None:  # type: ignore[no-untyped-def]
     settings, index, _ = env
     settings = settings.model_copy(update={"interaction_write_chunk": 40})
-    events = _events(600, users=20, seed=9)
+    events = random_events(600, users=20, seed=9)
     produce_events(settings, events)
     pressure = _CountingPressure()
     consumer = make_consumer(settings, index, pressure)

@@ -13,6 +13,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
+from recstream.infra.clients import kafka_config
 from recstream.settings import Settings
 from tests.conftest import MakeTopic
 
@@ -20,7 +21,7 @@ FAUST_APP = Path(__file__).with_name("faust_echo_app.py")
 
 
 def _produce(settings: Settings, topic: str, values: list[bytes], key: bytes | None = None) -> None:
-    producer = Producer(settings.kafka_client_config())
+    producer = Producer(kafka_config(settings))
     for value in values:
         producer.produce(topic, value, key=key)
     assert producer.flush(10) == 0
@@ -28,7 +29,7 @@ def _produce(settings: Settings, topic: str, values: list[bytes], key: bytes | N
 
 def _consumer(settings: Settings, group: str, topic: str) -> Consumer:
     consumer = Consumer(
-        settings.kafka_client_config()
+        kafka_config(settings)
         | {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )
     consumer.subscribe([topic])

@@ -11,13 +11,14 @@ import pytest
 from confluent_kafka import Consumer
 
 from recstream.cli import main
+from recstream.infra.clients import kafka_config
 from recstream.settings import Settings
 from tests.conftest import MakeTopic
 
 
 def _read(settings: Settings, topic: str, count: int) -> list[tuple[bytes | None, dict]]:
     consumer = Consumer(
-        settings.kafka_client_config()
+        kafka_config(settings)
         | {"group.id": f"{topic}-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
     )
     consumer.subscribe([topic])

@@ -24,7 +24,7 @@ from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 from tests.integration.worker_process import free_port
 
 T0 = 1_600_000_000_000
-WRITE = "RECSTREAM.WRITE"
+WRITE = "RECSTREAM.WRITE2"
 
 
 def _effects(states: Mapping[str, UserState] | None = None) -> BatchEffects:
@@ -91,10 +91,53 @@ def test_a_malformed_payload_is_refused_before_anything_is_written(
     assert store.popularity(10) == {}
 
 
-def test_a_key_holding_another_type_is_refused(store: RedisSessionStore) -> None:
-    store._redis.set(store.keys.user_seen("user0"), "not a sorted set")
+@pytest.mark.parametrize("native", [True, False], ids=["module", "script"])
+def test_a_key_holding_another_type_fails_the_whole_write(
+    store: RedisSessionStore, native: bool
+) -> None:
+    """user1's seen key holds a string: user0's state (written before it) must not be written
+    either, or a retry would apply user0's events twice (their guards come last)."""
+    store.native_write = native
+    store._redis.set(store.keys.user_seen("user1"), "not a sorted set")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         store.write_batch(_effects(), None)
+    assert store.native_write is native
+    assert store.load_states(["user0", "user1"]) == {}
+    assert store.popularity(10) == {}
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["module", "script"])
+def test_every_per_user_key_expires_a_ttl_after_its_last_write(
+    infra: Settings, unique: str, tmp_path: Path, native: bool
+) -> None:
+    settings = isolated_settings(infra, unique, tmp_path, user_state_ttl_s=600)
+    store = session_store(settings)
+    store.native_write = native
+    try:
+        store.write_batch(_effects(), None)
+        client, keys = store._redis, store.keys
+        per_user = [
+            key(user)
+            for user in ("user0", "user1")
+            for key in (keys.user_state, keys.user_guards, keys.user_seen)
+        ]
+        ttls = [client.pttl(key) for key in per_user]
+        assert all(0 < ttl <= 600_000 for ttl in ttls), dict(zip(per_user, ttls, strict=True))
+        shared = [keys.popularity(), keys.category_popularity("cat1"), keys.popularity_landmark()]
+        assert [client.pttl(key) for key in shared] == [-1, -1, -1]  # not per user: kept
+    finally:
+        delete_namespace(settings)
+        store.close()
+
+
+def test_the_first_payload_version_is_still_written_for_an_older_aof(
+    store: RedisSessionStore,
+) -> None:
+    """RECSTREAM.WRITE (seven sections, no expiry) stays: an AOF written before version 2 must
+    load with the new build of the module."""
+    payload = _packed(msgpack.unpackb(store.encode_batch(_effects(), None, {"cat1"}), raw=True)[:7])
+    assert store._redis.execute_command("RECSTREAM.WRITE", payload) == 2
+    assert set(store.load_states(["user0", "user1"])) == {"user0", "user1"}
 
 
 def test_the_reply_counts_the_states_written(store: RedisSessionStore) -> None:
@@ -200,7 +243,7 @@ def test_a_user_refused_the_command_by_acl_writes_with_the_script(
         enabled=True,
         passwords=[f"+{unique}"],
         keys=["*"],
-        commands=["+@all", "-recstream.write"],
+        commands=["+@all", "-recstream.write2"],
     )
     settings = isolated_settings(infra, unique, tmp_path)
     address = settings.redis_address.replace("redis://", f"redis://{unique}:{unique}@")

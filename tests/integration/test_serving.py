@@ -16,15 +16,16 @@ from confluent_kafka import Producer
 from recstream.consumers.client import AsyncRecClient, RecClient, RequestTimeoutError
 from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.query_worker import QueryWorker
-from recstream.consumers.recommender import Recommender
+from recstream.consumers.recommender import QueryConfig, Recommender
 from recstream.infra import topics
+from recstream.infra.clients import consumer_config, kafka_config
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import InteractionEvent
 from recstream.schemas.requests import RecommendRequest
 from recstream.settings import Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.stores.vector_index import ItemPayload, collection_name
-from recstream.streams.dlq import DeadLetterWriter
+from recstream.streams.dlq import TRUNCATED_HEADER, DeadLetterWriter
 from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import (
@@ -32,9 +33,11 @@ from tests.integration.ingest_helpers import (
     delete_namespace,
     drain,
     isolated_settings,
+    large_record_producer,
     make_consumer,
+    near_limit_record,
+    read_dead_letters,
 )
-from tests.integration.test_interaction_processor import _dead_letters
 
 NOW = int(time.time() * 1000)
 CATALOG = {
@@ -113,11 +116,11 @@ def stack(
     pressure = QueryPressure()
     worker = QueryWorker(
         Recommender(index, store, embedder),
-        settings.kafka_client_config(),
+        consumer_config(settings, f"{unique}-query"),
+        kafka_config(settings),
         settings.topic_requests,
         settings.topic_responses,
-        f"{unique}-query",
-        DeadLetterWriter(settings.kafka_client_config()),
+        DeadLetterWriter(kafka_config(settings)),
         max_queue_ms=3000,
         threads=3,
         pressure=pressure,
@@ -280,7 +283,7 @@ def test_freshness_an_interaction_changes_the_next_list(stack: Stack) -> None:
 
 
 def _send_raw(settings: Settings, value: bytes, timestamp_ms: int | None = None) -> None:
-    producer = Producer(settings.kafka_client_config())
+    producer = Producer(kafka_config(settings))
     if timestamp_ms is None:
         producer.produce(settings.topic_requests, value)
     else:
@@ -308,8 +311,10 @@ def test_invalid_expired_and_overloaded_requests_get_a_clear_status(stack: Stack
     assert overloaded.status == "overloaded" and overloaded.items == ()
     # Garbage with no request id cannot be answered: it is dead-lettered.
     _send_raw(settings, b"\xffnot json")
-    letters = _dead_letters(settings, dlq_topic(settings.topic_requests), 1)
-    assert [(reason, value) for reason, value, _ in letters] == [("undecodable", b"\xffnot json")]
+    letters = read_dead_letters(settings, dlq_topic(settings.topic_requests), 1)
+    assert [(letter.reason, letter.value) for letter in letters] == [
+        ("undecodable", b"\xffnot json")
+    ]
     # Every request taken was let go, whatever its outcome: the interaction loop of the same
     # process would otherwise keep stepping back for requests that are long answered.
     assert stack.pressure.wait_idle(5.0)
@@ -323,3 +328,55 @@ def test_a_retried_request_gets_the_answer_already_given(stack: Stack) -> None:
     assert stack.client.ask(request) == first  # a retry (same id) is not answered anew
     fresh = stack.client.ask(RecommendRequest("retry-2", 5, user_id="eve", diversity=1.0))
     assert _ids(fresh) != _ids(first)
+
+
+def test_requests_that_cannot_be_answered_as_asked_are_dead_lettered_and_serving_goes_on(
+    stack: Stack,
+) -> None:
+    """Each of these once ended the query thread for good while the process looked alive."""
+    settings, client = stack.settings, stack.client
+    ask = RecommendRequest("x", 3, user_id="ann", reply_to=settings.topic_responses)
+
+    def sent(**changes: object) -> None:
+        fields = {name: getattr(ask, name) for name in ask.__slots__} | changes
+        _send_raw(settings, RecommendRequest(**fields).to_json())  # type: ignore[arg-type]
+        assert client.recommend("ann", k=3).status == "ok"  # still serving
+
+    sent(request_id="p-range", reply_partition=settings.partitions_responses + 5)
+    sent(request_id="p-missing-1", reply_to=f"{settings.topic_responses}-missing")
+    sent(request_id="p-missing-2", reply_to=f"{settings.topic_responses}-missing")
+    sent(request_id="p-elsewhere", reply_to=settings.topic_interactions)
+    producer = large_record_producer(settings)
+    huge = near_limit_record()
+    producer.produce(settings.topic_requests, huge, key=b"big-key")
+    assert producer.flush(10) == 0
+    assert client.recommend("ann", k=3).status == "ok"
+    letters = read_dead_letters(settings, dlq_topic(settings.topic_requests), 5)
+    assert [letter.reason for letter in letters] == [
+        "reply_partition_out_of_range",
+        "reply_to_not_allowed",
+        "reply_to_not_allowed",
+        "reply_to_not_allowed",
+        "oversized",
+    ]
+    truncated = letters[-1]
+    assert truncated.key == b"big-key"
+    assert truncated.headers[TRUNCATED_HEADER] == str(len(huge)).encode()
+    assert truncated.value is not None and huge.startswith(truncated.value)
+    assert truncated.headers["x-recstream-source-topic"] == settings.topic_requests.encode()
+    assert stack.pressure.wait_idle(5.0)
+
+
+def test_hidden_items_are_never_served_unless_the_operator_allows_it(stack: Stack) -> None:
+    asks_hidden = {"k": 30, "available_only": False, "diversity": 1.0}
+    ids = _ids(stack.client.recommend("gus", **asks_hidden))
+    assert ids and "hidden" not in ids
+    store = session_store(stack.settings)
+    try:
+        allowing = Recommender(stack.index, store, None, QueryConfig(serve_hidden_items=True))
+        request = RecommendRequest("h-1", 30, user_id="gus", available_only=False, diversity=1.0)
+        assert "hidden" in _ids(allowing.recommend(request))
+        request = RecommendRequest("h-2", 30, user_id="gus", diversity=1.0)
+        assert "hidden" not in _ids(allowing.recommend(request))
+    finally:
+        store.close()

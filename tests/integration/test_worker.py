@@ -12,9 +12,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from recstream.infra import topics
+from recstream.infra.clients import kafka_config
 from recstream.schemas.events import CatalogEvent
 from recstream.settings import Settings
 from tests.integration.ingest_helpers import (
+    T0,
     assert_same_state,
     create_topics,
     delete_namespace,
@@ -24,10 +26,10 @@ from tests.integration.ingest_helpers import (
     open_index,
     produce,
     produce_events,
+    random_events,
     seed_items,
     state_snapshot,
 )
-from tests.integration.test_interaction_processor import T0, _events
 from tests.integration.worker_process import WorkerProcess
 
 NOW = int(time.time() * 1000)
@@ -124,7 +126,7 @@ def _no_filter():  # type: ignore[no-untyped-def]
 
 def _committed_everything(settings: Settings) -> bool:
     group = f"{settings.consumer_group}-interactions"
-    consumer = Consumer(settings.kafka_client_config() | {"group.id": group})
+    consumer = Consumer(kafka_config(settings) | {"group.id": group})
     try:
         parts = [
             TopicPartition(settings.topic_interactions, p)
@@ -146,7 +148,7 @@ def test_a_worker_killed_mid_stream_resumes_to_the_state_of_a_clean_run(
     index = open_index(settings)
     seed_items(index, 30)
     index.close()  # the worker process opens the shard itself
-    events = _events(20_000, users=200, seed=9)
+    events = random_events(20_000, users=200, seed=9)
     produce_events(settings, events)
     worker = WorkerProcess(settings, tmp_path / "killed.log", roles="interactions")
     worker.wait_for("recstream_interactions_events_total", 2_000, outcome="applied")

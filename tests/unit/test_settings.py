@@ -4,6 +4,7 @@ import pytest
 
 from recstream.cli import main
 from recstream.errors import SettingsError
+from recstream.infra.clients import kafka_config
 from recstream.settings import load_settings
 
 
@@ -20,7 +21,7 @@ def test_environment_overrides_and_derived_addresses() -> None:
     assert settings.bootstrap_servers == "127.0.0.1:29092"
     assert settings.redis_address == "redis://127.0.0.1:26379/0"
     explicit = load_settings({"RECSTREAM_KAFKA_BOOTSTRAP_SERVERS": "broker-a:9092,broker-b:9092"})
-    assert explicit.kafka_client_config()["bootstrap.servers"] == "broker-a:9092,broker-b:9092"
+    assert kafka_config(explicit)["bootstrap.servers"] == "broker-a:9092,broker-b:9092"
 
 
 def test_invalid_value_names_the_variable() -> None:
@@ -49,7 +50,7 @@ def test_secrets_stay_out_of_repr_but_reach_the_client_config() -> None:
         }
     )
     assert "hunter2" not in repr(settings)
-    config = settings.kafka_client_config()
+    config = kafka_config(settings)
     assert config["sasl.password"] == "hunter2"
     assert config["security.protocol"] == "SASL_SSL"
 

@@ -1,0 +1,327 @@
+"""Every Kafka and Redis client is configured here, from the settings, and nowhere else.
+
+confluent-kafka producers, consumers and admin clients, faust's aiokafka consumer and producer,
+and every Redis client of every role get the same addresses, SASL and TLS options (mTLS
+included), timeouts and group membership, so a security setting cannot reach one client and
+miss another. `check_kafka` and `check_redis` turn a refused login, a failed TLS handshake or
+an unreachable service into one line naming the setting to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata
+from prometheus_client import Gauge
+
+from recstream.errors import DeadLetterError, ServiceAuthError, ServiceUnreachableError
+from recstream.settings import Settings
+
+# librdkafka logs every refused connection; callers that report the failure themselves use this.
+QUIET_LOGGER = logging.getLogger("recstream.librdkafka")
+QUIET_LOGGER.propagate = False
+QUIET_LOGGER.addHandler(logging.NullHandler())
+
+_SASL_SETTINGS = "RECSTREAM_KAFKA_SASL_USERNAME / RECSTREAM_KAFKA_SASL_PASSWORD"
+_KAFKA_TLS_SETTINGS = (
+    "RECSTREAM_KAFKA_SSL_CA_LOCATION (and RECSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION / "
+    "RECSTREAM_KAFKA_SSL_KEY_LOCATION for mTLS)"
+)
+_REDIS_AUTH_SETTINGS = "RECSTREAM_REDIS_USERNAME / RECSTREAM_REDIS_PASSWORD"
+_REDIS_TLS_SETTINGS = "RECSTREAM_REDIS_SSL_CA_LOCATION (and the client certificate settings)"
+
+
+def kafka_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings shared by every producer, consumer and admin client."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username:
+        config["sasl.username"] = settings.kafka_sasl_username
+    if settings.kafka_sasl_password:
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_ca_location:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_ca_location)
+    if settings.kafka_ssl_certificate_location:
+        config["ssl.certificate.location"] = str(settings.kafka_ssl_certificate_location)
+    if settings.kafka_ssl_key_location:
+        config["ssl.key.location"] = str(settings.kafka_ssl_key_location)
+    if settings.kafka_ssl_key_password:
+        config["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    if _uses_tls(settings):
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.kafka_ssl_check_hostname else "none"
+        )
+    return config
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A group member's settings: the shared ones, the group, and how fast a dead member is
+    noticed (session timeout) or recognised on its return (static membership)."""
+    config = kafka_config(settings) | {
+        "group.id": group_id,
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "heartbeat.interval.ms": heartbeat_interval_ms(settings),
+    }
+    if settings.kafka_instance_id:
+        config["group.instance.id"] = settings.kafka_instance_id
+    return config | overrides
+
+
+def heartbeat_interval_ms(settings: Settings) -> int:
+    """A third of the session timeout, as Kafka recommends."""
+    return max(100, settings.kafka_session_timeout_ms // 3)
+
+
+def _uses_tls(settings: Settings) -> bool:
+    return settings.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context aiokafka (faust) uses: the same CA, client certificate and hostname check
+    as librdkafka's settings; None without TLS."""
+    if not _uses_tls(settings):
+        return None
+    return _ssl_context(
+        settings.kafka_ssl_ca_location,
+        settings.kafka_ssl_certificate_location,
+        settings.kafka_ssl_key_location,
+        settings.kafka_ssl_key_password.get_secret_value()
+        if settings.kafka_ssl_key_password
+        else None,
+        settings.kafka_ssl_check_hostname,
+    )
+
+
+def _ssl_context(
+    ca: Any, certificate: Any, key: Any, key_password: str | None, check_hostname: bool
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    context.check_hostname = check_hostname
+    if certificate:
+        context.load_cert_chain(str(certificate), str(key) if key else None, key_password)
+    return context
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """faust.App keyword arguments for the broker: the same servers, credentials, TLS, session
+    timeout and static membership as the confluent-kafka clients."""
+    import faust  # only the catalog role's process needs faust
+
+    context = kafka_ssl_context(settings)
+    credentials: Any = None
+    if settings.kafka_security_protocol.startswith("SASL"):
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value()
+            if settings.kafka_sasl_password
+            else None,
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        )
+    elif context is not None:
+        credentials = faust.SSLCredentials(context)
+    servers = [f"kafka://{server}" for server in settings.bootstrap_servers.split(",")]
+    return {
+        "broker": servers,
+        "broker_credentials": credentials,
+        "broker_session_timeout": settings.kafka_session_timeout_ms / 1000,
+        "broker_heartbeat_interval": heartbeat_interval_ms(settings) / 1000,
+        "consumer_group_instance_id": settings.kafka_instance_id,
+    }
+
+
+def admin_client(settings: Settings, **overrides: Any) -> AdminClient:
+    return AdminClient(kafka_config(settings) | {"logger": QUIET_LOGGER} | overrides)
+
+
+def cluster_metadata(admin: AdminClient, settings: Settings, timeout_s: float) -> ClusterMetadata:
+    """Metadata of the cluster, or ServiceUnreachableError naming the bootstrap servers."""
+    try:
+        return admin.list_topics(timeout=timeout_s)
+    except KafkaException as error:
+        raise ServiceUnreachableError(
+            "kafka",
+            settings.bootstrap_servers,
+            timeout_s,
+            f"{error.args[0].str()} (is it up? `recstream infra up`)",
+        ) from error
+
+
+class _ErrorsSeen:
+    """librdkafka's error callback: the last authentication or TLS error it reported."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.error: KafkaError | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            with self._lock:
+                self.error = error
+
+
+def check_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Raise a one-line error when Kafka cannot be used with these settings: refused
+    credentials, a failed TLS handshake, or no answer within timeout_s."""
+    seen = _ErrorsSeen()
+    admin = admin_client(settings, error_cb=seen)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as error:
+        raise _kafka_failure(settings, seen.error, error.args[0], timeout_s) from None
+    if not metadata.brokers:
+        raise _kafka_failure(settings, seen.error, None, timeout_s)
+
+
+def _kafka_failure(
+    settings: Settings, seen: KafkaError | None, error: KafkaError | None, timeout_s: float
+) -> Exception:
+    cause = seen or error
+    address = settings.bootstrap_servers
+    if cause is not None and cause.code() == KafkaError._AUTHENTICATION:
+        return ServiceAuthError("kafka", address, "SASL login refused", _SASL_SETTINGS)
+    if cause is not None and cause.code() == KafkaError._SSL:
+        return ServiceAuthError("kafka", address, "TLS handshake failed", _KAFKA_TLS_SETTINGS)
+    detail = "no metadata (is it up? `recstream infra up`; RECSTREAM_KAFKA_BOOTSTRAP_SERVERS)"
+    return ServiceUnreachableError("kafka", address, timeout_s, detail)
+
+
+def redis_client(settings: Settings, **options: Any) -> redis.Redis[bytes]:
+    """A Redis client for the settings' server: URL, ACL user and password, TLS (rediss://)
+    with CA and client certificate. `options` go to redis-py (timeouts, decoding)."""
+    tls: dict[str, Any] = {}
+    if urlsplit(settings.redis_address).scheme == "rediss":
+        tls = {
+            "ssl_ca_certs": _str(settings.redis_ssl_ca_location),
+            "ssl_certfile": _str(settings.redis_ssl_certificate_location),
+            "ssl_keyfile": _str(settings.redis_ssl_key_location),
+            "ssl_check_hostname": settings.redis_ssl_check_hostname,
+        }
+    credentials: dict[str, Any] = {}
+    if settings.redis_username:
+        credentials["username"] = settings.redis_username
+    if settings.redis_password:
+        credentials["password"] = settings.redis_password.get_secret_value()
+    return redis.Redis.from_url(settings.redis_address, **credentials, **tls, **options)
+
+
+def _str(value: object | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def check_redis(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Raise a one-line error when Redis refuses these credentials, fails TLS, or does not
+    answer within timeout_s."""
+    client = redis_client(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    address = redact_url(settings.redis_address)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        raise ServiceAuthError(
+            "redis", address, "credentials refused", _REDIS_AUTH_SETTINGS
+        ) from None
+    except redis.ResponseError as error:  # e.g. NOAUTH: the server wants a password
+        if "auth" not in str(error).lower():
+            raise
+        raise ServiceAuthError("redis", address, str(error), _REDIS_AUTH_SETTINGS) from None
+    except redis.ConnectionError as error:
+        if isinstance(error.__context__, ssl.SSLError) or "ssl" in str(error).lower():
+            raise ServiceAuthError(
+                "redis", address, "TLS handshake failed", _REDIS_TLS_SETTINGS
+            ) from None
+        raise ServiceUnreachableError(
+            "redis", address, timeout_s, "no answer (is it up? RECSTREAM_REDIS_URL)"
+        ) from None
+    finally:
+        client.close()
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and CLI output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***" if parts.username else ":***"
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# Redis error replies that mean "the server cannot take this client's writes now" (full,
+# busy, a replica, or an ACL that refuses us: the operator's to fix), not "this write is bad".
+_REDIS_SERVER_ERRORS = (
+    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # types-redis lags
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+)
+_REDIS_SERVER_REPLIES = ("BUSY", "OOM", "NOPERM", "READONLY", "LOADING")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether a failure is the infrastructure's (retry until it answers) rather than the
+    records' (isolate the records that cause it): an unreachable or overloaded Redis, Kafka or
+    Qdrant server, or dead letters that could not be delivered."""
+    if isinstance(error, redis.ResponseError):
+        return isinstance(error, _REDIS_SERVER_ERRORS) or str(error).startswith(
+            _REDIS_SERVER_REPLIES
+        )
+    if isinstance(error, redis.RedisError | DeadLetterError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, KafkaException):
+        kafka_error = error.args[0] if error.args else None
+        return isinstance(kafka_error, KafkaError) and bool(
+            kafka_error.retriable() or kafka_error.code() in _KAFKA_OUTAGES
+        )
+    return type(error).__module__.startswith(("httpx", "httpcore", "qdrant_client.http"))
+
+
+_KAFKA_OUTAGES = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+)
+
+
+CONSUMER_LAG = Gauge(
+    "recstream_consumer_lag_records",
+    "Records behind the end of the assigned partitions, per role (librdkafka statistics, every "
+    "few seconds).",
+    ["role"],
+)
+STATISTICS_INTERVAL_MS = 5000
+
+
+def lag_statistics(role: str) -> dict[str, Any]:
+    """Consumer settings that report the role's lag to CONSUMER_LAG from librdkafka's
+    statistics (stats_cb runs inside poll, in the consumer's own thread)."""
+
+    def report(raw: str) -> None:
+        stats = orjson.loads(raw)
+        lag = 0
+        for topic in stats.get("topics", {}).values():
+            for partition in topic.get("partitions", {}).values():
+                if partition.get("consumer_lag", -1) > 0 and partition.get("partition", -1) >= 0:
+                    lag += partition["consumer_lag"]
+        CONSUMER_LAG.labels(role).set(lag)
+
+    return {"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": report}
