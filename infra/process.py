@@ -101,6 +101,19 @@ class ManagedProcess:
         return True
 
 
+    def kill(self) -> bool:
+        """SIGKILL our process (a crash, for fault tests) and wait until it is gone; False when
+        it was not running."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        _signal(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
 def _cmdline(pid: int) -> str | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()

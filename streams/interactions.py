@@ -332,6 +332,7 @@ class InteractionConsumer:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="interaction-writer")
         self._pending: _InFlight | None = None
         self._uncommitted: dict[tuple[str, int], int] = {}  # offsets of failed commits
+        self._uncommitted_records = 0
         self._committed = 0  # records committed since run_once last reported
         self._stop = threading.Event()
         self._isolation = PoisonIsolation(
@@ -350,6 +351,8 @@ class InteractionConsumer:
             self._processor.forget_users()
             for part in partitions:  # their new owner commits them now
                 self._uncommitted.pop((part.topic, part.partition), None)
+            if not self._uncommitted:
+                self._uncommitted_records = 0
 
     def run_once(self) -> int:
         """Consume and apply one batch and start writing it; wait for the previous batch's write
@@ -415,6 +418,7 @@ class InteractionConsumer:
         for raw in raws:
             key = (raw.topic, raw.partition)
             offsets[key] = max(offsets.get(key, -1), raw.offset + 1)
+        self._uncommitted_records += len(raws)
         try:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
@@ -425,9 +429,9 @@ class InteractionConsumer:
             log.warning("commit failed, will be retried with the next one: %s", error)
             self.progress.commit_failed()
             return
-        self._uncommitted = {}
         self.progress.committed()
-        self._committed += len(raws)
+        self._committed += self._uncommitted_records
+        self._uncommitted, self._uncommitted_records = {}, 0
 
     @staticmethod
     def _attempt(step: Callable[[], _T]) -> _T | None:

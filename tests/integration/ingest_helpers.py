@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer
 from recstream.consumers.pressure import QueryPressure
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
+from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
 from recstream.settings import Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
@@ -99,7 +100,7 @@ def produce(
     # per-user state built from that order.
     producer = Producer(kafka_config(settings) | {"linger.ms": 5, "enable.idempotence": True})
     for key, value in records:
-        producer.produce(topic, value, key=key)
+        send_waiting(producer, topic, value, key)
         producer.poll(0)
     assert producer.flush(30) == 0
 
