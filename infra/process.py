@@ -100,7 +100,6 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
-
     def kill(self) -> bool:
         """SIGKILL our process (a crash, for fault tests) and wait until it is gone; False when
         it was not running."""

@@ -37,7 +37,7 @@ from recstream.settings import Settings
 DEMO_USERS = ("1", "414", "599")
 STALL_TIMEOUT_S = 180  # model loading and group joins fit well inside this
 CATALOG_DONE = ("embedded", "unchanged", "payload_updated", "stale", "superseded", "dead_lettered")
-INTERACTIONS_DONE = ("applied", "duplicate", "too_late", "dead_lettered")
+INTERACTIONS_DONE = ("applied", "duplicate", "too_late", "too_late_guard_cap", "dead_lettered")
 
 
 def publish(settings: Settings, topic: str, records: list[tuple[bytes, bytes]], label: str) -> None:

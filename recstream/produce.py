@@ -1,8 +1,9 @@
 """`recstream produce catalog|interactions FILE`: publish JSON lines or CSV as events.
 
-Each record is completed (schema_version; event_id derived from the record when absent, so
-re-publishing a file is recognised as a replay; event_time = now when absent), validated against
-the contract, and published keyed by user_id / item_id. Invalid records are reported with their line
+Each record is completed (schema_version; event_time = the file's modification time when absent;
+event_id derived from the record, and from its line when its time was filled in, so re-publishing
+an unchanged file is recognised as a replay), validated against the contract, and published keyed
+by user_id / item_id. Invalid records are reported with their line
 number and not sent (unless --no-validate, which exists to exercise the dead-letter path).
 """
 
@@ -39,8 +40,9 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | InvalidMess
     """(line number, record) for each line of a .csv or JSON-lines file."""
     with path.open(newline="", encoding="utf-8") as handle:
         if path.suffix.lower() == ".csv":
-            for row in csv.DictReader(handle):
-                yield 0, _from_csv(row)
+            reader = csv.DictReader(handle)
+            for row in reader:
+                yield reader.line_num, _from_csv(row)
             return
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -74,15 +76,21 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
     return record
 
 
-def complete(record: dict[str, Any], kind: str, now_ms: int) -> dict[str, Any]:
-    """Fill schema_version, event_time, event_id (a digest of the record) and op when absent."""
+def complete(record: dict[str, Any], kind: str, file_time_ms: int, line: int) -> dict[str, Any]:
+    """Fill schema_version, op, event_time (the file's time) and event_id when absent. The id
+    is a digest of the record: publishing the same file again gives every event the same id
+    and time, so the processor recognises a replay. Two equal lines without a time are two
+    events (their line numbers differ); two equal lines with a time are one."""
     record = {"schema_version": SCHEMA_VERSION} | record
     if kind == "catalog":
         record.setdefault("op", "upsert")
-    record.setdefault("event_time", now_ms)
+    identity = record
+    if "event_time" not in record:
+        record["event_time"] = file_time_ms
+        identity = record | {"_line": line}
     if "event_id" not in record:
-        digest = hashlib.sha1(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
-        record["event_id"] = f"{kind[0]}-{digest}"
+        digest = hashlib.sha1(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        record["event_id"] = f"{kind[0]}-{digest[:20]}"
     return record
 
 
@@ -107,6 +115,7 @@ def produce_file(
             report.failed += 1
 
     now = int(time.time() * 1000)
+    file_time = int(path.stat().st_mtime * 1000)
     for number, record in tqdm(
         read_records(path),
         desc=f"{kind} -> {topic}",
@@ -117,7 +126,7 @@ def produce_file(
         if isinstance(record, InvalidMessageError):
             _report_invalid(path, number, record, report)
             continue
-        value = orjson.dumps(complete(record, kind, now))
+        value = orjson.dumps(complete(record, kind, file_time, number))
         if validate:
             try:
                 _decode(decoder, kind, value, now)

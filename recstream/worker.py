@@ -252,6 +252,7 @@ def interaction_processor(
         collab=collab,
         write_chunk_events=settings.interaction_write_chunk,
         pressure=pressure,
+        late_log_per_minute=settings.late_events_log_per_minute,
     )
 
 

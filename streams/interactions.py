@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -110,8 +110,10 @@ class InteractionProcessor:
         collab: CollabReader | None = None,
         write_chunk_events: int = 5000,
         pressure: QueryPressure | None = None,
+        late_log_per_minute: int = 100,
     ) -> None:
         self._config = config
+        self._late = LateEventsLog(late_log_per_minute)
         self._write_chunk_events = write_chunk_events
         self._pressure = pressure
         self._index = index
@@ -273,6 +275,7 @@ class InteractionProcessor:
         for effects in chunks:
             for outcome, count in effects.outcomes.items():
                 metrics.INTERACTION_EVENTS.labels(outcome).inc(count)
+            self._late.add(effects.outcomes)
             metrics.INTERACTION_VECTOR_MISSING.inc(effects.vector_missing)
         metrics.INTERACTION_BATCH_SECONDS.observe(seconds)
         metrics.INTERACTION_BATCH_EVENTS.observe(decoded)
@@ -283,6 +286,38 @@ class InteractionProcessor:
         if newest:
             lag = max(0.0, (self._clock_ms() - newest) / 1000)
             metrics.PROCESSING_LAG.labels("interactions").set(lag)
+
+
+class LateEventsLog:
+    """Events refused as too late are counted (metrics, by reason); when more than
+    `per_minute` arrive within a minute, one warning says how many and what to change."""
+
+    REASONS = ("too_late", "too_late_guard_cap")
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._since = clock()
+        self._counts: dict[str, int] = dict.fromkeys(self.REASONS, 0)
+        self._warned = False
+
+    def add(self, outcomes: Mapping[str, int]) -> None:
+        now = self._clock()
+        if now - self._since >= 60:
+            self._since, self._warned = now, False
+            self._counts = dict.fromkeys(self.REASONS, 0)
+        for reason in self.REASONS:
+            self._counts[reason] += outcomes.get(reason, 0)
+        if not self._warned and sum(self._counts.values()) > self._per_minute:
+            self._warned = True
+            log.warning(
+                "%d events dropped as too late within a minute (%d beyond the allowed lateness, "
+                "%d below the guard-id cap): their producers lag behind; a longer "
+                "RECSTREAM_ALLOWED_LATENESS_MS accepts them (docs/reliability.md)",
+                sum(self._counts.values()),
+                self._counts["too_late"],
+                self._counts["too_late_guard_cap"],
+            )
 
 
 @dataclass(slots=True)
@@ -408,6 +443,7 @@ class InteractionConsumer:
 
     def _poisoned(self, record: KafkaRecord, error: BaseException) -> None:
         metrics.RECORDS_ISOLATED.labels("interactions").inc()
+        metrics.INTERACTION_EVENTS.labels("dead_lettered").inc()
         self._processor.dead_letter(record, processing_failed(error))
 
     def _commit(self, raws: list[KafkaRecord]) -> None:

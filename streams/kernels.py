@@ -22,7 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 NORM_EPSILON = 1e-12  # a vector shorter than this is the zero vector (no direction left)
-APPLIED, TOO_LATE, DUPLICATE = 0, 1, 2  # an event's outcome, as `EventColumns.outcomes` holds it
+# An event's outcome, as `EventColumns.outcomes` holds it. Too late: older than the user's newest
+# event minus the allowed lateness; too late (guard cap): within the lateness but older than the
+# oldest event id the user's guards still hold (more than MAX_GUARD_IDS events inside it).
+APPLIED, TOO_LATE, DUPLICATE, TOO_LATE_CAPPED = 0, 1, 2, 3
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -40,7 +43,7 @@ class EventColumns:
     known: Flags  # its id is among the user's guard ids from before this batch
     id_codes: Ints  # equal for two events only when user and event id are equal
     pairs: Ints  # its (user, item) pair (row of `PairColumns`)
-    outcomes: npt.NDArray[np.int8]  # out: APPLIED, TOO_LATE or DUPLICATE
+    outcomes: npt.NDArray[np.int8]  # out: APPLIED, TOO_LATE, DUPLICATE or TOO_LATE_CAPPED
 
 
 @dataclass(slots=True)
@@ -217,8 +220,11 @@ def _apply_events(  # the groups' arrays flat: numba takes no dataclasses
     count, newest, missing = 0, 0, 0
     for event in range(rows.shape[0]):
         row, item, time = rows[event], event_items[event], times[event]
-        if time < max(floors[row], lasts[row] - lateness):
+        if time < lasts[row] - lateness:
             outcomes[event] = TOO_LATE
+            continue
+        if time < floors[row]:
+            outcomes[event] = TOO_LATE_CAPPED
             continue
         if known[event] or applied_ids[id_codes[event]]:
             outcomes[event] = DUPLICATE

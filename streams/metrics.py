@@ -23,7 +23,8 @@ CATALOG_EMBED_SECONDS = Histogram(
 INTERACTION_EVENTS = Counter(
     "recstream_interactions_events_total",
     "Interaction events by outcome: applied, duplicate (event id seen), too_late (older than the "
-    "user's watermark), dead_lettered.",
+    "user's newest event minus the allowed lateness), too_late_guard_cap (within the lateness but "
+    "older than the oldest event id the user's guards keep), dead_lettered.",
     ["outcome"],
 )
 INTERACTION_VECTOR_MISSING = Counter(

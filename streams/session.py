@@ -28,6 +28,7 @@ from recstream.streams.kernels import (
     APPLIED,
     DUPLICATE,
     TOO_LATE,
+    TOO_LATE_CAPPED,
     EventColumns,
     ItemColumns,
     KernelSettings,
@@ -389,8 +390,13 @@ def _runs(values: npt.NDArray[np.int64]) -> Iterator[tuple[int, int]]:
 
 
 def _outcome_counts(outcomes: npt.NDArray[np.int8]) -> Counter[str]:
-    counts = np.bincount(outcomes, minlength=3).tolist()
-    names = {APPLIED: "applied", TOO_LATE: "too_late", DUPLICATE: "duplicate"}
+    counts = np.bincount(outcomes, minlength=4).tolist()
+    names = {
+        APPLIED: "applied",
+        TOO_LATE: "too_late",
+        DUPLICATE: "duplicate",
+        TOO_LATE_CAPPED: "too_late_guard_cap",
+    }
     return Counter({names[code]: n for code, n in enumerate(counts) if n})
 
 

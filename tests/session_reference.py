@@ -75,8 +75,10 @@ def reference_apply_batch(
 
 
 def _outcome(state: UserState, event: InteractionEvent, config: SessionConfig) -> str:
-    if event.event_time < max(state.floor, state.last_time - config.allowed_lateness_ms):
+    if event.event_time < state.last_time - config.allowed_lateness_ms:
         return "too_late"
+    if event.event_time < state.floor:
+        return "too_late_guard_cap"
     return "duplicate" if event.event_id in state.guard_ids else "applied"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +11,13 @@ import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Consumer
+from prometheus_client import REGISTRY
 
 from recstream.consumers.pressure import QueryPressure
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
 from recstream.infra.topics import dlq_topic
+from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.streams.dlq import REASON_HEADER
@@ -22,6 +25,7 @@ from recstream.streams.interactions import YIELDING_BATCH, InteractionConsumer
 from recstream.streams.messages import from_kafka
 from recstream.worker import session_store
 from tests.integration.ingest_helpers import (
+    HOUR,
     T0,
     assert_same_state,
     create_topics,
@@ -292,3 +296,40 @@ def test_the_processor_steps_back_before_each_chunk_it_applies_and_writes(env) -
     drain(consumer, len(events))
     assert len(writes) > 3  # several chunks per batch
     assert pressure.waits == 2 * len(writes)  # no request was in hand: none of them waited
+
+
+def _outcomes() -> dict[str, float]:
+    return {
+        outcome: REGISTRY.get_sample_value(
+            "recstream_interactions_events_total", {"outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("applied", "too_late", "too_late_guard_cap")
+    }
+
+
+def test_late_events_are_counted_by_reason_and_logged_above_the_threshold(
+    env,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings, index, _ = env
+    settings = settings.model_copy(update={"late_events_log_per_minute": 1})
+    steady = [InteractionEvent(f"s{n}", "lu", "item1", "view", T0 + n * 1000) for n in range(1100)]
+    late = [
+        InteractionEvent("late-1", "lu", "item2", "click", T0 - 2 * HOUR),  # beyond the hour
+        InteractionEvent("late-2", "lu", "item2", "click", T0 + 10_000),  # under the 1024 ids
+    ]
+    before = _outcomes()
+    produce_events(settings, steady)
+    consumer = make_consumer(settings, index)
+    drain(consumer, len(steady), close=False)
+    produce_events(settings, late)
+    with caplog.at_level(logging.WARNING, logger="recstream.streams.interactions"):
+        drain(consumer, len(late))
+    after = _outcomes()
+    assert {k: after[k] - before[k] for k in after} == {
+        "applied": 1100,
+        "too_late": 1,
+        "too_late_guard_cap": 1,
+    }
+    assert any("2 events dropped as too late" in r.getMessage() for r in caplog.records)

@@ -59,10 +59,12 @@ def test_jsonl_interactions_are_completed_validated_and_keyed_by_user(
     first, second = (value for _, value in records)
     assert first["schema_version"] == 1 and first["event_time"] == 1700000000000
     assert first["event_id"].startswith("i-") and first["event_id"] != second["event_id"]
-    # The same record always gets the same id, so re-publishing a file is a recognisable replay.
+    assert second["event_time"] == int(path.stat().st_mtime * 1000)  # no time given: the file's
+    # The same record always gets the same id and time, so re-publishing a file is a
+    # recognisable replay, also for records that had no time.
     assert main(["produce", "interactions", str(path), "--quiet"]) == 1
     again = _read(infra, topic, 4)
-    assert again[2][1]["event_id"] == first["event_id"]
+    assert [value for _, value in again[2:]] == [first, second]
 
 
 def test_csv_catalog_with_tags_availability_and_attributes(

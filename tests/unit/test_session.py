@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from recstream.schemas.events import InteractionEvent
 from recstream.settings import DEFAULT_EVENT_WEIGHTS
 from recstream.streams import session
 from recstream.streams.collab import CollabModel
+from recstream.streams.interactions import LateEventsLog
 from recstream.streams.session import (
     MAX_COLLAB_ITEMS,
     MAX_GUARD_IDS,
@@ -169,7 +171,7 @@ def test_guard_ids_are_capped_and_raise_the_floor() -> None:
     assert len(state.guard_ids) == 1024
     assert state.floor == T0 + 1100 - 1024
     replay = _run([events[10]], states={"u": state})
-    assert replay.outcomes == {"too_late": 1}
+    assert replay.outcomes == {"too_late_guard_cap": 1}  # within the lateness, below the cap
 
 
 def test_many_interleaved_users_each_match_the_formula() -> None:
@@ -404,3 +406,21 @@ def test_batches_in_a_row_match_the_plain_loop(
         theirs |= expected.states
     assert ordered_settles or late_events
     assert len(ordered_settles) > 20 or late_events
+
+
+def test_late_drops_over_the_threshold_are_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    late = LateEventsLog(per_minute=10, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING):
+        late.add({"too_late": 6, "applied": 100})
+        late.add({"too_late_guard_cap": 4})
+        assert not caplog.records  # 10: not above the threshold
+        late.add({"too_late": 1})
+        late.add({"too_late": 50})
+        assert len(caplog.records) == 1  # once in the minute
+        assert "11 events dropped as too late" in caplog.records[0].getMessage()
+        now[0] = 61.0
+        late.add({"too_late": 11})
+        assert len(caplog.records) == 2  # a new minute
