@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -158,40 +158,42 @@ def cluster_metadata(admin: AdminClient, settings: Settings, timeout_s: float) -
         ) from error
 
 
-class _ErrorsSeen:
-    """librdkafka's error callback: the last authentication or TLS error it reported."""
+class _LoginErrors:
+    """librdkafka's error callback (served by poll): the last error that means our credentials
+    or our TLS were refused, as opposed to a broker that is away."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.error: KafkaError | None = None
+        self.kind: str | None = None
 
     def __call__(self, error: KafkaError) -> None:
-        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
-            with self._lock:
-                self.error = error
+        text = error.str().lower()
+        if error.code() == KafkaError._AUTHENTICATION:
+            self.kind = "sasl"
+        elif error.code() == KafkaError._SSL or "ssl" in text or "certificate" in text:
+            self.kind = "tls"
 
 
 def check_kafka(settings: Settings, timeout_s: float = 10.0) -> None:
     """Raise a one-line error when Kafka cannot be used with these settings: refused
-    credentials, a failed TLS handshake, or no answer within timeout_s."""
-    seen = _ErrorsSeen()
-    admin = admin_client(settings, error_cb=seen)
-    try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as error:
-        raise _kafka_failure(settings, seen.error, error.args[0], timeout_s) from None
-    if not metadata.brokers:
-        raise _kafka_failure(settings, seen.error, None, timeout_s)
+    credentials or TLS (as soon as the broker says so), or no answer within timeout_s."""
+    refused = _LoginErrors()
+    admin = admin_client(settings, error_cb=refused)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if admin.list_topics(timeout=min(1.0, timeout_s)).brokers:
+                return
+        except KafkaException:
+            admin.poll(0)  # serves the error callback
+        if refused.kind is not None or time.monotonic() >= deadline:
+            raise _kafka_failure(settings, refused.kind, timeout_s)
 
 
-def _kafka_failure(
-    settings: Settings, seen: KafkaError | None, error: KafkaError | None, timeout_s: float
-) -> Exception:
-    cause = seen or error
+def _kafka_failure(settings: Settings, refused: str | None, timeout_s: float) -> Exception:
     address = settings.bootstrap_servers
-    if cause is not None and cause.code() == KafkaError._AUTHENTICATION:
+    if refused == "sasl":
         return ServiceAuthError("kafka", address, "SASL login refused", _SASL_SETTINGS)
-    if cause is not None and cause.code() == KafkaError._SSL:
+    if refused == "tls":
         return ServiceAuthError("kafka", address, "TLS handshake failed", _KAFKA_TLS_SETTINGS)
     detail = "no metadata (is it up? `recstream infra up`; RECSTREAM_KAFKA_BOOTSTRAP_SERVERS)"
     return ServiceUnreachableError("kafka", address, timeout_s, detail)

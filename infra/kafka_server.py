@@ -89,7 +89,39 @@ def fetch_jars(settings: Settings) -> Path:
     return libs
 
 
-def server_properties(settings: Settings, data_dir: Path) -> str:
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A secured client listener on RECSTREAM_KAFKA_PORT: SASL/SCRAM over TLS, with client
+    certificates required when `require_client_certificate` (mTLS). The broker's own traffic
+    (controller, inter-broker) stays on plaintext listeners bound to 127.0.0.1."""
+
+    keystore_pem: Path  # the server's private key and certificate chain in one PEM file
+    truststore_pem: Path  # the CA that signs client certificates
+    internal_port: int  # the inter-broker listener
+    scram_users: dict[str, str]  # name -> password, created when the storage is formatted
+    mechanism: str = "SCRAM-SHA-512"
+    require_client_certificate: bool = True
+
+
+def _secured_listener(security: BrokerSecurity) -> dict[str, str]:
+    prefix = "listener.name.clients."
+    mechanism = security.mechanism.lower()
+    return {
+        "sasl.enabled.mechanisms": security.mechanism,
+        f"{prefix}{mechanism}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        f"{prefix}ssl.keystore.type": "PEM",
+        f"{prefix}ssl.keystore.location": str(security.keystore_pem),
+        f"{prefix}ssl.truststore.type": "PEM",
+        f"{prefix}ssl.truststore.location": str(security.truststore_pem),
+        f"{prefix}ssl.client.auth": "required" if security.require_client_certificate else "none",
+    }
+
+
+def server_properties(
+    settings: Settings, data_dir: Path, security: BrokerSecurity | None = None
+) -> str:
     """The broker's config: one node that is both broker and KRaft controller."""
     port, cport = settings.kafka_port, settings.kafka_controller_port
     lines = {
@@ -113,6 +145,16 @@ def server_properties(settings: Settings, data_dir: Path) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
     }
+    if security is not None:
+        internal = f"INTERNAL://127.0.0.1:{security.internal_port}"
+        lines |= {
+            "listeners": f"CLIENTS://127.0.0.1:{port},{internal},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"CLIENTS://127.0.0.1:{port},{internal}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": (
+                "CLIENTS:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            ),
+        } | _secured_listener(security)
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
@@ -132,7 +174,9 @@ def _java_command(settings: Settings, libs: Path, main_class: str, *args: str) -
     ]
 
 
-def _format_storage(settings: Settings, kafka: KafkaLayout) -> None:
+def _format_storage(
+    settings: Settings, kafka: KafkaLayout, security: BrokerSecurity | None = None
+) -> None:
     if (kafka.data / "meta.properties").exists():
         return
     uuid = (
@@ -156,6 +200,7 @@ def _format_storage(settings: Settings, kafka: KafkaLayout) -> None:
             "-c",
             str(kafka.config),
             "--standalone",
+            *_scram_arguments(security),
         ),
         capture_output=True,
         text=True,
@@ -165,6 +210,17 @@ def _format_storage(settings: Settings, kafka: KafkaLayout) -> None:
         raise ServiceStartError(
             "kafka", f"storage format failed: {result.stderr or result.stdout}", str(kafka.config)
         )
+
+
+def _scram_arguments(security: BrokerSecurity | None) -> list[str]:
+    """The storage tool's --add-scram arguments: SCRAM users exist from the first start
+    (KIP-900), before any client can log in to create them."""
+    if security is None:
+        return []
+    arguments = []
+    for name, password in security.scram_users.items():
+        arguments += ["--add-scram", f"{security.mechanism}=[name={name},password={password}]"]
+    return arguments
 
 
 def kafka_answers(settings: Settings, timeout_s: float = 2.0) -> bool:
@@ -197,23 +253,27 @@ def wait_for_kafka(
     )
 
 
-def start_kafka(settings: Settings) -> bool:
-    """Start the broker unless ours already runs; True when this call started it."""
+def start_kafka(settings: Settings, security: BrokerSecurity | None = None) -> bool:
+    """Start the broker unless ours already runs; True when this call started it. With
+    `security`, its client listener is SASL_SSL (the settings are then a client's of it)."""
     kafka = layout(settings)
     if kafka.process.running_pid() is not None:
         wait_for_kafka(settings, settings.kafka_start_timeout_s, kafka.process)
         return False
     require_tool("java", _JAVA_HINT)
-    for port, name in (
+    ports = [
         (settings.kafka_port, "RECSTREAM_KAFKA_PORT"),
         (settings.kafka_controller_port, "RECSTREAM_KAFKA_CONTROLLER_PORT"),
-    ):
+    ]
+    if security is not None:
+        ports.append((security.internal_port, "the secured broker's internal port"))
+    for port, name in ports:
         if not port_is_free(port):
             raise PortInUseError("kafka", port, name)
     command = _java_command(settings, fetch_jars(settings), _MAIN_CLASS, str(kafka.config))
     kafka.data.mkdir(parents=True, exist_ok=True)
-    kafka.config.write_text(server_properties(settings, kafka.data))
-    _format_storage(settings, kafka)
+    kafka.config.write_text(server_properties(settings, kafka.data, security))
+    _format_storage(settings, kafka, security)
     child = kafka.process.spawn(command)
     wait_for_kafka(settings, settings.kafka_start_timeout_s, kafka.process, child)
     return True

@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -86,7 +87,60 @@ def wait_for_redis(
     raise ServiceUnreachableError("redis", settings.redis_address, timeout_s, "no PONG")
 
 
-def start_redis(settings: Settings, timeout_s: float = 15.0) -> bool:
+@dataclass(frozen=True)
+class RedisTLS:
+    """Serve TLS only on RECSTREAM_REDIS_PORT (clients use rediss://), with client certificates
+    required when `require_client_certificate`."""
+
+    certificate: Path
+    key: Path
+    ca_certificate: Path
+    require_client_certificate: bool = True
+
+    def arguments(self, port: int) -> list[str]:
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(self.certificate),
+            "--tls-key-file",
+            str(self.key),
+            "--tls-ca-cert-file",
+            str(self.ca_certificate),
+            "--tls-auth-clients",
+            "yes" if self.require_client_certificate else "no",
+        ]
+
+
+def _access_config(settings: Settings, folder: Path) -> list[str]:
+    """The config file (mode 0600, so no password is on a command line) giving
+    RECSTREAM_REDIS_USERNAME all commands and keys, with no default user; with only
+    RECSTREAM_REDIS_PASSWORD, the default user's password (requirepass). Empty: no access
+    control."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    if settings.redis_username:
+        secret = _quoted(f">{password}") if password else "nopass"
+        user = _quoted(settings.redis_username)
+        lines = ["user default off", f"user {user} on {secret} ~* &* +@all"]
+    elif password:
+        lines = [f"requirepass {_quoted(password)}"]
+    else:
+        return []
+    path = folder / "access.conf"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(line + "\n" for line in lines))
+    return [str(path)]
+
+
+def _quoted(text: str) -> str:
+    """A config-file argument in double quotes (Redis reads backslash escapes there)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def start_redis(settings: Settings, timeout_s: float = 15.0, tls: RedisTLS | None = None) -> bool:
     """Start redis-server unless ours already runs; True when this call started it."""
     process = redis_process(settings)
     if process.running_pid() is not None:
@@ -100,12 +154,15 @@ def start_redis(settings: Settings, timeout_s: float = 15.0) -> bool:
     data = redis_dir(settings)
     data.mkdir(parents=True, exist_ok=True)
     module = write_module(settings)
+    listen = (
+        ["--port", str(settings.redis_port)] if tls is None else tls.arguments(settings.redis_port)
+    )
     command = [
         server,
+        *_access_config(settings, data),  # a config file comes first, then options
         "--bind",
         "127.0.0.1",
-        "--port",
-        str(settings.redis_port),
+        *listen,
         "--dir",
         str(data),
         "--appendonly",
@@ -124,8 +181,6 @@ def start_redis(settings: Settings, timeout_s: float = 15.0) -> bool:
         "--logfile",
         "",
     ]
-    if settings.redis_password:
-        command += ["--requirepass", settings.redis_password.get_secret_value()]
     if module is not None:
         command += ["--loadmodule", str(module)]
     child = process.spawn(command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recstream.infra import kafka_server, redis_server
+from recstream.infra.clients import redact_url
 from recstream.settings import Settings
 
 
@@ -59,7 +60,7 @@ def status(settings: Settings, started: dict[str, bool] | None = None) -> list[S
         ServiceState(
             "redis",
             redis.running_pid(),
-            settings.redis_address,
+            redact_url(settings.redis_address),  # a password in the URL is never printed
             str(redis.log_file),
             redis_server.redis_answers(settings),
             started.get("redis", False),

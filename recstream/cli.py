@@ -47,9 +47,19 @@ def _infra_fetch(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _reachable(settings: Settings, redis: bool = False) -> None:
+    """Kafka (and Redis) answer with these settings, or a one-line error naming the setting."""
+    from recstream.infra import clients
+
+    clients.check_kafka(settings, settings.connect_timeout_s)
+    if redis:
+        clients.check_redis(settings, settings.connect_timeout_s)
+
+
 def _topics_create(settings: Settings, _: argparse.Namespace) -> int:
     from recstream.infra import topics
 
+    _reachable(settings)
     report = topics.ensure_topics(settings, topics.planned_topics(settings))
     for name in report.created:
         print(f"created  {name}")
@@ -67,6 +77,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from recstream.produce import produce_file
 
+    _reachable(settings)
     topic = settings.topic_catalog if args.action == "catalog" else settings.topic_interactions
     report = produce_file(
         kafka_config(settings),
@@ -84,6 +95,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from recstream.cli_format import format_response
     from recstream.consumers.client import RecClient
 
+    _reachable(settings)
     options: dict[str, object] = {"diversity": args.diversity}
     if args.category:
         options["categories_in"] = tuple(args.category)
@@ -112,6 +124,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     from recstream.train import describe, describe_versions, train
     from recstream.worker import collab_versions
 
+    _reachable(settings, redis=True)
     if args.status:
         print(describe_versions(collab_versions(settings)))
         return 0

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(19093, ge=1, le=65535)
     kafka_heap: str = Field("512m", pattern=r"^\d+[kmg]$")
     kafka_start_timeout_s: float = Field(90.0, gt=0)
+    # How long a command or role waits for Kafka and Redis at start before it says which one
+    # cannot be reached.
+    connect_timeout_s: float = Field(10.0, gt=0)
     kafka_bootstrap_servers: str | None = None
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

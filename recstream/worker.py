@@ -461,8 +461,8 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
         raise RecstreamError(f"unknown roles {unknown}; choose from {list(ROLES)}")
     single_threaded_blas()
     fewer_garbage_collections()
-    check_kafka(settings)  # wrong credentials or TLS: one line naming the setting
-    check_redis(settings)
+    check_kafka(settings, settings.connect_timeout_s)  # refused: one line naming the setting
+    check_redis(settings, settings.connect_timeout_s)
     topics.ensure_topics(settings, topics.planned_topics(settings))
     health = HealthChecks({})
     if settings.metrics_port:

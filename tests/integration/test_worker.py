@@ -12,9 +12,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from recstream.infra import topics
-from recstream.infra.clients import kafka_config
+from recstream.infra.clients import admin_client, kafka_config
+from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import CatalogEvent
 from recstream.settings import Settings
+from recstream.streams.dlq import TRUNCATED_HEADER
 from tests.integration.ingest_helpers import (
     T0,
     assert_same_state,
@@ -22,11 +24,14 @@ from tests.integration.ingest_helpers import (
     delete_namespace,
     drain,
     isolated_settings,
+    large_record_producer,
     make_consumer,
+    near_limit_record,
     open_index,
     produce,
     produce_events,
     random_events,
+    read_dead_letters,
     seed_items,
     state_snapshot,
 )
@@ -177,3 +182,51 @@ def test_a_worker_killed_mid_stream_resumes_to_the_state_of_a_clean_run(
         index.close()
         topics.delete_topics(clean, names)
         delete_namespace(clean)
+
+
+def test_a_catalog_record_near_the_size_limit_is_dead_lettered_and_the_role_goes_on(
+    settings: Settings, tmp_path: Path
+) -> None:
+    huge = near_limit_record()
+    producer = large_record_producer(settings)
+    producer.produce(settings.topic_catalog, huge, key=b"m-huge", partition=0)
+    assert producer.flush(10) == 0
+    after = [_catalog(n, NOW) for n in range(3)]
+    produce(settings, settings.topic_catalog, [(e.item_id.encode(), e.to_json()) for e in after])
+    worker = WorkerProcess(settings, tmp_path / "worker.log", roles="catalog")
+    try:
+        worker.wait_for("recstream_catalog_events_total", 3, outcome="embedded")
+        assert worker.health() == 200
+    finally:
+        assert worker.stop() == 0
+    [letter] = read_dead_letters(settings, dlq_topic(settings.topic_catalog), 1)
+    assert (letter.reason, letter.key) == ("oversized", b"m-huge")
+    assert letter.headers[TRUNCATED_HEADER] == str(len(huge)).encode()
+
+
+def test_every_group_member_of_a_worker_carries_its_instance_id(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Static membership reaches every consumer: confluent-kafka's two and faust's."""
+    instance = f"{settings.consumer_group}-w1"
+    configured = settings.model_copy(update={"kafka_instance_id": instance})
+    worker = WorkerProcess(configured, tmp_path / "worker.log", roles="catalog,interactions,query")
+    groups = [settings.consumer_group] + [
+        f"{settings.consumer_group}-{role}" for role in ("interactions", "query")
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while (members := _instance_ids(settings, groups)) != {g: [instance] for g in groups}:
+            assert time.monotonic() < deadline, members
+            time.sleep(0.5)
+    finally:
+        assert worker.stop() == 0
+
+
+def _instance_ids(settings: Settings, groups: list[str]) -> dict[str, list[str | None]]:
+    admin = admin_client(settings)  # held until the futures are done: they need it
+    described = admin.describe_consumer_groups(groups, request_timeout=10)
+    return {
+        group: [member.group_instance_id for member in future.result().members]
+        for group, future in described.items()
+    }
