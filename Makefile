@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test test-unit test-integration lint format bench demo eval clean
+.PHONY: help setup up down status test test-unit test-integration lint format bench demo eval clean wheel-check
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -14,10 +14,10 @@ help: ## list every target
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,eval]'
+	$(BIN)/pip install -q -e '.[server,dev,eval]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## venv + pip install -e '.[dev,eval]', redis-server and a C compiler (apt), Kafka jars (Maven)
+setup: $(STAMP) ## venv + pip install -e '.[server,dev,eval]', redis-server and a C compiler (apt), Kafka jars (Maven)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 	@command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc libc6-dev; }
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
@@ -48,6 +48,9 @@ lint: setup ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+wheel-check: ## build the wheel; install it into fresh venvs as client and as server; import and run the CLI
+	.ci/wheel-check
+
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -57,6 +60,7 @@ bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative spac
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/collab.py
+	$(BIN)/python bench/recovery.py --plot docs/benchmarks/recovery.png
 
 demo: up ## the main job on MovieLens: worker, catalog + ratings through Kafka, recommendations printed
 	$(BIN)/recstream demo

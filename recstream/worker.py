@@ -51,7 +51,7 @@ from recstream.stores.collab_store import (
 )
 from recstream.stores.keys import KeySpace
 from recstream.stores.session_store import RedisSessionStore, SessionStore
-from recstream.stores.vector_index import VectorIndex, open_vector_index
+from recstream.stores.vector_index import VectorIndex, open_vector_index, stored_dimension
 from recstream.streams import kernels, metrics
 from recstream.streams.catalog import CatalogProcessor
 from recstream.streams.dlq import DeadLetterWriter
@@ -67,6 +67,7 @@ from recstream.streams.session import SessionConfig
 
 log = logging.getLogger(__name__)
 ROLES = ("catalog", "interactions", "query", "train")
+EMBEDDING_ROLES = frozenset({"catalog", "query"})
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -119,7 +120,7 @@ class Runtime:
 
     settings: Settings
     index: VectorIndex
-    embedder: SentenceTransformerEmbedder
+    embedder: SentenceTransformerEmbedder | None  # loaded only for the roles that embed
     store: RedisSessionStore
     dead_letters: DeadLetterWriter
     # Requests in hand in this process: the interaction loop steps back for them.
@@ -129,12 +130,17 @@ class Runtime:
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
-        embedder = load_embedder(settings)
+    def build(cls, settings: Settings, roles: Sequence[str] = ROLES) -> Runtime:
+        """The adapters for these roles. The model (seconds to load, most of a worker's start)
+        is loaded only where text is embedded (catalog, query); the others need its dimension
+        only, which the collection the catalog processor made already carries."""
+        model_id = model_id_for(settings.model_path)
+        dimension = None if EMBEDDING_ROLES & set(roles) else stored_dimension(settings, model_id)
+        embedder = load_embedder(settings) if dimension is None else None
         index = open_vector_index(
             settings,
-            embedder.model_id,
-            embedder.dimension,
+            model_id,
+            dimension or embedder.dimension,  # type: ignore[union-attr]  # one of them is set
             cache_vectors=settings.vector_cache_items,
             collab_dimension=settings.collab_factors,
         )
@@ -179,6 +185,7 @@ class Runtime:
 
 def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecutor) -> None:
     settings = runtime.settings
+    assert runtime.embedder is not None  # Runtime.build loads it for the catalog role
     processor = CatalogProcessor(
         runtime.index,
         runtime.embedder,
@@ -467,7 +474,7 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     health = HealthChecks({})
     if settings.metrics_port:
         serve_metrics(settings, health)  # up at once: /health says 503 while we load
-    runtime = Runtime.build(settings)
+    runtime = Runtime.build(settings, roles)
     health.add_checks(runtime.health_checks())
     health.watch_roles(runtime.role_problems)
     app = build_app(runtime, roles)

@@ -50,6 +50,21 @@ def collection_name(model_id: str, dimension: int) -> str:
     return f"items__{safe}__{dimension}"
 
 
+def stored_dimension(settings: Settings, model_id: str) -> int | None:
+    """The dimension of the one embedded collection of this model under the settings' Qdrant
+    path (its name carries it), so a process that does not embed need not load the model;
+    None when there is none, several, or the index is a server's."""
+    if settings.qdrant_url:
+        return None
+    prefix = collection_name(model_id, 0).removesuffix("0")
+    found = [p.name for p in settings.qdrant_embedded_path.glob(f"{prefix}*") if p.is_dir()]
+    dimensions = {name.removeprefix(prefix) for name in found}
+    if len(dimensions) != 1:
+        return None
+    text = dimensions.pop()
+    return int(text) if text.isdigit() else None
+
+
 def collab_vector(slot: int) -> str:
     """The named vector of one collaborative slot."""
     if slot not in COLLAB_SLOTS:
