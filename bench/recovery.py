@@ -6,8 +6,9 @@ kill to the first event the new process applies (the partitions' downtime), and 
 answering 200 (the process started and its services answer). Three group settings, each in the
 same run:
 - librdkafka's default session timeout (45 s), dynamic membership (recstream before #16);
-- the 10 s session timeout recstream now ships;
-- static membership (RECSTREAM_KAFKA_INSTANCE_ID), 10 s session timeout.
+- a 10 s session timeout, dynamic membership (RECSTREAM_KAFKA_STATIC_MEMBERSHIP=false);
+- what recstream ships: a 10 s session timeout and static membership (the worker's instance id
+  is `<host name>-<metrics port>`, the same for the restarted process).
 With dynamic membership the new member's join waits until the dead member's session expires;
 a static member takes its predecessor's place without a rebalance.
 """
@@ -44,9 +45,12 @@ from recstream.streams.embedder import DEFAULT_MODEL_ID
 
 DIM = 384
 CONFIGS: dict[str, dict[str, Any]] = {
-    "45 s session (librdkafka default), dynamic": {"kafka_session_timeout_ms": 45_000},
-    "10 s session (shipped), dynamic": {"kafka_session_timeout_ms": 10_000},
-    "10 s session, static membership": {"kafka_session_timeout_ms": 10_000, "instance": True},
+    "45 s session, dynamic (before #16)": {
+        "kafka_session_timeout_ms": 45_000,
+        "kafka_static_membership": False,
+    },
+    "10 s session, dynamic": {"kafka_session_timeout_ms": 10_000, "kafka_static_membership": False},
+    "10 s session, static membership (shipped)": {},
 }
 
 
@@ -120,13 +124,7 @@ def _wait(condition: Any, timeout_s: float = 180.0) -> float:
 
 def _one_crash(base: Settings, name: str, changes: dict[str, Any], folder: Path) -> dict[str, Any]:
     prefix = f"benchrec-{uuid.uuid4().hex[:8]}"
-    instance = f"{prefix}-w1" if changes.pop("instance", False) else None
-    settings = base.isolated(
-        prefix,
-        qdrant_path=folder / prefix / "qdrant",
-        kafka_instance_id=instance,
-        **changes,
-    )
+    settings = base.isolated(prefix, qdrant_path=folder / prefix / "qdrant", **changes)
     specs = topics.planned_topics(settings)
     topics.ensure_topics(settings, specs)
     _seed_items(settings)

@@ -1,20 +1,20 @@
-"""`recstream produce catalog|interactions FILE`: publish JSON lines or CSV as events.
+"""`recstream produce catalog|interactions FILE`: publish a CSV or JSON file as events.
 
-Each record is completed (schema_version; event_time = the file's modification time when absent;
-event_id derived from the record, and from its line when its time was filled in, so re-publishing
-an unchanged file is recognised as a replay), validated against the contract, and published keyed
-by user_id / item_id. Invalid records are reported with their line
-number and not sent (unless --no-validate, which exists to exercise the dead-letter path).
+Each record (recstream.records reads the file) is completed (schema_version; event_time = the
+file's modification time when absent; event_id derived from the record, and from its line when
+its time was filled in, so re-publishing an unchanged file is recognised as a replay), validated
+against the contract, and published keyed by user_id / item_id. Invalid records are reported
+with their line number and column and not sent (unless --no-validate, which exists to exercise
+the dead-letter path).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,26 @@ from confluent_kafka import KafkaError, Message, Producer
 from tqdm import tqdm
 
 from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.records import read_records
 from recstream.schemas.events import SCHEMA_VERSION, EventDecoder
 
 KINDS = {"catalog": "item_id", "interactions": "user_id"}
-_CSV_NUMBERS = {"event_time": int, "value": float}
+# Columns a CSV file must have (the rest of each contract is optional or filled in); a catalog
+# file with an `op` column may hold deletes, which need no title.
+REQUIRED_COLUMNS = {
+    "catalog": ("item_id", "title"),
+    "interactions": ("user_id", "item_id", "event_type"),
+}
+
+
+def missing_columns(kind: str, columns: list[str]) -> list[str]:
+    required = REQUIRED_COLUMNS[kind]
+    if kind == "catalog" and "op" in columns:
+        required = ("item_id",)
+    return [name for name in required if name not in columns]
+
+
+FLUSH_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -34,46 +50,6 @@ class ProduceReport:
     sent: int = 0
     invalid: int = 0
     failed: int = 0
-
-
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | InvalidMessageError]]:
-    """(line number, record) for each line of a .csv or JSON-lines file."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        if path.suffix.lower() == ".csv":
-            reader = csv.DictReader(handle)
-            for row in reader:
-                yield reader.line_num, _from_csv(row)
-            return
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as error:
-                yield number, InvalidMessageError("undecodable", str(error))
-                continue
-            yield (
-                number,
-                record
-                if isinstance(record, dict)
-                else InvalidMessageError("undecodable", "a line must be a JSON object"),
-            )
-
-
-def _from_csv(row: dict[str, str]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for key, text in row.items():
-        if text is None or text == "":
-            continue
-        if key == "tags":
-            record[key] = [tag for tag in text.split("|") if tag]
-        elif key == "available":
-            record[key] = text.strip().lower() in ("1", "true", "yes")
-        elif key.startswith("attributes."):
-            record.setdefault("attributes", {})[key.split(".", 1)[1]] = text
-        else:
-            record[key] = _CSV_NUMBERS.get(key, str)(text)
-    return record
 
 
 def complete(record: dict[str, Any], kind: str, file_time_ms: int, line: int) -> dict[str, Any]:
@@ -117,7 +93,7 @@ def produce_file(
     now = int(time.time() * 1000)
     file_time = int(path.stat().st_mtime * 1000)
     for number, record in tqdm(
-        read_records(path),
+        read_records(path, partial(missing_columns, kind)),
         desc=f"{kind} -> {topic}",
         unit=" ev",
         disable=not progress,
@@ -137,7 +113,7 @@ def produce_file(
         send_waiting(producer, topic, value, key, delivered)
         producer.poll(0)
         report.sent += 1
-    producer.flush()
+    report.failed += producer.flush(FLUSH_TIMEOUT_S)  # still undelivered: failed
     return report
 
 
@@ -152,7 +128,8 @@ def _report_invalid(
     path: Path, number: int, error: InvalidMessageError, report: ProduceReport
 ) -> None:
     where = f"{path}:{number}" if number else str(path)
-    print(f"{where}: not sent: {error}", file=sys.stderr)
+    column = f" column {error.field}:" if error.field else ""
+    print(f"{where}:{column} not sent: {error}", file=sys.stderr)
     report.invalid += 1
 
 

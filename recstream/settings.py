@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # membership: a restarted member gets its partitions back at once, without a rebalance).
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, le=300_000)
     kafka_instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # A worker without an instance id takes `<host name>-<metrics port>`: stable across its
+    # restarts, and unique on a host (a second worker cannot bind the same port).
+    kafka_static_membership: bool = True
 
     redis_port: int = Field(16379, ge=1, le=65535)
     redis_url: str | None = Field(None, pattern=r"^rediss?://")

@@ -13,6 +13,8 @@ import asyncio
 import errno
 import gc
 import logging
+import re
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -461,11 +463,23 @@ def serve_metrics(settings: Settings, health: HealthChecks) -> None:
         ) from None
 
 
+def with_instance_id(settings: Settings) -> Settings:
+    """The settings with the worker's static group membership id: the one set, else (when
+    static membership is on and metrics are served) `<host name>-<metrics port>`."""
+    if settings.kafka_instance_id or not settings.kafka_static_membership:
+        return settings
+    if not settings.metrics_port:
+        return settings
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:150]
+    return settings.model_copy(update={"kafka_instance_id": f"{host}-{settings.metrics_port}"})
+
+
 def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     """Create topics, build the adapters, serve metrics, and run until SIGTERM/SIGINT."""
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise RecstreamError(f"unknown roles {unknown}; choose from {list(ROLES)}")
+    settings = with_instance_id(settings)
     single_threaded_blas()
     fewer_garbage_collections()
     check_kafka(settings, settings.connect_timeout_s)  # refused: one line naming the setting

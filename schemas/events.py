@@ -155,7 +155,21 @@ def validate_against(validator: Validator, message: dict[str, Any]) -> None:
         validator(message)
     except fastjsonschema.JsonSchemaValueException as error:
         reason = "oversized" if error.rule in _SIZE_RULES else "schema_violation"
-        raise InvalidMessageError(reason, error.message) from None
+        raise InvalidMessageError(reason, _described(error), _field(error)) from None
+
+
+def _described(error: fastjsonschema.JsonSchemaValueException) -> str:
+    """The validator's message, with the fields a `required` rule found missing named."""
+    if error.rule == "required" and isinstance(error.value, dict):
+        missing = [name for name in error.rule_definition if name not in error.value]
+        return f"missing field(s) {', '.join(missing)}"
+    return str(error.message)
+
+
+def _field(error: fastjsonschema.JsonSchemaValueException) -> str | None:
+    """The top-level field at fault (path ['data', field, ...]), if any."""
+    path = error.path or []
+    return str(path[1]) if len(path) > 1 else None
 
 
 class EventDecoder:

@@ -51,7 +51,7 @@ def test_jsonl_interactions_are_completed_validated_and_keyed_by_user(
     )
     assert main(["produce", "interactions", str(path), "--quiet"]) == 1  # invalid lines: exit 1
     captured = capsys.readouterr()
-    assert "events.jsonl:2: not sent: schema_violation" in captured.err
+    assert "events.jsonl:2: column event_type: not sent: schema_violation" in captured.err
     assert "events.jsonl:3: not sent: undecodable" in captured.err
     assert "sent 2, invalid 2, failed 0" in captured.out
     records = _read(infra, topic, 2)
