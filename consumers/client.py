@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, Topi
 
 from recstream.errors import InvalidMessageError, RecstreamError
 from recstream.infra.clients import kafka_config
-from recstream.schemas.events import CatalogEvent, InteractionEvent
+from recstream.schemas.events import CatalogEvent, EventDecoder, InteractionEvent, TimeBounds
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 from recstream.settings import Settings
 from recstream.streams.messages import poll_available
@@ -86,6 +86,9 @@ class RecClient:
         self._settings = settings
         self._timeout_s = timeout_s
         self._codec = RequestCodec()
+        self._decoder = EventDecoder(
+            TimeBounds(settings.min_event_time_ms, settings.max_clock_skew_ms)
+        )
         self._producer = Producer(config | {"linger.ms": 0, "enable.idempotence": True})
         self._consumer = Consumer(
             config
@@ -199,17 +202,19 @@ class RecClient:
                     log.warning("unreadable reply skipped: %s", error)
 
     def track(self, event: InteractionEvent) -> None:
-        """Publish an interaction event (keyed by user)."""
-        self._producer.produce(
-            self._settings.topic_interactions, event.to_json(), key=event.user_id.encode()
-        )
+        """Publish an interaction event (keyed by user). Raises InvalidMessageError, sending
+        nothing, for an event the processor would refuse (an unknown event type, a rating
+        without a value, a time in the future ...)."""
+        value = event.to_json()
+        self._decoder.interaction(value, _now_ms())
+        self._producer.produce(self._settings.topic_interactions, value, key=event.user_id.encode())
         self._producer.poll(0)
 
     def upsert_item(self, event: CatalogEvent) -> None:
-        """Publish a catalog event (keyed by item)."""
-        self._producer.produce(
-            self._settings.topic_catalog, event.to_json(), key=event.item_id.encode()
-        )
+        """Publish a catalog event (keyed by item); validated like `track`."""
+        value = event.to_json()
+        self._decoder.catalog(value, _now_ms())
+        self._producer.produce(self._settings.topic_catalog, value, key=event.item_id.encode())
         self._producer.poll(0)
 
     def flush(self) -> None:
@@ -269,6 +274,10 @@ def _timed_out(request_id: str, seconds: float) -> RequestTimeoutError:
     return RequestTimeoutError(
         f"no response to {request_id} within {seconds:g}s (is a query worker running?)"
     )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def new_request_id() -> str:

@@ -18,13 +18,26 @@ class ServiceState:
     answering: bool
     started_now: bool = False
 
-    def describe(self) -> str:
+    def state(self) -> str:
         if self.pid is None:
-            state = "answering (not started by us)" if self.answering else "stopped"
-        else:
-            how = "started" if self.started_now else "running"
-            state = f"{how}, pid {self.pid}" + ("" if self.answering else ", NOT answering")
-        return f"{self.name:<6} {state:<28} {self.address:<28} log: {self.log_file}"
+            return "answering (not started by us)" if self.answering else "stopped"
+        how = "started" if self.started_now else "running"
+        return f"{how}, pid {self.pid}" + ("" if self.answering else ", NOT answering")
+
+    def describe(self) -> str:
+        return f"{self.name:<6} {self.state():<28} {self.address:<28} log: {self.log_file}"
+
+    def row(self) -> list[str]:
+        return [self.name, self.state(), self.address, self.log_file]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "service": self.name,
+            "pid": self.pid,
+            "address": self.address,
+            "answering": self.answering,
+            "log": self.log_file,
+        }
 
 
 def up(settings: Settings) -> list[ServiceState]:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from recstream import __version__
 from recstream.errors import RecstreamError
@@ -31,12 +32,16 @@ def _infra_down(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _infra_status(settings: Settings, _: argparse.Namespace) -> int:
+def _infra_status(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream.cli_format import print_json, print_table
     from recstream.infra import stack
 
     states = stack.status(settings)
-    for state in states:
-        print(state.describe())
+    if args.json:
+        print_json([state.as_dict() for state in states])
+    else:
+        rows = [state.row() for state in states]
+        print_table("local services", ["service", "state", "address", "log"], rows)
     return 0 if all(state.answering for state in states) else 3
 
 
@@ -75,7 +80,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
-    from recstream.produce import produce_file
+    from recstream.produce import produce_file, wait_applied
 
     _reachable(settings)
     topic = settings.topic_catalog if args.action == "catalog" else settings.topic_interactions
@@ -88,11 +93,21 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"sent {report.sent}, invalid {report.invalid}, failed {report.failed} -> {topic}")
+    if args.wait and report.ends:
+        group = settings.consumer_group + ("" if args.action == "catalog" else "-interactions")
+        print(f"waiting for a worker (group {group}) to apply them ...", flush=True)
+        if not wait_applied(kafka_config(settings), topic, group, report.ends, args.wait):
+            raise RecstreamError(
+                f"not applied within {args.wait:g} s: is a worker with role "
+                f"{args.action} running "
+                "(`recstream worker`)? Its log says what it does."
+            )
+        print("applied")
     return 0 if report.invalid == 0 and report.failed == 0 else 1
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
-    from recstream.cli_format import format_response
+    from recstream.cli_format import print_response
     from recstream.consumers.client import RecClient
 
     _reachable(settings)
@@ -108,7 +123,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
             response = client.recommend(args.target, args.k, **options)
         else:
             response = client.similar(args.target, args.k, **options)
-    print(format_response(response))
+    print_response(response, as_json=args.json)
     return 0 if response.status == "ok" else 1
 
 
@@ -161,21 +176,41 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if live_ok else 1
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows every default and keeps the epilogs' line breaks."""
+
+
+def _command(commands: Any, name: str, about: str, **options: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=about, description=about, formatter_class=_Help, **options
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recstream",
-        description="Streaming, event-driven, real-time recommender. "
-        "Settings come from RECSTREAM_* environment variables (see README).",
+        description="Streaming, event-driven, real-time recommender. Settings come from "
+        "RECSTREAM_* environment variables (README: Configuration).",
+        formatter_class=_Help,
     )
     parser.add_argument("--version", action="version", version=f"recstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_infra(commands)
+    _add_worker_and_tools(commands)
+    _add_ask(commands)
+    _add_produce(commands)
+    return parser
 
-    infra = commands.add_parser("infra", help="start, stop or inspect the local Kafka and Redis")
-    infra_actions = infra.add_subparsers(dest="action", required=True, metavar="ACTION")
-    infra_actions.add_parser("up", help="start Kafka and Redis (harmless when already up)")
-    infra_actions.add_parser("down", help="stop what `up` started (by pid file)")
-    infra_actions.add_parser("status", help="say what runs and where (exit 3 if not all answer)")
-    infra_actions.add_parser("fetch", help="download the Kafka broker jars from Maven Central")
+
+def _add_infra(commands: Any) -> None:
+    infra = _command(commands, "infra", "start, stop or inspect the local Kafka and Redis")
+    actions = infra.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("up", help="start Kafka and Redis (harmless when already up)")
+    actions.add_parser("down", help="stop what `up` started (by pid file)")
+    status = actions.add_parser("status", help="what runs and where (exit 3 if not all answer)")
+    status.add_argument("--json", action="store_true", help="JSON for scripts")
+    actions.add_parser("fetch", help="download the Kafka broker jars from Maven Central")
     infra.set_defaults(
         handlers={
             "up": _infra_up,
@@ -184,45 +219,27 @@ def build_parser() -> argparse.ArgumentParser:
             "fetch": _infra_fetch,
         }
     )
-
-    topics = commands.add_parser("topics", help="manage Kafka topics")
+    status_alias = _command(commands, "status", "the same as `recstream infra status`")
+    status_alias.add_argument("--json", action="store_true", help="JSON for scripts")
+    status_alias.set_defaults(handlers={None: _infra_status}, action=None)
+    topics = _command(commands, "topics", "manage Kafka topics")
     topic_actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
     topic_actions.add_parser("create", help="create all topics and DLQs (idempotent)")
     topics.set_defaults(handlers={"create": _topics_create})
 
-    worker = commands.add_parser("worker", help="run processing roles until SIGTERM")
+
+def _add_worker_and_tools(commands: Any) -> None:
+    worker = _command(commands, "worker", "run processing roles until SIGTERM")
     worker.add_argument(
         "--roles",
         default="catalog,interactions,query",
-        help="comma-separated: catalog, interactions, query, train (default: all but train)",
+        help="comma-separated: catalog, interactions, query, train",
     )
     worker.set_defaults(handlers={None: _worker}, action=None)
-
-    for name, target, about in (
-        ("recommend", "user", "recommendations for a user"),
-        ("similar", "item", "items like this one (more-like-this)"),
-    ):
-        ask = commands.add_parser(name, help=about + " (needs a running worker)")
-        ask.add_argument("target", metavar=target.upper(), help=f"{target} id")
-        ask.add_argument("--k", type=int, default=10, help="how many (1..100)")
-        ask.add_argument("--category", action="append", help="only this category (repeatable)")
-        ask.add_argument("--not-category", action="append", help="never this category (repeatable)")
-        ask.add_argument(
-            "--diversity", type=float, default=0.7, help="MMR lambda, 1 = no diversity"
-        )
-        ask.add_argument(
-            "--max-per-category", type=int, help="at most this many items of one category"
-        )
-        ask.add_argument(
-            "--timeout", type=float, default=10.0, help="seconds to wait for the answer"
-        )
-        ask.set_defaults(handlers={None: _ask}, action=None)
-
-    demo = commands.add_parser("demo", help="the whole job on MovieLens (what `make demo` runs)")
+    demo = _command(commands, "demo", "the whole job on MovieLens (what `make demo` runs)")
     demo.set_defaults(handlers={None: _demo}, action=None)
-
-    training = commands.add_parser(
-        "train", help="fit the collaborative (ALS) space and switch readers to it (docs/collab.md)"
+    training = _command(
+        commands, "train", "fit the collaborative (ALS) space and switch readers to it"
     )
     training.add_argument(
         "--every", type=float, default=0, metavar="SECONDS", help="train again on this schedule"
@@ -238,9 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", action="store_true", help="show the active and any staged version; no training"
     )
     training.set_defaults(handlers={None: _train}, action=None)
+    _add_eval(commands)
 
-    evaluation = commands.add_parser(
-        "eval", help="offline quality against baselines, report and plots (docs/evaluation.md)"
+
+def _add_eval(commands: Any) -> None:
+    evaluation = _command(
+        commands, "eval", "offline quality against baselines, report and plots (docs/evaluation.md)"
     )
     evaluation.add_argument(
         "--dataset",
@@ -274,19 +294,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.set_defaults(handlers={None: _eval}, action=None)
 
-    produce = commands.add_parser("produce", help="publish events from a JSON-lines or CSV file")
+
+def _add_ask(commands: Any) -> None:
+    for name, target, about in (
+        ("recommend", "user", "recommendations for a user"),
+        ("similar", "item", "items like this one (more-like-this)"),
+    ):
+        ask = _command(commands, name, about + " (needs a running worker)")
+        ask.add_argument("target", metavar=target.upper(), help=f"{target} id")
+        ask.add_argument("--k", type=int, default=10, help="how many (1..100)")
+        ask.add_argument("--category", action="append", help="only this category (repeatable)")
+        ask.add_argument("--not-category", action="append", help="never this category (repeatable)")
+        ask.add_argument(
+            "--diversity", type=float, default=0.7, help="MMR lambda, 1 = no diversity"
+        )
+        ask.add_argument(
+            "--max-per-category", type=int, help="at most this many items of one category"
+        )
+        ask.add_argument(
+            "--timeout", type=float, default=10.0, help="seconds to wait for the answer"
+        )
+        ask.add_argument("--json", action="store_true", help="the answer as JSON, for scripts")
+        ask.set_defaults(handlers={None: _ask}, action=None)
+
+
+def _add_produce(commands: Any) -> None:
+    from recstream.cli_format import schema_fields
+    from recstream.produce import FILLED_IN
+    from recstream.records import TIME_FORMS
+
+    produce = _command(commands, "produce", "publish events from a CSV or JSON file")
     kinds = produce.add_subparsers(dest="action", required=True, metavar="KIND")
-    for kind in ("catalog", "interactions"):
-        sub = kinds.add_parser(kind, help=f"publish {kind} events")
-        sub.add_argument("file", type=Path, help=".jsonl (one JSON object a line) or .csv")
+    for kind, schema in (("catalog", "catalog_event"), ("interactions", "interaction_event")):
+        sub = kinds.add_parser(
+            kind,
+            help=f"publish {kind} events",
+            description=f"Publish {kind} events from FILE.",
+            formatter_class=_Help,
+            epilog=f"fields (CSV columns or JSON keys):\n{schema_fields(schema, FILLED_IN)}\n\n"
+            f"event_time: {TIME_FORMS}; missing: the file's modification time. event_id "
+            "missing: derived from the record, so publishing a file again is a replay.\n"
+            "CSV: a header line; delimiter , ; or tab (found by sniffing); tags as a|b|c; "
+            "attributes as attributes.<name> columns.",
+        )
+        sub.add_argument(
+            "file",
+            type=Path,
+            help=".csv/.tsv (a header, then a record a line), .jsonl (a JSON object a line) or "
+            ".json (a JSON array of objects)",
+        )
         sub.add_argument(
             "--no-validate",
             action="store_true",
             help="send records as they are (bad ones end in the DLQ)",
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.add_argument(
+            "--wait",
+            type=float,
+            nargs="?",
+            const=120.0,
+            default=0.0,
+            metavar="SECONDS",
+            help="then wait (up to SECONDS, 120 if not given) until a running worker has "
+            "applied what was sent",
+        )
     produce.set_defaults(handlers={"catalog": _produce, "interactions": _produce})
-    return parser
 
 
 # What `recstream[server]` adds: a command that needs one of these is a server command.

@@ -22,7 +22,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from tqdm import tqdm
 
-from recstream.cli_format import format_response
+from recstream.cli_format import print_response
 from recstream.consumers.client import RecClient
 from recstream.datasets import movielens_dir
 from recstream.errors import RecstreamError
@@ -92,10 +92,10 @@ def _show(settings: Settings, client: RecClient, folder: Path) -> None:
     for user in DEMO_USERS:
         response = client.recommend(f"u{user}", k=10)
         print(f"\nRecommendations for user {user}:")
-        print(format_response(response))
+        print_response(response)
     response = client.similar("m1", k=10)
     print(f"\nMore like {titles['m1']}:")
-    print(format_response(response))
+    print_response(response)
     print(
         f"\nMetrics: http://127.0.0.1:{settings.metrics_port}/metrics  "
         f"(worker log: {settings.state_dir.resolve() / 'demo-worker.log'})"

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from tqdm import tqdm
 
 from recstream.errors import InvalidMessageError, RecstreamError
@@ -27,6 +27,7 @@ from recstream.records import read_records
 from recstream.schemas.events import SCHEMA_VERSION, EventDecoder
 
 KINDS = {"catalog": "item_id", "interactions": "user_id"}
+FILLED_IN = frozenset({"event_id", "event_time", "op"})  # when a record has none (`complete`)
 # Columns a CSV file must have (the rest of each contract is optional or filled in); a catalog
 # file with an `op` column may hold deletes, which need no title.
 REQUIRED_COLUMNS = {
@@ -50,6 +51,9 @@ class ProduceReport:
     sent: int = 0
     invalid: int = 0
     failed: int = 0
+    # Per partition, the offset after the last record delivered (what a consumer group that
+    # has applied all of them has committed).
+    ends: dict[int, int] = field(default_factory=dict)
 
 
 def complete(record: dict[str, Any], kind: str, file_time_ms: int, line: int) -> dict[str, Any]:
@@ -86,9 +90,12 @@ def produce_file(
     report = ProduceReport()
     producer = Producer(kafka_config | {"linger.ms": 10, "enable.idempotence": True})
 
-    def delivered(error: KafkaError | None, _: Message) -> None:
+    def delivered(error: KafkaError | None, message: Message) -> None:
         if error is not None:
             report.failed += 1
+            return
+        partition, offset = message.partition() or 0, message.offset() or 0
+        report.ends[partition] = max(report.ends.get(partition, 0), offset + 1)
 
     now = int(time.time() * 1000)
     file_time = int(path.stat().st_mtime * 1000)
@@ -115,6 +122,25 @@ def produce_file(
         report.sent += 1
     report.failed += producer.flush(FLUSH_TIMEOUT_S)  # still undelivered: failed
     return report
+
+
+def wait_applied(
+    kafka_config: dict[str, Any], topic: str, group: str, ends: dict[int, int], timeout_s: float
+) -> bool:
+    """Wait until the consumer group has committed past `ends` on the topic: the worker has
+    applied everything sent. False after timeout_s."""
+    consumer = Consumer(kafka_config | {"group.id": group, "enable.auto.commit": False})
+    parts = [TopicPartition(topic, partition) for partition in ends]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            committed = consumer.committed(parts, timeout=10)
+            if all(part.offset >= ends[part.partition] for part in committed):
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        consumer.close()
 
 
 def _decode(decoder: EventDecoder, kind: str, value: bytes, now: int) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import faust
 from threadpoolctl import threadpool_limits
 
+from recstream import __version__
 from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
@@ -39,6 +40,7 @@ from recstream.infra.clients import (
     is_outage,
     kafka_config,
     lag_statistics,
+    redact_url,
     redis_client,
 )
 from recstream.infra.kafka_server import kafka_answers
@@ -424,7 +426,35 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
         pool.shutdown(wait=False)
 
     app.on_before_shutdown.connect(_shutdown)  # type: ignore[arg-type]
+
+    async def announce() -> None:  # once faust has set up logging
+        log.info(banner(settings, roles))
+
+    app.task(announce)
     return app
+
+
+def banner(settings: Settings, roles: Sequence[str]) -> str:
+    """The worker's start line: what it runs, what it reads, where its metrics are."""
+    group = settings.consumer_group
+    reads = {
+        "catalog": f"{settings.topic_catalog} (group {group})",
+        "interactions": f"{settings.topic_interactions} (group {group}-interactions)",
+        "query": f"{settings.topic_requests} (group {group}-query) -> {settings.topic_responses}",
+        "train": f"{settings.topic_interactions} every {settings.collab_train_every_s:g} s",
+    }
+    member = settings.kafka_instance_id or "dynamic"
+    metrics = (
+        f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+        if settings.metrics_port
+        else "off"
+    )
+    return (
+        f"recstream worker {__version__}: roles {', '.join(roles)}; reads "
+        + "; ".join(reads[role] for role in roles)
+        + f"; Kafka {settings.bootstrap_servers} (member {member}); Redis "
+        + f"{redact_url(settings.redis_address)}; metrics and health {metrics}"
+    )
 
 
 def single_threaded_blas() -> None:

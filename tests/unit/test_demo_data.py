@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
-from recstream.cli_format import format_response
+from recstream.cli_format import print_response
 from recstream.datasets import MOVIELENS_SHA256, _verify, movielens_dir
 from recstream.errors import RecstreamError
 from recstream.movielens import movie_events, rating_event_type, rating_events
@@ -72,15 +73,20 @@ def test_dataset_folder_is_checked(tmp_path: Path) -> None:
     assert set(MOVIELENS_SHA256) == {"movies.csv", "ratings.csv", "tags.csv"}
 
 
-def test_response_table_is_readable() -> None:
+def test_a_response_is_a_table_with_headers_or_json(capsys: pytest.CaptureFixture[str]) -> None:
     response = RecommendResponse(
         "r",
         "ok",
         (RecommendedItem("m1", 0.8123, ("similar to Heat",), "Ronin"),),
         strategy="personalised",
     )
-    table = format_response(response)
+    print_response(response)
+    table = capsys.readouterr().out
     assert table.splitlines()[0] == "ok (personalised), 1 items"
-    assert "  1. Ronin" in table and "0.812" in table and "similar to Heat" in table
-    error = format_response(RecommendResponse("r", "error", error="unknown item_id 'x'"))
-    assert error == "error (-), 0 items: unknown item_id 'x'"
+    for header in ("rank", "item", "title", "score", "why"):
+        assert header in table
+    assert "Ronin" in table and "0.812" in table and "similar to Heat" in table
+    print_response(RecommendResponse("r", "error", error="unknown item_id 'x'"))
+    assert capsys.readouterr().out == "error (-), 0 items: unknown item_id 'x'\n"
+    print_response(response, as_json=True)
+    assert orjson.loads(capsys.readouterr().out)["items"][0]["item_id"] == "m1"
