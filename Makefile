@@ -61,6 +61,7 @@ bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative spac
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/collab.py
 	$(BIN)/python bench/recovery.py --plot docs/benchmarks/recovery.png
+	$(BIN)/python bench/lateness.py
 
 demo: up ## the main job on MovieLens: worker, catalog + ratings through Kafka, recommendations printed
 	$(BIN)/recstream demo
