@@ -19,8 +19,6 @@ import argparse
 import os
 import platform
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import Producer
+from workers import start_worker
 
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
@@ -85,18 +84,6 @@ def _stream(settings: Settings, rate: int, stop: threading.Event) -> None:
     producer.flush(10)
 
 
-def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
-    env |= settings.to_environment()
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "recstream.cli", "worker", "--roles", "interactions"],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def _applied(settings: Settings) -> float:
     return metric_total(
         settings.metrics_port, "recstream_interactions_events_total", outcome="applied"
@@ -131,13 +118,13 @@ def _one_crash(base: Settings, name: str, changes: dict[str, Any], folder: Path)
     stop = threading.Event()
     producer = threading.Thread(target=_stream, args=(settings, 2000, stop), daemon=True)
     producer.start()
-    first = _start(settings, folder / f"{prefix}-first.log")
+    first = start_worker(settings, folder / f"{prefix}-first.log", "interactions")
     try:
         _wait(lambda: _applied(settings) > 5000)
         first.send_signal(signal.SIGKILL)
         first.wait()
         killed = time.monotonic()
-        second = _start(settings, folder / f"{prefix}-second.log")
+        second = start_worker(settings, folder / f"{prefix}-second.log", "interactions")
         ready = _wait(lambda: _healthy(settings))
         resumed = _wait(lambda: _applied(settings) > 0)
         second.send_signal(signal.SIGTERM)

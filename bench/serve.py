@@ -17,8 +17,6 @@ import argparse
 import os
 import platform
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
+from workers import start_worker
 
 from recstream.consumers.client import RecClient
 from recstream.infra import topics
@@ -86,18 +85,6 @@ def _seed_users(settings: Settings, users: int, items: int) -> None:
             )
         producer.poll(0)
     producer.flush()
-
-
-def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
-    env |= settings.to_environment()
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "recstream.cli", "worker", "--roles", "interactions,query"],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def _wait_applied(settings: Settings, count: int) -> None:
@@ -261,7 +248,7 @@ def bench_catalog(
         vectors = _seed_items(settings, items)
         seed_s = time.perf_counter() - seeded
         _seed_users(settings, users, items)
-        worker = _start_worker(settings, Path(tmp) / "worker.log")
+        worker = start_worker(settings, Path(tmp) / "worker.log", "interactions,query")
         try:
             _wait_applied(settings, users * 20)
             with RecClient(settings, timeout_s=60) as client:

@@ -221,6 +221,11 @@ def test_every_group_member_of_a_worker_carries_its_instance_id(
             time.sleep(0.5)
     finally:
         assert worker.stop() == 0
+    # Its one start line says what runs where.
+    [start] = [line for line in worker.log_path.read_text().splitlines() if "roles " in line]
+    assert "roles catalog, interactions, query" in start
+    assert f"group {settings.consumer_group}-interactions" in start
+    assert f"member {instance}" in start and f":{worker.metrics_port}/metrics" in start
 
 
 def _instance_ids(settings: Settings, groups: list[str]) -> dict[str, list[str | None]]:

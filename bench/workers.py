@@ -1,0 +1,23 @@
+"""Start `recstream worker` as a real process with a benchmark's settings (every bench does)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from recstream.settings import Settings
+
+
+def start_worker(settings: Settings, log: Path, roles: str) -> subprocess.Popen[bytes]:
+    """The worker process, its settings from the environment, its output into `log`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env |= settings.to_environment()
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "recstream.cli", "worker", "--roles", roles],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
