@@ -198,7 +198,7 @@ def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecuto
         tombstone_retention_ms=settings.tombstone_retention_ms,
     )
     progress = runtime.progress("catalog", loops=False)
-    isolation = catalog_isolation(processor, runtime.stopping, runtime.retry_policy())
+    apply_batch = catalog_batches(processor, runtime.stopping, runtime.retry_policy())
     topic = app.topic(settings.topic_catalog, value_serializer="raw", key_serializer="raw")
 
     @app.agent(topic, name="catalog")
@@ -210,19 +210,17 @@ def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecuto
             progress.holding(id(raws))
             # take_events acks the batch once this body returns: apply it fully first (or
             # dead-letter the records that fail it).
-            await loop.run_in_executor(pool, isolation.apply, raws)
+            await loop.run_in_executor(pool, apply_batch, raws)
             progress.released(id(raws))
             yield None
 
 
-def catalog_isolation(
+def catalog_batches(
     processor: CatalogProcessor, stopping: threading.Event, policy: RetryPolicy
-) -> PoisonIsolation[RawMessage]:
-    """The catalog processor's batches with retries, and isolation of the records that fail
-    them; dead letters are flushed before a batch counts as applied."""
-
-    def apply(raws: Sequence[RawMessage]) -> None:
-        processor.process(raws)
+) -> Callable[[Sequence[RawMessage]], None]:
+    """Applies a catalog batch with retries, isolating and dead-lettering the records that fail
+    it; returns once the batch is applied and its dead letters acknowledged (raises Stopped
+    only when the worker stops first)."""
 
     def poisoned(raw: RawMessage, error: BaseException) -> None:
         metrics.RECORDS_ISOLATED.labels("catalog").inc()
@@ -231,7 +229,13 @@ def catalog_isolation(
     def retrying(error: BaseException) -> None:
         metrics.BATCH_RETRIES.labels("catalog", type(error).__name__).inc()
 
-    return PoisonIsolation(apply, poisoned, is_outage, stopping, policy, retrying)
+    isolation = PoisonIsolation(processor.process, poisoned, is_outage, stopping, policy, retrying)
+
+    def apply(raws: Sequence[RawMessage]) -> None:
+        isolation.apply(raws)
+        isolation.run(processor.flush_dead_letters, "dead-letter delivery")
+
+    return apply
 
 
 def _raw_from_faust(event: Any) -> RawMessage:

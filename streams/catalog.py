@@ -131,8 +131,11 @@ class CatalogProcessor:
         self._purged_at_ms = 0
 
     def dead_letter(self, message: Record, error: InvalidMessageError) -> None:
-        """Dead-letter one record (one isolated as failing its batch) and wait for it."""
+        """Dead-letter one record (one isolated as failing its batch); `flush_dead_letters`
+        waits for it."""
         self._dead_letters.dead_letter(message, error)
+
+    def flush_dead_letters(self) -> None:
         self._dead_letters.flush()
 
     def process(self, messages: Sequence[Record]) -> CatalogPlan:

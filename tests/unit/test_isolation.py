@@ -93,3 +93,32 @@ def test_stopping_while_retrying_raises_stopped_and_applies_nothing() -> None:
     with pytest.raises(Stopped):
         isolation.apply([1])
     assert (store.applied, dead) == ([], [])
+
+
+class CatalogLike:
+    """What catalog_batches needs of the catalog processor: process, dead_letter, flush."""
+
+    def __init__(self, poison: set[int]) -> None:
+        self.store = Store(poison)
+        self.dead: list[tuple[int, str]] = []
+        self.flushed = 0
+
+    def process(self, records: Sequence[int]) -> None:
+        self.store.apply(records)
+
+    def dead_letter(self, record: int, error: Exception) -> None:
+        self.dead.append((record, str(error)))
+
+    def flush_dead_letters(self) -> None:
+        self.flushed += 1
+
+
+def test_catalog_batches_dead_letter_the_failing_records_and_flush_before_returning() -> None:
+    from recstream.worker import catalog_batches
+
+    processor = CatalogLike(poison={2})
+    apply = catalog_batches(processor, threading.Event(), NO_WAIT)  # type: ignore[arg-type]
+    apply([1, 2, 3])  # type: ignore[list-item]
+    assert processor.store.applied == [1, 3]
+    assert processor.dead == [(2, "processing_failed: ValueError: cannot apply [2]")]
+    assert processor.flushed == 1
