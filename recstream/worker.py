@@ -86,6 +86,11 @@ def session_config(settings: Settings) -> SessionConfig:
     )
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """How a failing batch is retried before its failing records are isolated (both roles)."""
+    return RetryPolicy(max_attempts=settings.batch_max_attempts)
+
+
 def event_decoder(settings: Settings) -> EventDecoder:
     return EventDecoder(TimeBounds(settings.min_event_time_ms, settings.max_clock_skew_ms))
 
@@ -176,9 +181,6 @@ class Runtime:
         """The progress of a role this process runs (health reports it)."""
         return self.roles.setdefault(role, RoleProgress(role, loops))
 
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.settings.batch_max_attempts)
-
     def close(self) -> None:
         self.stopping.set()
         for closer in reversed(self.closers):
@@ -198,7 +200,7 @@ def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecuto
         tombstone_retention_ms=settings.tombstone_retention_ms,
     )
     progress = runtime.progress("catalog", loops=False)
-    apply_batch = catalog_batches(processor, runtime.stopping, runtime.retry_policy())
+    apply_batch = catalog_batches(processor, runtime.stopping, retry_policy(settings))
     topic = app.topic(settings.topic_catalog, value_serializer="raw", key_serializer="raw")
 
     @app.agent(topic, name="catalog")
@@ -289,7 +291,7 @@ def interaction_consumer(
         batch_size=settings.interaction_batch_size,
         batch_timeout_s=settings.interaction_batch_timeout_ms / 1000,
         pressure=pressure,
-        retry=RetryPolicy(max_attempts=settings.batch_max_attempts),
+        retry=retry_policy(settings),
         progress=progress,
     )
 
