@@ -53,8 +53,7 @@ def test_kafka_unreachable_is_one_line_naming_the_address_and_setting(
     command: tuple[str, ...], tmp_path: Path
 ) -> None:
     (tmp_path / "x.csv").write_text("user_id,item_id,event_type\nu1,i1,click\n")
-    nobody = free_port()  # nothing listens here
-    started = time.monotonic()
+    nobody = free_port()  # nothing listens here; _cli's timeout fails a command that hangs
     line = _one_line(
         _cli(
             *(str(tmp_path / part) if part.endswith(".csv") else part for part in command),
@@ -63,7 +62,6 @@ def test_kafka_unreachable_is_one_line_naming_the_address_and_setting(
         )
     )
     assert f"127.0.0.1:{nobody}" in line and "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS" in line
-    assert time.monotonic() - started < 60  # it does not hang
 
 
 def test_redis_unreachable_is_one_line_naming_the_setting(infra: Settings) -> None:
