@@ -38,15 +38,16 @@ test: setup ## all tests: unit, backend contract, and integration against the re
 	$(BIN)/pytest -m "unit or contract or integration"
 
 test-unit: setup ## pure-logic and backend-contract tests only, no services
-	$(BIN)/pytest -m "unit or contract"
+	$(BIN)/pytest -m "(unit or contract) and not integration"
 
 test-integration: setup ## tests against the real Kafka and Redis
 	$(BIN)/pytest -m integration
 
-lint: setup ## ruff (lint + format check) and mypy
+lint: setup ## ruff (lint + format check), mypy, and the layer contract (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 wheel-check: ## build the wheel; install it into fresh venvs as client and as server; import and run the CLI
 	.ci/wheel-check

@@ -29,15 +29,17 @@ from typing import Any
 import numpy as np
 import orjson
 
+from recstream.core.collab import CollabModel
+from recstream.core.index import ItemPayload, SearchFilter
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, load_settings
+from recstream.core.state import UserState
 from recstream.datasets import movielens_dir
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.movielens import rating_events
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import DEFAULT_EVENT_WEIGHTS, load_settings
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.vector_index import ItemPayload, SearchFilter
 from recstream.streams import kernels
-from recstream.streams.collab import AlsParams, CollabModel, fit_als, user_histories
-from recstream.streams.session import SessionConfig, UserState, apply_batch
+from recstream.streams.collab import AlsParams, fit_als, user_histories
+from recstream.streams.session import SessionConfig, apply_batch
 
 DIM = 384
 TYPES = ["view", "view", "view", "click", "click", "add_to_cart", "purchase", "like", "dislike"]

@@ -35,29 +35,24 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
+from recstream.compose import collab_versions, interaction_consumer, interaction_processor
+from recstream.core.collab import CollabModel
+from recstream.core.index import ItemPayload, collection_name
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config, redis_client
+from recstream.infra.dlq import DeadLetterWriter
+from recstream.infra.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
+from recstream.infra.messages import RawMessage, from_kafka
+from recstream.infra.stores.collab_store import CollabReader
+from recstream.infra.stores.keys import KeySpace
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import redis_session_store
+from recstream.infra.stores.session_store import RedisSessionStore
 from recstream.produce import send_waiting
 from recstream.schemas.events import CatalogEvent
-from recstream.settings import Settings, load_settings
-from recstream.stores.collab_store import CollabReader
-from recstream.stores.keys import KeySpace
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.session_store import RedisSessionStore
-from recstream.stores.vector_index import ItemPayload, collection_name
 from recstream.streams.catalog import CatalogProcessor
-from recstream.streams.collab import CollabModel
-from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
-from recstream.streams.messages import RawMessage, from_kafka
-from recstream.worker import (
-    collab_versions,
-    fewer_garbage_collections,
-    interaction_consumer,
-    interaction_processor,
-    session_store,
-    single_threaded_blas,
-)
+from recstream.worker import fewer_garbage_collections, single_threaded_blas
 
 DIM = 384
 TYPES = np.array(
@@ -237,7 +232,7 @@ def bench_interactions(
             consumer = interaction_consumer(
                 settings.model_copy(update={"item_cache_size": items}),
                 index,
-                session_store(settings),
+                redis_session_store(settings),
                 DeadLetterWriter(kafka_config(settings)),
                 reader,
             )
@@ -262,7 +257,7 @@ def bench_interactions(
         finally:
             index.close()
             topics.delete_topics(settings, [s.name for s in specs])
-            store = session_store(settings)
+            store = redis_session_store(settings)
             store.delete_namespace()
             store.close()
     redis_us = _per_event_us(redis_cpu, counted)
@@ -319,7 +314,7 @@ def _halves(
     run). Redis: those writes run back to back. Each half's rate bounds the whole; Redis runs
     them in one thread, so its rate is a ceiling that no processor in front of it can pass."""
     raws = _consume_all(settings, events)
-    keeping = session_store(settings, kind=_KeptWrites)
+    keeping = redis_session_store(settings, _KeptWrites)
     assert isinstance(keeping, _KeptWrites)  # for the type checker: `kind` made it one
     keeping.delete_namespace()
     processor = interaction_processor(
@@ -358,7 +353,7 @@ def _replay(
     settings: Settings, writes: list[bytes], native: bool | None
 ) -> tuple[float, np.ndarray]:
     """Seconds and Redis CPU seconds to run the writes back to back into an empty namespace."""
-    store = session_store(settings)
+    store = redis_session_store(settings)
     store.native_write = native
     store.delete_namespace()
     redis_cpu_began, began = _redis_cpu_seconds(settings), time.perf_counter()
@@ -443,7 +438,12 @@ def bench_catalog(base: Settings, count: int, dataset: Path | None) -> dict[str,
         )
         name = collection_name(embedder.model_id, embedder.dimension)
         index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, embedder.dimension)
-        processor = CatalogProcessor(index, embedder, DeadLetterWriter(kafka_config(settings)))
+        processor = CatalogProcessor(
+            index,
+            embedder,
+            DeadLetterWriter(kafka_config(settings)),
+            tombstone_retention_ms=settings.tombstone_retention_ms,
+        )
         items = _catalog_texts(count, dataset)
         producer = Producer(kafka_config(settings))
         try:

@@ -15,10 +15,10 @@ import uuid
 import orjson
 from confluent_kafka import Consumer, Producer
 
+from recstream.core.settings import load_settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
 from recstream.produce import send_waiting
-from recstream.settings import load_settings
 
 
 def main() -> None:

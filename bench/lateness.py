@@ -22,9 +22,10 @@ import platform
 import numpy as np
 import orjson
 
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.core.state import UserState
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import DEFAULT_EVENT_WEIGHTS
-from recstream.streams.session import SessionConfig, UserState, apply_batch
+from recstream.streams.session import SessionConfig, apply_batch
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE

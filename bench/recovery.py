@@ -32,15 +32,15 @@ import orjson
 from confluent_kafka import Producer
 from workers import start_worker
 
+from recstream.core.index import ItemPayload, collection_name
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
+from recstream.infra.embedder import DEFAULT_MODEL_ID
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.metrics_probe import metric_total
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import Settings, load_settings
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.vector_index import ItemPayload, collection_name
-from recstream.streams.embedder import DEFAULT_MODEL_ID
 
 DIM = 384
 CONFIGS: dict[str, dict[str, Any]] = {

@@ -30,18 +30,18 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from workers import start_worker
 
 from recstream.consumers.client import RecClient
+from recstream.core.index import ItemPayload, collection_name
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
+from recstream.infra.embedder import DEFAULT_MODEL_ID
+from recstream.infra.messages import poll_available
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import redis_session_store
 from recstream.metrics_probe import metric_total
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
 from recstream.schemas.requests import RecommendRequest, RequestCodec
-from recstream.settings import Settings, load_settings
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.vector_index import ItemPayload, collection_name
-from recstream.streams.embedder import DEFAULT_MODEL_ID
-from recstream.streams.messages import poll_available
-from recstream.worker import session_store
 
 DIM = 384
 
@@ -260,7 +260,7 @@ def bench_catalog(
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
             topics.delete_topics(settings, [s.name for s in specs])
-            store = session_store(settings)
+            store = redis_session_store(settings)
             store.delete_namespace()
             store.close()
         return {

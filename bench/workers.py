@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recstream.settings import Settings
+from recstream.core.settings import Settings
 
 
 def start_worker(settings: Settings, log: Path, roles: str) -> subprocess.Popen[bytes]:

@@ -27,12 +27,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
-from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import InvalidMessageError, RecstreamError
+from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
+from recstream.infra.messages import poll_available
 from recstream.schemas.events import CatalogEvent, EventDecoder, InteractionEvent, TimeBounds
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
-from recstream.settings import Settings
-from recstream.streams.messages import poll_available
 
 log = logging.getLogger(__name__)
 

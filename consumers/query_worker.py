@@ -18,13 +18,13 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from recstream.consumers import metrics
-from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.recommender import Recommender, UnknownItemError
-from recstream.errors import DeadLetterError, InvalidMessageError
-from recstream.progress import RoleProgress
+from recstream.core.errors import DeadLetterError, InvalidMessageError
+from recstream.core.pressure import QueryPressure
+from recstream.core.progress import RoleProgress
+from recstream.infra.dlq import DeadLetterWriter
+from recstream.infra.messages import from_kafka, poll_available
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
-from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.messages import from_kafka, poll_available
 
 log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -87,8 +87,9 @@ class QueryWorker:
         requests_topic: str,
         responses_topic: str,
         dead_letters: DeadLetterWriter,
-        max_queue_ms: int = 2000,
-        threads: int = 1,
+        *,
+        max_queue_ms: int,
+        threads: int,
         pressure: QueryPressure | None = None,
         reply_topics: frozenset[str] = frozenset(),
         progress: RoleProgress | None = None,

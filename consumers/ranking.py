@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from recstream.stores.vector_index import Vector
+from recstream.core.index import Vector
 
 Scores = npt.NDArray[np.float64]
 NEAR_DUPLICATE_COSINE = 0.95

@@ -25,17 +25,16 @@ from recstream.consumers.ranking import (
     rank,
     reasons_for,
 )
-from recstream.errors import RecstreamError
+from recstream.core.errors import RecstreamError
+from recstream.core.index import ItemRecord, ScoredItem, SearchFilter, Vector, VectorIndex
+from recstream.core.ports import Embedder, SessionReader, UserView
+from recstream.core.state import UserState
 from recstream.schemas.requests import (
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
     RequestCodec,
 )
-from recstream.stores.session_store import SessionStore, UserView
-from recstream.stores.vector_index import ItemRecord, ScoredItem, SearchFilter, Vector, VectorIndex
-from recstream.streams.embedder import Embedder
-from recstream.streams.session import UserState
 
 
 class UnknownItemError(RecstreamError):
@@ -82,7 +81,7 @@ class Recommender:
     def __init__(
         self,
         index: VectorIndex,
-        store: SessionStore,
+        store: SessionReader,
         embedder: Embedder | None,
         config: QueryConfig | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),

@@ -19,10 +19,10 @@ import orjson
 import redis
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
-from prometheus_client import Gauge
 
-from recstream.errors import DeadLetterError, ServiceAuthError, ServiceUnreachableError
-from recstream.settings import Settings
+from recstream.core.errors import DeadLetterError, ServiceAuthError, ServiceUnreachableError
+from recstream.core.settings import Settings
+from recstream.infra.metrics import CONSUMER_LAG
 
 # librdkafka logs every refused connection; callers that report the failure themselves use this.
 QUIET_LOGGER = logging.getLogger("recstream.librdkafka")
@@ -304,12 +304,6 @@ _KAFKA_OUTAGES = frozenset(
 )
 
 
-CONSUMER_LAG = Gauge(
-    "recstream_consumer_lag_records",
-    "Records behind the end of the assigned partitions, per role (librdkafka statistics, every "
-    "few seconds).",
-    ["role"],
-)
 STATISTICS_INTERVAL_MS = 5000
 
 

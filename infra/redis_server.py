@@ -11,10 +11,10 @@ from pathlib import Path
 
 import redis
 
-from recstream.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
+from recstream.core.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
+from recstream.core.settings import Settings
 from recstream.infra.clients import redis_client
 from recstream.infra.process import ManagedProcess, has_exited, port_is_free, require_tool, tail
-from recstream.settings import Settings
 
 log = logging.getLogger(__name__)
 MODULE_SOURCE = Path(__file__).parent / "redis_module" / "recstream_write.c"

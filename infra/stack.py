@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from recstream.core.settings import Settings
 from recstream.infra import kafka_server, redis_server
 from recstream.infra.clients import redact_url
-from recstream.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ _EXPORTS = {
     "CatalogEvent": "recstream.schemas.events",
     "RecommendRequest": "recstream.schemas.requests",
     "RecommendResponse": "recstream.schemas.requests",
-    "InvalidMessageError": "recstream.errors",
-    "load_settings": "recstream.settings",
+    "InvalidMessageError": "recstream.core.errors",
+    "load_settings": "recstream.core.settings",
 }
 __all__ = [
     "AsyncRecClient",
@@ -39,10 +39,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from recstream.consumers.client import AsyncRecClient, RecClient, RequestTimeoutError
-    from recstream.errors import InvalidMessageError
+    from recstream.core.errors import InvalidMessageError
+    from recstream.core.settings import load_settings
     from recstream.schemas.events import CatalogEvent, InteractionEvent
     from recstream.schemas.requests import RecommendRequest, RecommendResponse
-    from recstream.settings import load_settings
 
 
 def __getattr__(name: str) -> Any:

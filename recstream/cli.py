@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from recstream import __version__
-from recstream.errors import RecstreamError
+from recstream.core.errors import RecstreamError
+from recstream.core.settings import Settings, load_settings
 from recstream.infra.clients import kafka_config
-from recstream.settings import Settings, load_settings
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
@@ -136,8 +136,8 @@ def _demo(settings: Settings, _: argparse.Namespace) -> int:
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
+    from recstream.compose import collab_versions
     from recstream.train import describe, describe_versions, train
-    from recstream.worker import collab_versions
 
     _reachable(settings, redis=True)
     if args.status:
@@ -156,8 +156,8 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream.compose import load_embedder
     from recstream.evaluation.run import EvalOptions, run_eval
-    from recstream.worker import load_embedder
 
     options = EvalOptions(
         datasets=tuple(args.dataset or ("movielens", "restaurant")),

@@ -9,7 +9,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from recstream.errors import RecstreamError
+from recstream.core.errors import RecstreamError
 
 MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 # sha256 of the files of the 2018-09-26 release (the copy in ../shared/datasets/movielens-small).

@@ -24,15 +24,15 @@ from tqdm import tqdm
 
 from recstream.cli_format import print_response
 from recstream.consumers.client import RecClient
+from recstream.core.errors import RecstreamError
+from recstream.core.settings import Settings
 from recstream.datasets import movielens_dir
-from recstream.errors import RecstreamError
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
 from recstream.metrics_probe import metric_total
 from recstream.movielens import movie_events, rating_events, rows
 from recstream.produce import send_waiting
 from recstream.schemas.events import CatalogEvent, InteractionEvent
-from recstream.settings import Settings
 
 DEMO_USERS = ("1", "414", "599")
 STALL_TIMEOUT_S = 180  # model loading and group joins fit well inside this

@@ -22,7 +22,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from tqdm import tqdm
 
-from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import InvalidMessageError, RecstreamError
 from recstream.records import read_records
 from recstream.schemas.events import SCHEMA_VERSION, EventDecoder
 

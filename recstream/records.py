@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import InvalidMessageError, RecstreamError
 
 CSV_SUFFIXES = (".csv", ".tsv")
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -16,15 +16,16 @@ from dataclasses import asdict, dataclass
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.compose import collab_versions, event_decoder
+from recstream.core.collab import VersionInfo
+from recstream.core.errors import InvalidMessageError, RecstreamError
+from recstream.core.index import VectorIndex
+from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
+from recstream.infra.stores.collab_store import CollabVersions, wait_installed
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import Settings
-from recstream.stores.collab_store import CollabVersions, VersionInfo, wait_installed
-from recstream.stores.vector_index import VectorIndex
-from recstream.streams import metrics
 from recstream.streams.collab import AlsParams, fit_als, neighbour_drift, user_histories
-from recstream.worker import collab_versions, event_decoder
+from recstream.streams.train_metrics import COLLAB_DRIFT
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 
         info = wait_installed(versions, info.version, wait_s) or info
     status = _status(info, versions.staged())
     if drift is not None:
-        metrics.COLLAB_DRIFT.set(drift)
+        COLLAB_DRIFT.set(drift)
     report = TrainReport(
         info,
         len(events),

@@ -13,192 +13,40 @@ import asyncio
 import errno
 import gc
 import logging
-import re
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from threadpoolctl import threadpool_limits
 
 from recstream import __version__
-from recstream.consumers.pressure import QueryPressure
-from recstream.consumers.query_worker import QueryWorker
-from recstream.consumers.ranking import RankingWeights
-from recstream.consumers.recommender import QueryConfig, Recommender
-from recstream.errors import PortInUseError, RecstreamError
-from recstream.http import HealthChecks, serve
+from recstream.compose import (
+    ROLES,
+    Runtime,
+    catalog_batches,
+    catalog_processor,
+    collab_installer,
+    interaction_consumer,
+    query_worker,
+    retry_policy,
+    with_instance_id,
+)
+from recstream.core.errors import PortInUseError, RecstreamError
+from recstream.core.progress import run_role
+from recstream.core.settings import Settings
 from recstream.infra import topics
-from recstream.infra.clients import (
-    check_kafka,
-    check_redis,
-    consumer_config,
-    faust_options,
-    is_outage,
-    kafka_config,
-    lag_statistics,
-    redact_url,
-    redis_client,
-)
-from recstream.infra.kafka_server import kafka_answers
-from recstream.progress import RoleProgress, run_role
-from recstream.schemas.events import EventDecoder, TimeBounds
-from recstream.settings import Settings
-from recstream.stores.collab_store import (
-    CollabInstaller,
-    CollabReader,
-    CollabVersions,
-    StateCollab,
-)
-from recstream.stores.keys import KeySpace
-from recstream.stores.session_store import RedisSessionStore, SessionStore
-from recstream.stores.vector_index import VectorIndex, open_vector_index, stored_dimension
-from recstream.streams import kernels, metrics
-from recstream.streams.catalog import CatalogProcessor
-from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.embedder import SentenceTransformerEmbedder, model_id_for
-from recstream.streams.interactions import (
-    InteractionConsumer,
-    InteractionProcessor,
-    processing_failed,
-)
-from recstream.streams.isolation import PoisonIsolation, RetryPolicy
-from recstream.streams.messages import RawMessage
-from recstream.streams.session import SessionConfig
+from recstream.infra.clients import check_kafka, check_redis, faust_options, redact_url
+from recstream.infra.http import HealthChecks, serve
+from recstream.infra.messages import RawMessage
 
 log = logging.getLogger(__name__)
-ROLES = ("catalog", "interactions", "query", "train")
-EMBEDDING_ROLES = frozenset({"catalog", "query"})
-
-
-def session_config(settings: Settings) -> SessionConfig:
-    return SessionConfig(
-        weights=settings.event_weights,
-        rating_center=settings.rating_center,
-        rating_weight_per_point=settings.rating_weight_per_point,
-        half_life_ms=settings.session_half_life_ms,
-        allowed_lateness_ms=settings.allowed_lateness_ms,
-        covis_window=settings.covis_window,
-        popularity_half_life_ms=settings.popularity_half_life_ms,
-    )
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    """How a failing batch is retried before its failing records are isolated (both roles)."""
-    return RetryPolicy(max_attempts=settings.batch_max_attempts)
-
-
-def event_decoder(settings: Settings) -> EventDecoder:
-    return EventDecoder(TimeBounds(settings.min_event_time_ms, settings.max_clock_skew_ms))
-
-
-def collab_versions(settings: Settings) -> CollabVersions:
-    client = redis_client(settings)
-    return CollabVersions(client, KeySpace(settings.redis_namespace), settings.collab_refresh_s)
-
-
-def session_store(
-    settings: Settings, kind: type[RedisSessionStore] = RedisSessionStore
-) -> RedisSessionStore:
-    return kind(
-        redis_client(settings),
-        KeySpace(settings.redis_namespace),
-        history_cap=settings.history_cap,
-        covis_max_neighbours=settings.covis_max_neighbours,
-        popularity_half_life_ms=settings.popularity_half_life_ms,
-        native_write=None if settings.redis_write_module else False,
-        user_ttl_s=settings.user_state_ttl_s,
-    )
-
-
-def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(
-        settings.resolved_model_path,
-        model_id_for(settings.model_path),
-        threads=settings.embed_threads,
-        batch_size=settings.embed_batch_size,
-    )
-
-
-@dataclass
-class Runtime:
-    """The adapters one worker process shares between its roles."""
-
-    settings: Settings
-    index: VectorIndex
-    embedder: SentenceTransformerEmbedder | None  # loaded only for the roles that embed
-    store: RedisSessionStore
-    dead_letters: DeadLetterWriter
-    # Requests in hand in this process: the interaction loop steps back for them.
-    pressure: QueryPressure = field(default_factory=QueryPressure)
-    roles: dict[str, RoleProgress] = field(default_factory=dict)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-    @classmethod
-    def build(cls, settings: Settings, roles: Sequence[str] = ROLES) -> Runtime:
-        """The adapters for these roles. The model (seconds to load, most of a worker's start)
-        is loaded only where text is embedded (catalog, query); the others need its dimension
-        only, which the collection the catalog processor made already carries."""
-        model_id = model_id_for(settings.model_path)
-        dimension = None if EMBEDDING_ROLES & set(roles) else stored_dimension(settings, model_id)
-        embedder = load_embedder(settings) if dimension is None else None
-        index = open_vector_index(
-            settings,
-            model_id,
-            dimension or embedder.dimension,  # type: ignore[union-attr]  # one of them is set
-            cache_vectors=settings.vector_cache_items,
-            collab_dimension=settings.collab_factors,
-        )
-        return cls(
-            settings,
-            index,
-            embedder,
-            session_store(settings),
-            DeadLetterWriter(kafka_config(settings)),
-        )
-
-    def collab_reader(self) -> CollabReader:
-        """A reader of the active collaborative version (one per role: each loads its own)."""
-        return CollabReader(collab_versions(self.settings), self.settings.collab_refresh_s)
-
-    def health_checks(self) -> dict[str, Callable[[], bool]]:
-        return {
-            "kafka": lambda: kafka_answers(self.settings, timeout_s=1.0),
-            "redis": self.store.ping,
-            "index": lambda: self.index.count() >= 0,
-        }
-
-    def role_problems(self) -> dict[str, str | None]:
-        """Each role's problem (dead, stuck) or None: what liveness and readiness report."""
-        limit = self.settings.stuck_after_s
-        return {name: progress.problem(limit) for name, progress in self.roles.items()}
-
-    def progress(self, role: str, loops: bool = True) -> RoleProgress:
-        """The progress of a role this process runs (health reports it)."""
-        return self.roles.setdefault(role, RoleProgress(role, loops))
-
-    def close(self) -> None:
-        self.stopping.set()
-        for closer in reversed(self.closers):
-            closer()
-        self.index.close()
-        self.store.close()
 
 
 def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecutor) -> None:
     settings = runtime.settings
-    assert runtime.embedder is not None  # Runtime.build loads it for the catalog role
-    processor = CatalogProcessor(
-        runtime.index,
-        runtime.embedder,
-        runtime.dead_letters,
-        event_decoder(settings),
-        tombstone_retention_ms=settings.tombstone_retention_ms,
-    )
+    processor = catalog_processor(runtime)
     progress = runtime.progress("catalog", loops=False)
     apply_batch = catalog_batches(processor, runtime.stopping, retry_policy(settings))
     topic = app.topic(settings.topic_catalog, value_serializer="raw", key_serializer="raw")
@@ -217,82 +65,11 @@ def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecuto
             yield None
 
 
-def catalog_batches(
-    processor: CatalogProcessor, stopping: threading.Event, policy: RetryPolicy
-) -> Callable[[Sequence[RawMessage]], None]:
-    """Applies a catalog batch with retries, isolating and dead-lettering the records that fail
-    it; returns once the batch is applied and its dead letters acknowledged (raises Stopped
-    only when the worker stops first)."""
-
-    def poisoned(raw: RawMessage, error: BaseException) -> None:
-        metrics.RECORDS_ISOLATED.labels("catalog").inc()
-        processor.dead_letter(raw, processing_failed(error))
-
-    def retrying(error: BaseException) -> None:
-        metrics.BATCH_RETRIES.labels("catalog", type(error).__name__).inc()
-
-    isolation = PoisonIsolation(processor.process, poisoned, is_outage, stopping, policy, retrying)
-
-    def apply(raws: Sequence[RawMessage]) -> None:
-        isolation.apply(raws)
-        isolation.run(processor.flush_dead_letters, "dead-letter delivery")
-
-    return apply
-
-
 def _raw_from_faust(event: Any) -> RawMessage:
     message = event.message
     headers = tuple((k, v or b"") for k, v in (message.headers or ()))
     return RawMessage(
         message.topic, message.partition, message.offset, message.key, message.value, headers
-    )
-
-
-def interaction_processor(
-    settings: Settings,
-    index: VectorIndex,
-    store: SessionStore,
-    dead_letters: DeadLetterWriter,
-    collab: CollabReader | None = None,
-    pressure: QueryPressure | None = None,
-) -> InteractionProcessor:
-    """The interaction processor (no Kafka), configured from the settings, its compiled loop
-    loaded."""
-    kernels.warm_up()
-    return InteractionProcessor(
-        session_config(settings),
-        index,
-        store,
-        dead_letters,
-        event_decoder(settings),
-        item_cache_size=settings.item_cache_size,
-        collab=collab,
-        write_chunk_events=settings.interaction_write_chunk,
-        pressure=pressure,
-        late_log_per_minute=settings.late_events_log_per_minute,
-    )
-
-
-def interaction_consumer(
-    settings: Settings,
-    index: VectorIndex,
-    store: RedisSessionStore,
-    dead_letters: DeadLetterWriter,
-    collab: CollabReader | None = None,
-    pressure: QueryPressure | None = None,
-    progress: RoleProgress | None = None,
-) -> InteractionConsumer:
-    """The interaction processor and its Kafka loop, configured from the settings."""
-    group = f"{settings.consumer_group}-interactions"
-    return InteractionConsumer(
-        interaction_processor(settings, index, store, dead_letters, collab, pressure),
-        consumer_config(settings, group) | lag_statistics("interactions"),
-        settings.topic_interactions,
-        batch_size=settings.interaction_batch_size,
-        batch_timeout_s=settings.interaction_batch_timeout_ms / 1000,
-        pressure=pressure,
-        retry=retry_policy(settings),
-        progress=progress,
     )
 
 
@@ -309,42 +86,8 @@ def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
     _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
 
 
-def ranking_weights(settings: Settings) -> RankingWeights:
-    return RankingWeights(
-        settings.rank_weight_similarity,
-        settings.rank_weight_covisitation,
-        settings.rank_weight_popularity,
-        settings.rank_weight_collab,
-    )
-
-
-def recommender(runtime: Runtime) -> Recommender:
-    settings = runtime.settings
-    config = QueryConfig(
-        weights=ranking_weights(settings),
-        covis_per_seed=settings.covis_per_seed,
-        max_per_category=settings.max_per_category,
-        serve_hidden_items=settings.serve_hidden_items,
-    )
-    collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
-    return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
-
-
 def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
-    settings = runtime.settings
-    worker = QueryWorker(
-        recommender(runtime),
-        consumer_config(settings, f"{settings.consumer_group}-query") | lag_statistics("query"),
-        kafka_config(settings),
-        settings.topic_requests,
-        settings.topic_responses,
-        runtime.dead_letters,
-        max_queue_ms=settings.query_max_queue_ms,
-        threads=settings.query_threads,
-        pressure=runtime.pressure,
-        reply_topics=settings.allowed_reply_topics,
-        progress=runtime.progress("query"),
-    )
+    worker = query_worker(runtime)
     _run_in_thread(app, runtime, "query", worker.run, worker.stop)
 
 
@@ -371,7 +114,7 @@ def _add_collab_installer(app: faust.App, runtime: Runtime) -> None:
     """Every worker holds the vector index, so every worker may install a staged collaborative
     version (`recstream train` run as its own process only stages it; a Redis lock lets one
     worker at a time write it)."""
-    installer = CollabInstaller(collab_versions(runtime.settings), runtime.index)
+    installer = collab_installer(runtime)
     stopping = threading.Event()
 
     def run() -> None:
@@ -497,17 +240,6 @@ def serve_metrics(settings: Settings, health: HealthChecks) -> None:
         raise PortInUseError(
             "the metrics endpoint", settings.metrics_port, "RECSTREAM_METRICS_PORT"
         ) from None
-
-
-def with_instance_id(settings: Settings) -> Settings:
-    """The settings with the worker's static group membership id: the one set, else (when
-    static membership is on and metrics are served) `<host name>-<metrics port>`."""
-    if settings.kafka_instance_id or not settings.kafka_static_membership:
-        return settings
-    if not settings.metrics_port:
-        return settings
-    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:150]
-    return settings.model_copy(update={"kafka_instance_id": f"{host}-{settings.metrics_port}"})
 
 
 def run_worker(settings: Settings, roles: Sequence[str]) -> int:

@@ -10,19 +10,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from recstream.errors import InvalidMessageError
+from recstream.core.errors import InvalidMessageError
+from recstream.core.index import ItemPayload, ItemRecord, Vector, VectorIndex, placeholder_vector
+from recstream.core.ports import Embedder
+from recstream.infra.dlq import DeadLetterWriter
+from recstream.infra.messages import Record
+from recstream.infra.metrics import PROCESSING_LAG
 from recstream.schemas.events import CatalogEvent, EventDecoder
-from recstream.stores.vector_index import (
-    ItemPayload,
-    ItemRecord,
-    Vector,
-    VectorIndex,
-    placeholder_vector,
+from recstream.streams.catalog_metrics import (
+    CATALOG_EMBED_BATCH,
+    CATALOG_EMBED_SECONDS,
+    CATALOG_EVENTS,
 )
-from recstream.streams import metrics
-from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.embedder import Embedder
-from recstream.streams.messages import Record
 from recstream.streams.text import content_hash, item_text
 
 _PURGE_EVERY_MS = 3600 * 1000
@@ -120,7 +119,8 @@ class CatalogProcessor:
         dead_letters: DeadLetterWriter,
         decoder: EventDecoder | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-        tombstone_retention_ms: int = 7 * 24 * 3600 * 1000,
+        *,
+        tombstone_retention_ms: int,
     ) -> None:
         self._index = index
         self._embedder = embedder
@@ -151,12 +151,10 @@ class CatalogProcessor:
         self._purge_old_tombstones()
         self._dead_letters.flush()
         for outcome, count in plan.outcomes.items():
-            metrics.CATALOG_EVENTS.labels(outcome).inc(count)
+            CATALOG_EVENTS.labels(outcome).inc(count)
         if events:
             newest = max(e.event_time for e in events)
-            metrics.PROCESSING_LAG.labels("catalog").set(
-                max(0.0, (self._clock_ms() - newest) / 1000)
-            )
+            PROCESSING_LAG.labels("catalog").set(max(0.0, (self._clock_ms() - newest) / 1000))
         return plan
 
     def _purge_old_tombstones(self) -> None:
@@ -172,15 +170,15 @@ class CatalogProcessor:
         return self._dead_letters.decode_all(
             messages,
             lambda value: self._decoder.catalog(value, now),
-            metrics.CATALOG_EVENTS.labels("dead_lettered"),
+            CATALOG_EVENTS.labels("dead_lettered"),
         )
 
     def _write(self, plan: CatalogPlan, stored: Mapping[str, ItemRecord]) -> None:
         if plan.embed:
             started = time.perf_counter()
             vectors = self._embedder.embed([text for _, text in plan.embed])
-            metrics.CATALOG_EMBED_SECONDS.observe(time.perf_counter() - started)
-            metrics.CATALOG_EMBED_BATCH.observe(len(plan.embed))
+            CATALOG_EMBED_SECONDS.observe(time.perf_counter() - started)
+            CATALOG_EMBED_BATCH.observe(len(plan.embed))
             self._index.upsert([(payload, vectors[i]) for i, (payload, _) in enumerate(plan.embed)])
         rewrites = [(p, stored[p.item_id].vector) for p in plan.rewrite_payload]
         self._index.upsert([(p, v) for p, v in rewrites if v is not None])

@@ -21,26 +21,27 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from recstream.consumers.pressure import QueryPressure
-from recstream.errors import InvalidMessageError
+from recstream.core.errors import InvalidMessageError
+from recstream.core.index import Vector, VectorIndex
+from recstream.core.ports import SessionWriter
+from recstream.core.pressure import QueryPressure
+from recstream.core.progress import RoleProgress
+from recstream.core.state import BatchEffects, UserState
 from recstream.infra.clients import is_outage
-from recstream.progress import RoleProgress
+from recstream.infra.dlq import DeadLetterWriter
+from recstream.infra.messages import KafkaRecord, Record, poll_available
+from recstream.infra.metrics import BATCH_RETRIES, PROCESSING_LAG, RECORDS_ISOLATED
+from recstream.infra.stores.collab_store import CollabReader
 from recstream.schemas.events import EventDecoder, InteractionEvent
-from recstream.stores.collab_store import CollabReader
-from recstream.stores.session_store import SessionStore
-from recstream.stores.vector_index import Vector, VectorIndex
-from recstream.streams import metrics
-from recstream.streams.dlq import DeadLetterWriter
-from recstream.streams.isolation import PoisonIsolation, RetryPolicy, Stopped
-from recstream.streams.messages import KafkaRecord, Record, poll_available
-from recstream.streams.session import (
-    BatchEffects,
-    SessionConfig,
-    UserState,
-    apply_batch,
-    popularity_landmark,
-    user_groups,
+from recstream.streams.interaction_metrics import (
+    COLLAB_FOLD_IN_SECONDS,
+    INTERACTION_BATCH_EVENTS,
+    INTERACTION_BATCH_SECONDS,
+    INTERACTION_EVENTS,
+    INTERACTION_VECTOR_MISSING,
 )
+from recstream.streams.isolation import PoisonIsolation, RetryPolicy, Stopped
+from recstream.streams.session import SessionConfig, apply_batch, popularity_landmark, user_groups
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -101,16 +102,17 @@ class InteractionProcessor:
         self,
         config: SessionConfig,
         index: VectorIndex,
-        store: SessionStore,
+        store: SessionWriter,
         dead_letters: DeadLetterWriter,
         decoder: EventDecoder | None = None,
-        item_cache_size: int = 100_000,
+        *,
+        item_cache_size: int,
+        write_chunk_events: int,
+        late_log_per_minute: int,
         user_cache_size: int = 100_000,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         collab: CollabReader | None = None,
-        write_chunk_events: int = 5000,
         pressure: QueryPressure | None = None,
-        late_log_per_minute: int = 100,
     ) -> None:
         self._config = config
         self._late = LateEventsLog(late_log_per_minute)
@@ -202,7 +204,7 @@ class InteractionProcessor:
                 decoded = self._dead_letters.decode_all(
                     part,
                     lambda value: self._decoder.interaction(value, now),
-                    metrics.INTERACTION_EVENTS.labels("dead_lettered"),
+                    INTERACTION_EVENTS.labels("dead_lettered"),
                 )
             events += decoded
         return events
@@ -242,7 +244,7 @@ class InteractionProcessor:
 
     def _step_back(self) -> None:
         """Between chunks, applied or written: let this process's requests in hand go first
-        (a full batch is about a second of work; consumers/pressure.py)."""
+        (a full batch is about a second of work; recstream/core/pressure.py)."""
         if self._pressure is not None:
             self._pressure.wait_idle(YIELD_WAIT_S)
 
@@ -274,18 +276,18 @@ class InteractionProcessor:
     def _observe(self, chunks: list[BatchEffects], decoded: int, seconds: float) -> None:
         for effects in chunks:
             for outcome, count in effects.outcomes.items():
-                metrics.INTERACTION_EVENTS.labels(outcome).inc(count)
+                INTERACTION_EVENTS.labels(outcome).inc(count)
             self._late.add(effects.outcomes)
-            metrics.INTERACTION_VECTOR_MISSING.inc(effects.vector_missing)
-        metrics.INTERACTION_BATCH_SECONDS.observe(seconds)
-        metrics.INTERACTION_BATCH_EVENTS.observe(decoded)
+            INTERACTION_VECTOR_MISSING.inc(effects.vector_missing)
+        INTERACTION_BATCH_SECONDS.observe(seconds)
+        INTERACTION_BATCH_EVENTS.observe(decoded)
         fold_in_seconds = sum(effects.fold_in_seconds for effects in chunks)
         if fold_in_seconds:
-            metrics.COLLAB_FOLD_IN_SECONDS.observe(fold_in_seconds)
+            COLLAB_FOLD_IN_SECONDS.observe(fold_in_seconds)
         newest = max((effects.newest_time for effects in chunks), default=0)
         if newest:
             lag = max(0.0, (self._clock_ms() - newest) / 1000)
-            metrics.PROCESSING_LAG.labels("interactions").set(lag)
+            PROCESSING_LAG.labels("interactions").set(lag)
 
 
 class LateEventsLog:
@@ -339,8 +341,9 @@ class InteractionConsumer:
         processor: InteractionProcessor,
         consumer_config: dict[str, Any],
         topic: str,
-        batch_size: int = 5000,
-        batch_timeout_s: float = 0.1,
+        *,
+        batch_size: int,
+        batch_timeout_s: float,
         pressure: QueryPressure | None = None,
         retry: RetryPolicy | None = None,
         progress: RoleProgress | None = None,
@@ -410,7 +413,7 @@ class InteractionConsumer:
 
     def _batch_limit(self) -> int:
         """The batch size; while this process's query worker is answering requests, a short
-        wait for those in hand and a small batch (consumers/pressure.py)."""
+        wait for those in hand and a small batch (recstream/core/pressure.py)."""
         if self._pressure is None or not self._pressure.active_within(QUERY_QUIET_S):
             return self._batch_size
         self._pressure.wait_idle(YIELD_WAIT_S)
@@ -439,11 +442,11 @@ class InteractionConsumer:
     def _retrying(self, error: BaseException) -> None:
         """Before a batch is applied again: what is cached may not be what is stored."""
         self._processor.forget_users()
-        metrics.BATCH_RETRIES.labels("interactions", type(error).__name__).inc()
+        BATCH_RETRIES.labels("interactions", type(error).__name__).inc()
 
     def _poisoned(self, record: KafkaRecord, error: BaseException) -> None:
-        metrics.RECORDS_ISOLATED.labels("interactions").inc()
-        metrics.INTERACTION_EVENTS.labels("dead_lettered").inc()
+        RECORDS_ISOLATED.labels("interactions").inc()
+        INTERACTION_EVENTS.labels("dead_lettered").inc()
         self._processor.dead_letter(record, processing_failed(error))
 
     def _commit(self, raws: list[KafkaRecord]) -> None:

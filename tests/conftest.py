@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import clients, stack, topics
-from recstream.settings import Settings, load_settings
 
 _TESTS = Path(__file__).parent
 MakeTopic = Callable[..., str]

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from recstream.consumers.ranking import RankingWeights
+from recstream.core.collab import CollabModel
+from recstream.core.ports import Embedder
 from recstream.evaluation import metrics
 from recstream.evaluation.baselines import (
     ImplicitALS,
@@ -24,10 +26,9 @@ from recstream.evaluation.baselines import (
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.split import Split
 from recstream.evaluation.system import Variant, embed_catalog, recommend_all, replay
-from recstream.stores.memory_index import InMemoryVectorIndex
-from recstream.stores.memory_store import InMemorySessionStore
-from recstream.streams.collab import AlsParams, CollabModel, fit_als, user_histories
-from recstream.streams.embedder import Embedder
+from recstream.infra.stores.memory_index import InMemoryVectorIndex
+from recstream.infra.stores.memory_store import InMemorySessionStore
+from recstream.streams.collab import AlsParams, fit_als, user_histories
 from recstream.streams.session import SessionConfig
 
 Lists = dict[str, list[str]]

@@ -17,21 +17,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from recstream.compose import collab_versions, ranking_weights, session_config
 from recstream.consumers.client import RecClient
+from recstream.core.collab import CollabModel
+from recstream.core.errors import RecstreamError
+from recstream.core.index import VectorIndex
+from recstream.core.ports import Embedder
+from recstream.core.settings import Settings
 from recstream.demo import feed_worker, start_worker
-from recstream.errors import RecstreamError
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.split import Split
 from recstream.evaluation.system import Variant, recommend_all, replay
 from recstream.infra import topics
+from recstream.infra.stores.memory_index import InMemoryVectorIndex
+from recstream.infra.stores.memory_store import InMemorySessionStore
+from recstream.infra.stores.registry import open_vector_index, redis_session_store
 from recstream.schemas.events import CatalogEvent, InteractionEvent
-from recstream.settings import Settings
-from recstream.stores.memory_index import InMemoryVectorIndex
-from recstream.stores.memory_store import InMemorySessionStore
-from recstream.stores.vector_index import VectorIndex, open_vector_index
-from recstream.streams.collab import CollabModel
-from recstream.streams.embedder import Embedder
-from recstream.worker import collab_versions, ranking_weights, session_config, session_store
 
 K = 10
 
@@ -95,7 +96,7 @@ def check_live(
                 served.close()
         finally:
             topics.delete_topics(settings, names)
-            store = session_store(settings)
+            store = redis_session_store(settings)
             store.delete_namespace()
             store.close()
     return LiveCheck(chosen, live, offline, collab.version if collab else None)

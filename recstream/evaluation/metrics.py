@@ -9,7 +9,7 @@ from itertools import combinations
 
 import numpy as np
 
-from recstream.stores.vector_index import Vector
+from recstream.core.index import Vector
 
 ACCURACY = ("precision", "recall", "ndcg", "map", "hit_rate")
 

@@ -9,14 +9,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from recstream.core.errors import RecstreamError
+from recstream.core.ports import Embedder
+from recstream.core.settings import Settings
 from recstream.datasets import movielens_dir, restaurant_dir
-from recstream.errors import RecstreamError
 from recstream.evaluation import data, split
 from recstream.evaluation.harness import SplitFunction, evaluate
 from recstream.evaluation.live import check_live
 from recstream.evaluation.report import write_report
-from recstream.settings import Settings
-from recstream.streams.embedder import Embedder
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def run_eval(settings: Settings, options: EvalOptions, embedder: Embedder) -> tu
     """Evaluate, write the report; the report's path and whether the live check (if asked) held."""
     if options.data_dir is not None and len(options.datasets) != 1:
         raise RecstreamError("--data-dir names the folder of one dataset: pass one --dataset")
-    from recstream.worker import session_config
+    from recstream.compose import session_config
 
     results: list[dict[str, Any]] = []
     live_ok = True

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from recstream.errors import RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.schemas.events import InteractionEvent
 
 RELEVANT_TYPES = frozenset({"click", "like", "add_to_cart", "purchase"})

@@ -14,15 +14,14 @@ from tqdm import tqdm
 
 from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import QueryConfig, Recommender
+from recstream.core.collab import CollabModel, FixedModel, StateCollab
+from recstream.core.index import Vector, collection_name
+from recstream.core.ports import Embedder
+from recstream.infra.stores.memory_index import InMemoryVectorIndex
+from recstream.infra.stores.memory_store import InMemorySessionStore
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.schemas.requests import RecommendRequest
-from recstream.stores.collab_store import FixedModel, StateCollab
-from recstream.stores.memory_index import InMemoryVectorIndex
-from recstream.stores.memory_store import InMemorySessionStore
-from recstream.stores.vector_index import Vector, collection_name
 from recstream.streams.catalog import plan_catalog_batch
-from recstream.streams.collab import CollabModel
-from recstream.streams.embedder import Embedder
 from recstream.streams.session import SessionConfig, apply_batch, popularity_landmark
 
 REPLAY_BATCH = 5000  # the interaction processor's default batch size

@@ -12,11 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recstream.errors import RecstreamError
-from recstream.stores.memory_index import InMemoryVectorIndex
-from recstream.stores.qdrant_client_index import QdrantClientIndex
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.vector_index import (
+from recstream.core.errors import RecstreamError
+from recstream.core.index import (
     Distance,
     ItemPayload,
     SearchFilter,
@@ -24,6 +21,9 @@ from recstream.stores.vector_index import (
     VectorIndex,
     collection_name,
 )
+from recstream.infra.stores.memory_index import InMemoryVectorIndex
+from recstream.infra.stores.qdrant_client_index import QdrantClientIndex
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 
 DIM = 16
 COLLAB_DIM = 4

@@ -11,17 +11,18 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, Producer
 
-from recstream.consumers.pressure import QueryPressure
+from recstream.compose import interaction_consumer
+from recstream.core.index import ItemPayload, collection_name
+from recstream.core.pressure import QueryPressure
+from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
+from recstream.infra.dlq import REASON_HEADER, DeadLetterWriter
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import redis_session_store
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import Settings
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.vector_index import ItemPayload, collection_name
-from recstream.streams.dlq import REASON_HEADER, DeadLetterWriter
 from recstream.streams.interactions import InteractionConsumer
-from recstream.worker import interaction_consumer, session_store
 
 HOUR = 3600 * 1000
 T0 = int(time.time() * 1000) - 90 * 24 * HOUR  # far enough back for every generated gap
@@ -115,7 +116,7 @@ def make_consumer(
     settings: Settings, index: QdrantEdgeIndex, pressure: QueryPressure | None = None
 ) -> InteractionConsumer:
     dead_letters = DeadLetterWriter(kafka_config(settings))
-    store = session_store(settings)
+    store = redis_session_store(settings)
     return interaction_consumer(settings, index, store, dead_letters, pressure=pressure)
 
 
@@ -140,7 +141,7 @@ def state_snapshot(
 ) -> dict[str, object]:
     """Everything the processor stores for these users and items, comparable across namespaces
     (popularity is rescaled from the namespace's own landmark to reference_ms)."""
-    store = session_store(settings)
+    store = redis_session_store(settings)
     try:
         states = store.load_states(users)
         landmark = store.popularity_landmark() or 0
@@ -188,7 +189,7 @@ def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
 
 
 def delete_namespace(settings: Settings) -> None:
-    store = session_store(settings)
+    store = redis_session_store(settings)
     store.delete_namespace()
     store.close()
 

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from recstream import InteractionEvent, InvalidMessageError, RecClient
+from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
-from recstream.settings import Settings
 from tests.conftest import MakeTopic
 from tests.integration.worker_process import free_port
 

@@ -18,27 +18,23 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from recstream.compose import collab_versions, interaction_consumer
 from recstream.consumers.client import RecClient
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import QueryConfig, Recommender
-from recstream.errors import RecstreamError
+from recstream.core.collab import CollabModel, StateCollab, VersionInfo
+from recstream.core.errors import CollabRejectedError, RecstreamError
+from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import consumer_config, kafka_config, redis_client
+from recstream.infra.dlq import DeadLetterWriter
+from recstream.infra.stores.collab_store import CollabReader
+from recstream.infra.stores.keys import KeySpace
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import redis_session_store
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import Settings
-from recstream.stores.collab_store import (
-    CollabReader,
-    CollabRejectedError,
-    StateCollab,
-    VersionInfo,
-)
-from recstream.stores.keys import KeySpace
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.streams.collab import CollabModel
-from recstream.streams.dlq import DeadLetterWriter
 from recstream.train import TrainReport, describe_versions, train
-from recstream.worker import collab_versions, interaction_consumer, session_store
 from tests.integration.ingest_helpers import (
     create_topics,
     delete_namespace,
@@ -126,7 +122,7 @@ def _apply(env: Env, count: int) -> None:
     """Run the interaction processor (with its collab reader) over `count` new records."""
     reader = CollabReader(collab_versions(env.settings), env.settings.collab_refresh_s)
     dead = DeadLetterWriter(kafka_config(env.settings))
-    store = session_store(env.settings)
+    store = redis_session_store(env.settings)
     drain(interaction_consumer(env.settings, env.index, store, dead, reader), count)
     store.close()
 
@@ -143,7 +139,7 @@ def test_training_publishes_and_the_processor_folds_users_in(env: Env) -> None:
     model = versions.load(info)
     assert info.slot is not None and model.slot == info.slot
     _factors_in_slot(env, model, info.slot)
-    store = session_store(env.settings)
+    store = redis_session_store(env.settings)
     state = store.load_states(["user3"])["user3"]
     store.close()
     assert state.collab_version == 1 and state.collab_vector is not None
@@ -282,7 +278,7 @@ def test_the_switch_is_atomic_under_concurrent_reads(env: Env) -> None:
 def test_a_new_interaction_changes_the_next_collab_recommendation(env: Env) -> None:
     _train(env)
     _apply(env, len(env.events))
-    store = session_store(env.settings)
+    store = redis_session_store(env.settings)
     reader = CollabReader(collab_versions(env.settings), 0.05)
     collab_only = QueryConfig(weights=RankingWeights(0.0, 0.0, 0.0, 1.0), covis_seeds=0)
     recommender = Recommender(env.index, store, None, collab_only, collab=StateCollab(reader, 1))
@@ -294,6 +290,7 @@ def test_a_new_interaction_changes_the_next_collab_recommendation(env: Env) -> N
         env.settings.topic_responses,
         DeadLetterWriter(kafka_config(env.settings)),
         max_queue_ms=5000,
+        threads=env.settings.query_threads,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from recstream.core.settings import Settings
 from recstream.demo import DEMO_USERS, run_demo
 from recstream.infra import topics
-from recstream.settings import Settings
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 from tests.integration.worker_process import free_port
 

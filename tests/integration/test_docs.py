@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from recstream.settings import Settings
+from recstream.core.settings import Settings
 from tests.integration.ingest_helpers import delete_namespace
 from tests.integration.worker_process import free_port
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from recstream.compose import load_embedder
+from recstream.core.settings import Settings
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.live import check_live
 from recstream.evaluation.split import last_fraction
 from recstream.schemas.events import CatalogEvent, InteractionEvent
-from recstream.settings import Settings
-from recstream.worker import load_embedder
 from tests.integration.ingest_helpers import isolated_settings
 from tests.integration.worker_process import free_port
 

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from recstream.core.settings import Settings
 from recstream.infra import kafka_server, topics
+from recstream.infra.dlq import TRUNCATED_HEADER
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import Settings
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.streams.dlq import TRUNCATED_HEADER
-from recstream.worker import session_store
 from tests.integration.ingest_helpers import (
     T0,
     assert_same_state,
@@ -179,7 +179,7 @@ def test_records_that_fail_their_batch_every_time_are_dead_lettered_and_the_rest
         InteractionEvent(f"bad-{n}", "poison", "item3", "click", T0 + n * 1000) for n in range(3)
     ]
     events = good[:700] + poisoned[:2] + good[700:1500] + poisoned[2:] + good[1500:]
-    store = session_store(settings)
+    store = redis_session_store(settings)
     store._redis.set(store.keys.user_seen("poison"), "not a sorted set")
     store.close()
     produce_events(settings, events)

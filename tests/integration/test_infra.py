@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from recstream.errors import (
+from recstream.core.errors import (
     PortInUseError,
     ServiceUnreachableError,
     ToolMissingError,
     TopicMismatchError,
 )
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import kafka_server, redis_server, stack, topics
 from recstream.infra.clients import admin_client
 from recstream.infra.process import port_is_free
-from recstream.settings import Settings, load_settings
 from tests.conftest import MakeTopic
 
 

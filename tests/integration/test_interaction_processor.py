@@ -13,17 +13,18 @@ import pytest
 from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 
-from recstream.consumers.pressure import QueryPressure
+from recstream.core.pressure import QueryPressure
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, Settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
+from recstream.infra.dlq import REASON_HEADER
+from recstream.infra.messages import from_kafka
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.streams.dlq import REASON_HEADER
 from recstream.streams.interactions import YIELDING_BATCH, InteractionConsumer
-from recstream.streams.messages import from_kafka
-from recstream.worker import session_store
+from recstream.streams.reference import reference_vector
 from tests.integration.ingest_helpers import (
     HOUR,
     T0,
@@ -40,7 +41,6 @@ from tests.integration.ingest_helpers import (
     seed_items,
     state_snapshot,
 )
-from tests.session_reference import reference_vector
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_session_vectors_history_and_counters_match_the_formula(env) -> None:  #
     stored_vectors = {
         i: r.vector for i, r in index.retrieve([f"item{n}" for n in range(30)]).items()
     }
-    store = session_store(settings)
+    store = redis_session_store(settings)
     states = store.load_states({e.user_id for e in events})
     for user, state in states.items():
         mine = [e for e in events if e.user_id == user]
@@ -117,7 +117,7 @@ def test_bad_events_go_to_the_dlq_with_reasons_and_good_ones_are_applied(env) ->
     records += [(e.user_id.encode(), e.to_json()) for e in good[10:]]
     produce(settings, settings.topic_interactions, records)
     drain(make_consumer(settings, index), len(records))
-    store = session_store(settings)
+    store = redis_session_store(settings)
     assert store.load_states(["user0"])["user0"].count == 20
     store.close()
     letters = _dead_letters(settings, dlq_topic(settings.topic_interactions), len(bad))

@@ -13,8 +13,8 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
+from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
-from recstream.settings import Settings
 from tests.conftest import MakeTopic
 
 FAUST_APP = Path(__file__).with_name("faust_echo_app.py")

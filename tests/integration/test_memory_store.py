@@ -12,17 +12,14 @@ import orjson
 import pytest
 import redis
 
+from recstream.core.ports import SessionStore, UserView
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, Settings
+from recstream.core.state import UserState
+from recstream.infra.stores.memory_store import InMemorySessionStore
+from recstream.infra.stores.registry import redis_session_store
+from recstream.infra.stores.session_store import _LOAD_CHUNK, RedisSessionStore
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings
-from recstream.stores.memory_store import InMemorySessionStore
-from recstream.stores.session_store import (
-    _LOAD_CHUNK,
-    RedisSessionStore,
-    SessionStore,
-    UserView,
-)
-from recstream.streams.session import MAX_GUARD_IDS, SessionConfig, UserState, apply_batch
-from recstream.worker import session_store
+from recstream.streams.session import MAX_GUARD_IDS, SessionConfig, apply_batch
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 
 HOUR = 3600 * 1000
@@ -70,7 +67,7 @@ def write_path(request: pytest.FixtureRequest) -> str:
 
 def _redis_store(settings: Settings, write_path: str) -> RedisSessionStore:
     native = write_path == "native"
-    store = session_store(settings.model_copy(update={"redis_write_module": native}))
+    store = redis_session_store(settings.model_copy(update={"redis_write_module": native}))
     if native:  # the module is loaded in the Redis recstream starts: never test the fallback
         assert store.has_native_write()
         store.native_write = True
@@ -169,7 +166,7 @@ def test_a_failed_write_stores_nothing_and_its_retry_registers_the_category(
 ) -> None:
     """Categories are registered (for popularity rebases) only by a write that was stored."""
     settings = isolated_settings(infra, unique, tmp_path)
-    store = session_store(settings)
+    store = redis_session_store(settings)
     event = InteractionEvent("e1", "user1", "item1", "click", T0)
     vectors = _one_item(seed=2)
     effects = apply_batch([event], {}, vectors, {"item1": "cat9"}, DEFAULT_CONFIG, "m", 8, T0)

@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from recstream.cli import main
+from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
-from recstream.settings import Settings
 from tests.conftest import MakeTopic
 
 

@@ -6,8 +6,8 @@ import time
 
 import redis
 
+from recstream.core.settings import Settings
 from recstream.infra.redis_server import redis_dir
-from recstream.settings import Settings
 
 
 def test_round_trip_of_strings_hashes_and_sorted_sets(

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import redis
 
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, Settings, load_settings
+from recstream.core.state import BatchEffects, UserState
 from recstream.infra import redis_server
+from recstream.infra.stores.registry import redis_session_store
+from recstream.infra.stores.session_store import RedisSessionStore
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import DEFAULT_EVENT_WEIGHTS, Settings, load_settings
-from recstream.stores.session_store import RedisSessionStore
-from recstream.streams.session import BatchEffects, SessionConfig, UserState, apply_batch
-from recstream.worker import session_store
+from recstream.streams.session import SessionConfig, apply_batch
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 from tests.integration.worker_process import free_port
 
@@ -70,7 +71,7 @@ MALFORMED: dict[str, Callable[[bytes], bytes]] = {
 @pytest.fixture
 def store(infra: Settings, unique: str, tmp_path: Path) -> Iterator[RedisSessionStore]:
     settings = isolated_settings(infra, unique, tmp_path)
-    store = session_store(settings)
+    store = redis_session_store(settings)
     assert store.has_native_write(), "recstream's Redis runs without its write module"
     try:
         yield store
@@ -111,7 +112,7 @@ def test_every_per_user_key_expires_a_ttl_after_its_last_write(
     infra: Settings, unique: str, tmp_path: Path, native: bool
 ) -> None:
     settings = isolated_settings(infra, unique, tmp_path, user_state_ttl_s=600)
-    store = session_store(settings)
+    store = redis_session_store(settings)
     store.native_write = native
     try:
         store.write_batch(_effects(), None)
@@ -172,7 +173,7 @@ def _everything(client: redis.Redis) -> dict[bytes, Any]:
 def test_native_writes_replay_from_the_aof_after_a_restart(tmp_path: Path) -> None:
     settings = _own_redis(tmp_path)
     try:
-        store = session_store(settings)
+        store = redis_session_store(settings)
         store.write_batch(_effects(), None)
         assert store.native_write
         written = _everything(store._redis)
@@ -181,7 +182,7 @@ def test_native_writes_replay_from_the_aof_after_a_restart(tmp_path: Path) -> No
         assert any(WRITE.encode() in path.read_bytes().upper() for path in aof.glob("*.incr.aof"))
         redis_server.stop_redis(settings)
         redis_server.start_redis(settings)
-        store = session_store(settings)
+        store = redis_session_store(settings)
         assert written and _everything(store._redis) == written
         store.close()
     finally:
@@ -193,15 +194,15 @@ def test_a_redis_without_the_module_is_written_by_the_script(
 ) -> None:
     settings = _own_redis(tmp_path, RECSTREAM_REDIS_WRITE_MODULE="false")
     try:
-        found = session_store(settings.model_copy(update={"redis_write_module": True}))
-        with caplog.at_level(logging.INFO, "recstream.stores.session_store"):
+        found = redis_session_store(settings.model_copy(update={"redis_write_module": True}))
+        with caplog.at_level(logging.INFO, "recstream.infra.stores.session_store"):
             found.write_batch(_effects(), None)
         assert found.native_write is False
         assert "Redis batch writes: the Lua script" in caplog.text
         written = _everything(found._redis)
         found._redis.flushall()
         # A store that was told the module is there (a Redis restarted without it) finds out.
-        told = session_store(settings.model_copy(update={"redis_write_module": True}))
+        told = redis_session_store(settings.model_copy(update={"redis_write_module": True}))
         told.native_write = True
         told.write_batch(_effects(), None)
         assert told.native_write is False
@@ -218,14 +219,14 @@ def test_switched_off_a_module_built_before_is_still_loaded(tmp_path: Path) -> N
     not leave Redis unable to load it."""
     settings = _own_redis(tmp_path)
     try:
-        store = session_store(settings)
+        store = redis_session_store(settings)
         store.write_batch(_effects(), None)
         written = _everything(store._redis)
         store.close()
         redis_server.stop_redis(settings)
         switched_off = settings.model_copy(update={"redis_write_module": False})
         redis_server.start_redis(switched_off)
-        store = session_store(switched_off)
+        store = redis_session_store(switched_off)
         assert store.native_write is False and _everything(store._redis) == written
         # By the script now; the same events again, applied on the stored states: duplicates.
         store.write_batch(_effects(store.load_states(["user0", "user1"])), T0)
@@ -247,7 +248,7 @@ def test_a_user_refused_the_command_by_acl_writes_with_the_script(
     )
     settings = isolated_settings(infra, unique, tmp_path)
     address = settings.redis_address.replace("redis://", f"redis://{unique}:{unique}@")
-    store = session_store(settings.model_copy(update={"redis_url": address}))
+    store = redis_session_store(settings.model_copy(update={"redis_url": address}))
     try:
         assert not store.has_native_write()
         store.write_batch(_effects(), None)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import kafka_server, redis_server
 from recstream.infra.kafka_server import BrokerSecurity
 from recstream.infra.redis_server import RedisTLS
 from recstream.infra.tls import create_local_ca
-from recstream.settings import Settings, load_settings
 from tests.integration.worker_process import WorkerProcess, free_port
 
 USERS = 25

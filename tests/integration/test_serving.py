@@ -14,20 +14,20 @@ import pytest
 from confluent_kafka import Producer
 
 from recstream.consumers.client import AsyncRecClient, RecClient, RequestTimeoutError
-from recstream.consumers.pressure import QueryPressure
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.recommender import QueryConfig, Recommender
+from recstream.core.index import ItemPayload, collection_name
+from recstream.core.pressure import QueryPressure
+from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import consumer_config, kafka_config
+from recstream.infra.dlq import TRUNCATED_HEADER, DeadLetterWriter
+from recstream.infra.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import InteractionEvent
 from recstream.schemas.requests import RecommendRequest
-from recstream.settings import Settings
-from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-from recstream.stores.vector_index import ItemPayload, collection_name
-from recstream.streams.dlq import TRUNCATED_HEADER, DeadLetterWriter
-from recstream.streams.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
-from recstream.worker import session_store
 from tests.integration.ingest_helpers import (
     create_topics,
     delete_namespace,
@@ -112,7 +112,7 @@ def stack(
     path = settings.qdrant_embedded_path / name
     index = QdrantEdgeIndex.open(path, name, embedder.dimension, cache_vectors=1000)
     titles = _seed(index, embedder)
-    store = session_store(settings)
+    store = redis_session_store(settings)
     pressure = QueryPressure()
     worker = QueryWorker(
         Recommender(index, store, embedder),
@@ -371,7 +371,7 @@ def test_hidden_items_are_never_served_unless_the_operator_allows_it(stack: Stac
     asks_hidden = {"k": 30, "available_only": False, "diversity": 1.0}
     ids = _ids(stack.client.recommend("gus", **asks_hidden))
     assert ids and "hidden" not in ids
-    store = session_store(stack.settings)
+    store = redis_session_store(stack.settings)
     try:
         allowing = Recommender(stack.index, store, None, QueryConfig(serve_hidden_items=True))
         request = RecommendRequest("h-1", 30, user_id="gus", available_only=False, diversity=1.0)

@@ -11,12 +11,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import admin_client, kafka_config
+from recstream.infra.dlq import TRUNCATED_HEADER
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import CatalogEvent
-from recstream.settings import Settings
-from recstream.streams.dlq import TRUNCATED_HEADER
 from tests.integration.ingest_helpers import (
     T0,
     assert_same_state,
@@ -124,7 +124,7 @@ def test_catalog_events_become_points_and_unchanged_items_are_not_embedded_again
 
 
 def _no_filter():  # type: ignore[no-untyped-def]
-    from recstream.stores.vector_index import SearchFilter
+    from recstream.core.index import SearchFilter
 
     return SearchFilter(available_only=False)
 

@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from recstream.core.settings import Settings
 from recstream.metrics_probe import metric_total
-from recstream.settings import Settings
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from recstream.core.index import ItemPayload
 from recstream.schemas.events import CatalogEvent
-from recstream.stores.vector_index import ItemPayload
 from recstream.streams.catalog import plan_catalog_batch
 from recstream.streams.text import content_hash, item_text
 

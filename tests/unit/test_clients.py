@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from recstream.core.settings import load_settings
 from recstream.infra.clients import (
     consumer_config,
     faust_options,
@@ -13,7 +14,6 @@ from recstream.infra.clients import (
     redact_url,
 )
 from recstream.infra.tls import create_local_ca
-from recstream.settings import load_settings
 
 
 def _secured(tmp_path: Path) -> dict[str, str]:

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from recstream.core.collab import CollabModel
 from recstream.schemas.events import InteractionEvent
-from recstream.streams.collab import (
-    AlsParams,
-    CollabModel,
-    fit_als,
-    neighbour_drift,
-    user_histories,
-)
+from recstream.streams.collab import AlsParams, fit_als, neighbour_drift, user_histories
 from recstream.worker import single_threaded_blas
 
 ITEMS = [f"i{n}" for n in range(40)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from recstream.streams.dlq import DIGEST_HEADER, TRUNCATED_HEADER, fit
+from recstream.infra.dlq import DIGEST_HEADER, TRUNCATED_HEADER, fit
 
 
 def test_a_letter_that_fits_is_sent_whole() -> None:

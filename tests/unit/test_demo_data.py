@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from recstream.cli_format import print_response
+from recstream.core.errors import RecstreamError
 from recstream.datasets import MOVIELENS_SHA256, _verify, movielens_dir
-from recstream.errors import RecstreamError
 from recstream.movielens import movie_events, rating_event_type, rating_events
 from recstream.schemas.requests import RecommendedItem, RecommendResponse
 

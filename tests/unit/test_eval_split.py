@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from recstream.errors import RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.evaluation.split import global_cutoff, last_fraction
 from recstream.schemas.events import InteractionEvent
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from recstream.core.index import Vector
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.harness import evaluate
 from recstream.evaluation.split import Split
 from recstream.schemas.events import CatalogEvent, InteractionEvent
-from recstream.settings import DEFAULT_EVENT_WEIGHTS
-from recstream.stores.vector_index import Vector
 from recstream.streams.session import SessionConfig
 
 DIM = 16

@@ -6,7 +6,7 @@ import urllib.request
 
 import orjson
 
-from recstream.http import HealthChecks, serve
+from recstream.infra.http import HealthChecks, serve
 
 
 def _port() -> int:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import redis_server
 from recstream.infra.kafka_server import server_properties
 from recstream.infra.topics import dlq_topic, planned_topics
-from recstream.settings import Settings, load_settings
 
 
 def test_server_properties_use_the_configured_ports_and_kraft_combined_mode() -> None:

@@ -114,7 +114,7 @@ class CatalogLike:
 
 
 def test_catalog_batches_dead_letter_the_failing_records_and_flush_before_returning() -> None:
-    from recstream.worker import catalog_batches
+    from recstream.compose import catalog_batches
 
     processor = CatalogLike(poison={2})
     apply = catalog_batches(processor, threading.Event(), NO_WAIT)  # type: ignore[arg-type]

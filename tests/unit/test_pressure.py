@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from recstream.consumers.pressure import QueryPressure
+from recstream.core.pressure import QueryPressure
 
 
 def test_busy_until_every_request_taken_is_answered_then_recently_active() -> None:

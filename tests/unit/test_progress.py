@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recstream.progress import RoleProgress, run_role
+from recstream.core.progress import RoleProgress, run_role
 
 
 class Clock:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recstream.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import InvalidMessageError, RecstreamError
 from recstream.produce import missing_columns
 from recstream.records import event_time_ms, read_records
 

@@ -6,23 +6,22 @@ import logging
 import numpy as np
 import pytest
 
+from recstream.core.collab import CollabModel
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.core.state import BatchEffects, UserState
 from recstream.schemas.events import InteractionEvent
-from recstream.settings import DEFAULT_EVENT_WEIGHTS
 from recstream.streams import session
-from recstream.streams.collab import CollabModel
 from recstream.streams.interactions import LateEventsLog
+from recstream.streams.reference import reference_apply_batch, reference_vector
 from recstream.streams.session import (
     MAX_COLLAB_ITEMS,
     MAX_GUARD_IDS,
     POPULARITY_REBASE_HALF_LIVES,
-    BatchEffects,
     SessionConfig,
-    UserState,
     apply_batch,
     popularity_landmark,
     user_groups,
 )
-from tests.session_reference import reference_apply_batch, reference_vector
 
 DIM = 8
 HOUR = 3600 * 1000

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from recstream.cli import main
-from recstream.errors import SettingsError
+from recstream.core.errors import SettingsError
+from recstream.core.settings import load_settings
 from recstream.infra.clients import kafka_config
-from recstream.settings import load_settings
 
 
 def test_defaults_point_clients_at_the_local_services() -> None:

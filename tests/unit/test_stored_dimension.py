@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recstream.settings import load_settings
-from recstream.stores.vector_index import collection_name, stored_dimension
+from recstream.core.index import collection_name
+from recstream.core.settings import load_settings
+from recstream.infra.stores.registry import stored_dimension
 
 
 def test_the_dimension_comes_from_the_one_collection_of_the_model(tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ def test_the_cycle_collector_runs_less_often_but_still_runs() -> None:
 def test_a_worker_takes_a_static_member_id_from_its_host_and_metrics_port() -> None:
     import socket
 
-    from recstream.settings import load_settings
-    from recstream.worker import with_instance_id
+    from recstream.compose import with_instance_id
+    from recstream.core.settings import load_settings
 
     auto = with_instance_id(load_settings({"RECSTREAM_METRICS_PORT": "9470"}))
     assert auto.kafka_instance_id is not None

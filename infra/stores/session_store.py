@@ -1,9 +1,10 @@
 """The session state concern in Redis: per-user state, seen history, popularity, co-visitation.
 
-Writes of one batch go in one call, which Redis runs without interleaving: the native command of
-recstream's Redis module where the server has it (infra/redis_module), else a Lua script, with
-the same payload and effects. The whole batch (states, guards and counters) is stored or none of
-it, so a replay after a crash re-applies exactly what was lost. Key layout: docs/state-layout.md.
+Writes of one batch go in one call, which Redis runs without interleaving: the native command
+of recstream's Redis module where the server has it (infra/redis_module), else a Lua script,
+with the same payload (infra/stores/batch_write.py) and effects. The whole batch (states, guards
+and counters) is stored or none of it, so a replay after a crash re-applies exactly what was
+lost. Key layout: docs/state-layout.md.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import msgpack
 import numpy as np
 import orjson
 import redis
 
-from recstream.stores.keys import KeySpace
-from recstream.streams.session import BatchEffects, UserState
+from recstream.core.ports import UserView
+from recstream.core.state import BatchEffects, UserState
+from recstream.infra.stores.batch_write import LUA_WRITE, NATIVE_COMMAND, BatchWrite
+from recstream.infra.stores.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -30,89 +31,7 @@ _FIELDS = ("vec", "last", "floor", "n", "ids", "recent", "model", "cr", "cvec", 
 # A query needs neither the guards nor the floor.
 _QUERY_FIELDS = tuple(f for f in _FIELDS if f not in ("ids", "floor"))
 
-# One batch, msgpack-encoded in ARGV[1]: {rebase, states, seen, increments, sets, landmark,
-# guards, expire}.
-# rebase: {key, factor}; states: {key, field, value, ...} -> HSET; seen: {key, keep, above,
-# members, scores} -> ZADD GT; increments: {key, keep, above, members, increments} -> added to
-# the scores (as ZINCRBY would); a sorted set with more than `above` members (when above > 0)
-# is then cut to its top `keep`; sets: {key, member, ...} -> SADD; landmark: {key, value} -> SET;
-# guards: {key, floor, event ids, times} -> ZADD, then every id older than floor removed;
-# expire: {ttl_ms, {key, ...}} -> PEXPIRE (the per-user keys written).
-# Members and scores travel as two columns: the client sends lists it already has instead of
-# interleaving them in Python, and ZMSCORE takes the members as they are.
-# Every key's type is checked before anything is written, so a key of another type (written by
-# something else) fails the whole call and changes nothing, as the native command does.
-_WRITE_BATCH_LUA = """
-local b = cmsgpack.unpack(ARGV[1])
-local CHUNK = 2000
-local function expect(key, kind)
-  local found = redis.call('TYPE', key)['ok']
-  if found ~= 'none' and found ~= kind then
-    error({err = 'WRONGTYPE a recstream key holds another type of value'})
-  end
-end
-for _, r in ipairs(b[1]) do expect(r[1], 'zset') end
-for _, r in ipairs(b[2]) do expect(r[1], 'hash') end
-for _, r in ipairs(b[3]) do expect(r[1], 'zset') end
-for _, r in ipairs(b[4]) do expect(r[1], 'zset') end
-for _, r in ipairs(b[5]) do expect(r[1], 'set') end
-for _, r in ipairs(b[7]) do expect(r[1], 'zset') end
-local function zadd_columns(key, option, members, scores)
-  for i = 1, #members, CHUNK do
-    local args = {}
-    for j = i, math.min(i + CHUNK - 1, #members) do
-      args[#args + 1] = scores[j]
-      args[#args + 1] = members[j]
-    end
-    if option then redis.call('ZADD', key, option, unpack(args))
-    else redis.call('ZADD', key, unpack(args)) end
-  end
-end
-local function call_ranges(command, key, args, from)
-  for i = from, #args, CHUNK do
-    redis.call(command, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
-  end
-end
-local function trim(r)
-  if r[3] > 0 and redis.call('ZCARD', r[1]) > r[3] then
-    redis.call('ZREMRANGEBYRANK', r[1], 0, -(r[2] + 1))
-  end
-end
-for _, r in ipairs(b[1]) do redis.call('ZUNIONSTORE', r[1], 1, r[1], 'WEIGHTS', r[2]) end
-for _, r in ipairs(b[2]) do call_ranges('HSET', r[1], r, 2) end
-for _, r in ipairs(b[3]) do
-  zadd_columns(r[1], 'GT', r[4], r[5])
-  trim(r)
-end
--- Increments: read the current scores of a chunk of members at once, add in Lua (doubles, as
--- ZINCRBY adds) and write them back with one ZADD: two calls per chunk instead of one per pair.
-for _, r in ipairs(b[4]) do
-  local members, increments = r[4], r[5]
-  for i = 1, #members, CHUNK do
-    local last = math.min(i + CHUNK - 1, #members)
-    local current = redis.call('ZMSCORE', r[1], unpack(members, i, last))
-    local args = {}
-    for m = i, last do
-      args[#args + 1] = (tonumber(current[m - i + 1]) or 0) + increments[m]
-      args[#args + 1] = members[m]
-    end
-    redis.call('ZADD', r[1], unpack(args))
-  end
-  trim(r)
-end
-for _, r in ipairs(b[5]) do call_ranges('SADD', r[1], r, 2) end
-redis.call('SET', b[6][1], b[6][2])
-for _, r in ipairs(b[7]) do
-  if #r[3] > 0 then zadd_columns(r[1], nil, r[3], r[4]) end
-  redis.call('ZREMRANGEBYSCORE', r[1], '-inf', '(' .. r[2])
-end
-for _, key in ipairs(b[8][2]) do redis.call('PEXPIRE', key, b[8][1]) end
-return #b[2]
-"""
 
-# The same write as one native command, when the server has recstream's module loaded
-# (infra/redis_module/recstream_write.c: same payload, same effects, about half of Redis's CPU).
-_NATIVE_WRITE = "RECSTREAM.WRITE2"
 _WRITE_PATHS = {True: "the native command of recstream's module", False: "the Lua script"}
 
 # States and guards of many users in one call: KEYS are (state, guards) pairs, ARGV the state
@@ -128,45 +47,6 @@ return out
 """
 _LOAD_STATES_SHA = hashlib.sha1(_LOAD_STATES_LUA.encode()).hexdigest()  # EVALSHA's name for it
 _LOAD_CHUNK = 500  # users per load call: a script blocks Redis while it runs (about 12 ms)
-
-
-@dataclass(frozen=True, slots=True)
-class UserView:
-    """What answering one user's request needs from the store, read in one round trip. The
-    state carries no event-id guards (only the processor needs them)."""
-
-    state: UserState | None
-    seen: dict[str, int] = field(default_factory=dict)
-    last_response: bytes | None = None
-
-
-class SessionStore(Protocol):
-    """What the interaction processor writes and the recommender reads. Two implementations
-    with the same semantics: Redis (the services) and in memory (the offline evaluation)."""
-
-    def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]: ...
-
-    def popularity_landmark(self) -> int | None: ...
-
-    def write_batch(self, effects: BatchEffects, previous_landmark: int | None) -> None: ...
-
-    def seen(self, user_id: str) -> dict[str, int]: ...
-
-    def covisitation(self, item_id: str, limit: int = 50) -> dict[str, float]: ...
-
-    def user_view(self, user_id: str) -> UserView: ...
-
-    def covisitation_many(
-        self, item_ids: Sequence[str], limit: int = 50
-    ) -> dict[str, dict[str, float]]: ...
-
-    def popularity(self, limit: int = 100, category: str | None = None) -> dict[str, float]: ...
-
-    def popularity_of(self, item_ids: list[str]) -> dict[str, float]: ...
-
-    def remember_response(self, user_id: str, response: bytes, ttl_s: int) -> None: ...
-
-    def last_response(self, user_id: str) -> bytes | None: ...
 
 
 def covis_trim_above(keep: int) -> int:
@@ -195,7 +75,7 @@ class RedisSessionStore:
         self._covis_max = covis_max_neighbours
         self._popularity_half_life_ms = popularity_half_life_ms
         self._known_categories: set[str] = set()
-        self._write_script = client.register_script(_WRITE_BATCH_LUA)
+        self._write_script = client.register_script(LUA_WRITE)
 
     def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         """Stored states of the given users (absent users are left out)."""
@@ -276,10 +156,7 @@ class RedisSessionStore:
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
     ) -> bytes:
         """The write call's payload for a batch: all of the client's work of a write."""
-        payload = self._batch_payload(effects, previous_landmark, new_categories)
-        # use_bin_type=False: the raw format, which the Lua cmsgpack in Redis decodes.
-        packed: bytes = msgpack.packb(payload, use_bin_type=False)
-        return packed
+        return self._batch_payload(effects, previous_landmark, new_categories).encode()
 
     def write_encoded(self, payload: bytes) -> None:
         """Store an `encode_batch` result (all of Redis's work of a write): with the native
@@ -289,7 +166,7 @@ class RedisSessionStore:
             log.info("Redis batch writes: %s", _WRITE_PATHS[self.native_write])
         if self.native_write:
             try:
-                self._redis.execute_command(_NATIVE_WRITE, payload)
+                self._redis.execute_command(NATIVE_COMMAND, payload)
                 return
             except redis.exceptions.ResponseError as error:
                 if "unknown command" not in str(error).lower():
@@ -303,14 +180,14 @@ class RedisSessionStore:
         writes nothing). Any other answer ("unknown command", or an ACL that refuses the
         command): the script is used."""
         try:
-            self._redis.execute_command(_NATIVE_WRITE)
+            self._redis.execute_command(NATIVE_COMMAND)
         except redis.exceptions.ResponseError as error:
             return "wrong number of arguments" in str(error).lower()
         return False
 
     def _batch_payload(
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
-    ) -> list[Any]:
+    ) -> BatchWrite:
         states = [
             [self.keys.user_state(user), *_state_fields(s)] for user, s in effects.states.items()
         ]
@@ -321,16 +198,16 @@ class RedisSessionStore:
         ]
         increments = self._counter_increments(effects)
         sets = [[self.keys.categories(), *sorted(new_categories)]] if new_categories else []
-        return [
-            self._rebase(previous_landmark, effects.landmark),
-            states,
-            seen,
-            increments,
-            sets,
-            [self.keys.popularity_landmark(), str(effects.landmark)],
-            self._guards(effects),
-            [self._user_ttl_ms, self._user_keys(effects) if self._user_ttl_ms else []],
-        ]
+        return BatchWrite(
+            rebase=self._rebase(previous_landmark, effects.landmark),
+            states=states,
+            seen=seen,
+            increments=increments,
+            sets=sets,
+            landmark=[self.keys.popularity_landmark(), str(effects.landmark)],
+            guards=self._guards(effects),
+            expire=[self._user_ttl_ms, self._user_keys(effects) if self._user_ttl_ms else []],
+        )
 
     def _user_keys(self, effects: BatchEffects) -> list[str]:
         """Every per-user key the batch writes: each expires a TTL after its user's last write."""

@@ -16,14 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from recstream.stores.vector_index import (
-    ItemPayload,
-    ItemRecord,
-    ScoredItem,
-    Vector,
-    as_vector,
-    vector_from,
-)
+from recstream.core.index import ItemPayload, ItemRecord, ScoredItem, Vector, as_vector, vector_from
 
 _Key = tuple[str, str, int]
 

@@ -1,7 +1,8 @@
 """The vector index concern: item vectors and their payload, searched by similarity with filters.
 
-One Protocol, two backends chosen by settings: embedded Qdrant (`qdrant-edge-py`, default) and a
-Qdrant server (`qdrant-client`, when RECSTREAM_QDRANT_URL is set). Both pass tests/contract.
+The port and its value types. The backends live in `recstream.infra.stores` (embedded Qdrant,
+a Qdrant server, in-memory); `recstream.infra.stores.registry` opens the one the settings name.
+Every backend passes tests/contract/test_vector_index.py.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from recstream.errors import RecstreamError
-from recstream.settings import Settings
+from recstream.core.errors import RecstreamError
 
 Vector = npt.NDArray[np.float32]
 # cosine for content embeddings; dot for ALS factors, whose lengths carry meaning (popularity).
@@ -48,21 +48,6 @@ def collection_name(model_id: str, dimension: int) -> str:
     """One collection per embedding model version: the name carries model id and dimension."""
     safe = re.sub(r"[^A-Za-z0-9]+", "-", model_id).strip("-").lower()
     return f"items__{safe}__{dimension}"
-
-
-def stored_dimension(settings: Settings, model_id: str) -> int | None:
-    """The dimension of the one embedded collection of this model under the settings' Qdrant
-    path (its name carries it), so a process that does not embed need not load the model;
-    None when there is none, several, or the index is a server's."""
-    if settings.qdrant_url:
-        return None
-    prefix = collection_name(model_id, 0).removesuffix("0")
-    found = [p.name for p in settings.qdrant_embedded_path.glob(f"{prefix}*") if p.is_dir()]
-    dimensions = {name.removeprefix(prefix) for name in found}
-    if len(dimensions) != 1:
-        return None
-    text = dimensions.pop()
-    return int(text) if text.isdigit() else None
 
 
 def collab_vector(slot: int) -> str:
@@ -246,30 +231,3 @@ def vector_from(raw: Any) -> Vector | None:
     if raw is None:
         return None
     return as_vector(raw[CONTENT_VECTOR] if isinstance(raw, dict) else raw)
-
-
-def open_vector_index(
-    settings: Settings,
-    model_id: str,
-    dimension: int,
-    collection: str | None = None,
-    distance: Distance = "cosine",
-    cache_vectors: int = 0,
-    collab_dimension: int = 0,
-) -> VectorIndex:
-    """The backend the settings choose: a Qdrant server by URL, else embedded Qdrant. The
-    collection is named after model and dimension unless given; with cache_vectors, that many
-    decoded vectors are remembered (recstream.stores.vector_cache). A collection created here
-    gets collaborative slots of collab_dimension (0: none); an existing one keeps what it has."""
-    name = collection or collection_name(model_id, dimension)
-    if settings.qdrant_url:
-        from recstream.stores.qdrant_client_index import QdrantClientIndex
-
-        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        return QdrantClientIndex.connect(
-            settings.qdrant_url, name, dimension, api_key, distance, cache_vectors, collab_dimension
-        )
-    from recstream.stores.qdrant_edge_index import QdrantEdgeIndex
-
-    path = settings.qdrant_embedded_path / name
-    return QdrantEdgeIndex.open(path, name, dimension, distance, cache_vectors, collab_dimension)

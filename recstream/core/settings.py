@@ -13,7 +13,7 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from recstream.errors import SettingsError
+from recstream.core.errors import SettingsError
 
 ENV_PREFIX = "RECSTREAM_"
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")

@@ -10,8 +10,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from recstream.stores.session_store import UserView, covis_trim_above
-from recstream.streams.session import BatchEffects, UserState
+from recstream.core.ports import UserView
+from recstream.core.state import BatchEffects, UserState
+from recstream.infra.stores.session_store import covis_trim_above
 
 _SortedSet = dict[str, float]
 
@@ -45,6 +46,12 @@ class InMemorySessionStore:
         self._covis: dict[str, _SortedSet] = defaultdict(dict)
         self._landmark: int | None = None
         self._responses: dict[str, bytes] = {}
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Nothing to release: the state lives in this object."""
 
     def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         return {u: self._states[u].copy() for u in user_ids if u in self._states}

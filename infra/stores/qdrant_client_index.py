@@ -8,8 +8,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from recstream.stores.vector_cache import RecordReader
-from recstream.stores.vector_index import (
+from recstream.core.index import (
     COLLAB_SLOTS,
     COLLAB_VECTORS,
     CONTENT_VECTOR,
@@ -27,6 +26,7 @@ from recstream.stores.vector_index import (
     point_chunks,
     point_id,
 )
+from recstream.infra.stores.vector_cache import RecordReader
 
 _CONTENT_ONLY = [CONTENT_VECTOR]  # what reads ask for: collab vectors are read on purpose only
 

@@ -14,19 +14,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Protocol
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 import orjson
 import redis
 
-from recstream.errors import RecstreamError
-from recstream.stores.keys import KeySpace
-from recstream.stores.vector_index import COLLAB_SLOTS, VectorIndex
-from recstream.streams import metrics
-from recstream.streams.collab import CollabModel, ModelView
-from recstream.streams.session import UserState
+from recstream.core.collab import CollabModel, VersionInfo
+from recstream.core.errors import CollabRejectedError, RecstreamError
+from recstream.core.index import COLLAB_SLOTS, VectorIndex
+from recstream.infra.metrics import COLLAB_INSTALLS, COLLAB_VERSION
+from recstream.infra.stores.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +37,6 @@ if staged and cjson.decode(staged)['version'] == tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[2])
 end
 """
-
-
-class CollabRejectedError(RecstreamError):
-    """A staged version that can never be installed (e.g. its dimension does not fit the index)."""
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: int
-    dimension: int
-    regularization: float
-    alpha: float
-    items: int
-    trained_ms: int
-    drift: float | None  # mean share of top-20 neighbours changed against the previous version
-    slot: int | None = None  # the index slot holding its factors, once installed
-    installed_ms: int | None = None
 
 
 def _info(raw: bytes | None) -> VersionInfo | None:
@@ -121,14 +102,14 @@ class CollabVersions:
         try:
             installed = self._install(index, staged, active)
         except CollabRejectedError:
-            metrics.COLLAB_INSTALLS.labels("rejected").inc()
+            COLLAB_INSTALLS.labels("rejected").inc()
             raise
         except Exception:
-            metrics.COLLAB_INSTALLS.labels("failed").inc()
+            COLLAB_INSTALLS.labels("failed").inc()
             raise
         finally:
             self._redis.delete(lock)
-        metrics.COLLAB_INSTALLS.labels("installed").inc()
+        COLLAB_INSTALLS.labels("installed").inc()
         return installed
 
     def _free_slot_is_idle(self, active: VersionInfo | None) -> bool:
@@ -252,42 +233,10 @@ class CollabReader:
             return
         try:
             self._model = self._versions.load(info)
-            metrics.COLLAB_VERSION.set(info.version)
+            COLLAB_VERSION.set(info.version)
             log.info("collaborative model version %d loaded (%d items)", info.version, info.items)
         except (RecstreamError, OSError) as error:
             log.warning("collaborative model version %d not loaded: %s", info.version, error)
-
-
-class ModelSource(Protocol):
-    def current(self) -> CollabModel | None: ...
-
-
-class FixedModel:
-    """One model that never changes (the offline evaluation's source)."""
-
-    def __init__(self, model: CollabModel) -> None:
-        self._model = model
-
-    def current(self) -> CollabModel:
-        return self._model
-
-
-class StateCollab:
-    """The query side's CollabSource: the factor the processor folded in, when it belongs to the
-    active version, else a fold-in now from the user's stored history (same maths)."""
-
-    def __init__(self, reader: ModelSource, min_history: int) -> None:
-        self._reader = reader
-        self._min_history = min_history
-
-    def for_user(self, user_id: str, state: UserState) -> ModelView | None:
-        model = self._reader.current()
-        if model is None or len(state.collab_items) < max(1, self._min_history):
-            return None
-        factor = state.collab_vector
-        if factor is None or state.collab_version != model.version:
-            factor = model.fold_in(state.collab_items)
-        return None if factor is None else ModelView(model, factor)
 
 
 def wait_installed(versions: CollabVersions, version: int, timeout_s: float) -> VersionInfo | None:

@@ -1,6 +1,8 @@
-"""Independent, deliberately plain implementations, used by the tests to check the processor: the
-session-vector formula u <- normalize(decay(dt) * u + w * item), and a whole batch applied one
-event at a time."""
+"""The definition of what one interaction event does to a user's state, written plainly: one
+event at a time, in Python (`apply_event`), and a batch as a loop over it. The processor's
+compiled pass (recstream.streams.kernels via session.apply_batch) is checked against this in
+tests/unit/test_kernels.py and test_session.py; read this module to know what the fast one does.
+Also the session-vector formula u <- normalize(decay(dt) * u + w * item) on its own."""
 
 from __future__ import annotations
 
@@ -8,14 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from recstream.core.state import BatchEffects, UserState
 from recstream.schemas.events import InteractionEvent
-from recstream.streams.session import (
-    MAX_COLLAB_ITEMS,
-    MAX_GUARD_IDS,
-    BatchEffects,
-    SessionConfig,
-    UserState,
-)
+from recstream.streams.session import MAX_COLLAB_ITEMS, MAX_GUARD_IDS, SessionConfig
 
 
 def reference_vector(
@@ -31,7 +28,11 @@ def reference_vector(
         if event.item_id not in vectors:
             continue
         decay = 0.0 if last is None else 0.5 ** ((event.event_time - last) / half_life_ms)
-        w = (event.value - 3.0) if event.event_type == "rating" else weights[event.event_type]
+        w = (
+            ((event.value or 0.0) - 3.0)
+            if event.event_type == "rating"
+            else weights[event.event_type]
+        )
         x = decay * u + w * vectors[event.item_id].astype(np.float64)
         norm = float(np.sqrt((x * x).sum()))
         u = x / norm if norm > 1e-12 else np.zeros_like(x)
@@ -48,9 +49,8 @@ def reference_apply_batch(
     model: str,
     landmark: int,
 ) -> BatchEffects:
-    """`apply_batch` as a plain loop, one event at a time, in Python (the processor's code
-    before the compiled pass): the oracle the compiled pass is checked against. The per-user
-    steps run once per batch, as in the processor."""
+    """`session.apply_batch` as a plain loop of `apply_event`: the oracle the compiled pass is
+    checked against. The per-user steps run once per batch, as in the processor."""
     effects = BatchEffects(landmark=landmark)
     for event in events:
         state = effects.states.get(event.user_id)
@@ -59,10 +59,7 @@ def reference_apply_batch(
             if state.model != model:
                 state.vector, state.model = None, model
             effects.states[event.user_id] = state
-        outcome = _outcome(state, event, config)
-        effects.outcomes[outcome] += 1
-        if outcome == "applied":
-            _apply_one(effects, state, event, item_vectors, config)
+        apply_event(effects, state, event, item_vectors, config)
     effects.category_popularity = {
         (category, item): boost
         for item, boost in effects.popularity.items()
@@ -82,13 +79,20 @@ def _outcome(state: UserState, event: InteractionEvent, config: SessionConfig) -
     return "duplicate" if event.event_id in state.guard_ids else "applied"
 
 
-def _apply_one(
+def apply_event(
     effects: BatchEffects,
     state: UserState,
     event: InteractionEvent,
     item_vectors: Mapping[str, np.ndarray],
     config: SessionConfig,
-) -> None:
+) -> str:
+    """One event on its user's state: its outcome (applied, duplicate, too_late,
+    too_late_guard_cap), and when applied, the session vector, counters, history, co-visits,
+    popularity and guards it changes."""
+    outcome = _outcome(state, event, config)
+    effects.outcomes[outcome] += 1
+    if outcome != "applied":
+        return outcome
     weight, item, time_ = config.weight(event), event.item_id, event.event_time
     seen = effects.seen.setdefault(event.user_id, {})
     seen[item] = max(seen.get(item, 0), time_)
@@ -111,6 +115,7 @@ def _apply_one(
     state.last_time = max(state.last_time, time_)
     state.guard_ids[event.event_id] = time_
     effects.new_guards.setdefault(event.user_id, {})[event.event_id] = time_
+    return outcome
 
 
 def _covisit(effects: BatchEffects, state: UserState, item: str, window: int) -> None:

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
-from recstream.errors import DeadLetterError, InvalidMessageError
+from recstream.core.errors import DeadLetterError, InvalidMessageError
+from recstream.infra.messages import Record
+from recstream.infra.metrics import DEAD_LETTERS, DEAD_LETTERS_TRUNCATED
 from recstream.infra.topics import dlq_topic
-from recstream.streams import metrics
-from recstream.streams.messages import Record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,7 +95,7 @@ class DeadLetterWriter:
         ]
         value, key, cut = fit(message.value, message.key, self._limit)
         if cut:
-            metrics.DEAD_LETTERS_TRUNCATED.inc()
+            DEAD_LETTERS_TRUNCATED.inc()
         self._produce(_Letter(dlq_topic(message.topic), value, key, headers + cut))
 
     def _produce(self, letter: _Letter) -> None:
@@ -159,7 +159,7 @@ class DeadLetterWriter:
     def dead_letter(self, message: Record, error: InvalidMessageError) -> None:
         """Send one refused message and count it by source topic and reason."""
         self.send(message, error)
-        metrics.DEAD_LETTERS.labels(message.topic, error.reason).inc()
+        DEAD_LETTERS.labels(message.topic, error.reason).inc()
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every dead letter is acknowledged; raise DeadLetterError if any was not

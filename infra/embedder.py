@@ -6,24 +6,12 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from recstream.stores.vector_index import Vector
+from recstream.core.index import Vector
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
-
-
-class Embedder(Protocol):
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def dimension(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> Vector:
-        """Unit vectors, one row per text (float32, shape (len(texts), dimension))."""
 
 
 class SentenceTransformerEmbedder:

@@ -10,9 +10,8 @@ from typing import Any
 import orjson
 import qdrant_edge as qe
 
-from recstream.errors import RecstreamError
-from recstream.stores.vector_cache import RecordReader
-from recstream.stores.vector_index import (
+from recstream.core.errors import RecstreamError
+from recstream.core.index import (
     COLLAB_SLOTS,
     COLLAB_VECTORS,
     CONTENT_VECTOR,
@@ -30,6 +29,7 @@ from recstream.stores.vector_index import (
     point_chunks,
     point_id,
 )
+from recstream.infra.stores.vector_cache import RecordReader
 
 _CONTENT_ONLY = [CONTENT_VECTOR]  # what reads ask for: collab vectors are read on purpose only
 

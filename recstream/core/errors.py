@@ -85,3 +85,7 @@ class ServiceAuthError(RecstreamError):
 
 class DeadLetterError(RecstreamError):
     """Dead letters were not acknowledged: their source records must not be committed."""
+
+
+class CollabRejectedError(RecstreamError):
+    """A staged version that can never be installed (e.g. its dimension does not fit the index)."""

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from recstream.stores.vector_index import (
+from recstream.core.index import (
     COLLAB_SLOTS,
     RRF_K,
     Distance,

@@ -1,0 +1,178 @@
+"""Backends chosen by URL scheme (gorse's Register/Open): each backend module registers the
+schemes it serves; a URL picks one. A new backend (Redis Cluster, another index) is one more
+registration, not another branch in every role.
+
+    vector index   http://, https://   a Qdrant server          (RECSTREAM_QDRANT_URL)
+                   file://             embedded Qdrant shards    (default: RECSTREAM_QDRANT_PATH)
+    session store  redis://, rediss:// Redis                     (RECSTREAM_REDIS_URL)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from recstream.core.errors import SettingsError
+from recstream.core.index import Distance, VectorIndex, collection_name
+from recstream.core.ports import SessionStore
+from recstream.core.settings import Settings
+from recstream.infra.clients import redis_client
+from recstream.infra.stores.keys import KeySpace
+from recstream.infra.stores.session_store import RedisSessionStore
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """One collection to open, whatever the backend."""
+
+    url: str
+    collection: str
+    dimension: int
+    distance: Distance = "cosine"
+    cache_vectors: int = 0  # decoded vectors remembered (recstream.infra.stores.vector_cache)
+    collab_dimension: int = 0  # collaborative slots of a collection created now (0: none)
+    api_key: str | None = None
+
+
+IndexOpener = Callable[[IndexSpec], VectorIndex]
+_INDEX_BACKENDS: dict[str, IndexOpener] = {}
+OpensIndex = TypeVar("OpensIndex", bound=IndexOpener)
+
+
+def register_index(*schemes: str) -> Callable[[OpensIndex], OpensIndex]:
+    def register(opener: OpensIndex) -> OpensIndex:
+        for scheme in schemes:
+            _INDEX_BACKENDS[scheme] = opener
+        return opener
+
+    return register
+
+
+def open_index(spec: IndexSpec) -> VectorIndex:
+    scheme = urlsplit(spec.url).scheme
+    opener = _INDEX_BACKENDS.get(scheme)
+    if opener is None:
+        known = ", ".join(f"{s}://" for s in sorted(_INDEX_BACKENDS))
+        raise SettingsError([f"no vector-index backend serves {scheme}:// (known: {known})"])
+    return opener(spec)
+
+
+@register_index("http", "https")
+def _qdrant_server(spec: IndexSpec) -> VectorIndex:
+    from recstream.infra.stores.qdrant_client_index import QdrantClientIndex
+
+    return QdrantClientIndex.connect(
+        spec.url,
+        spec.collection,
+        spec.dimension,
+        spec.api_key,
+        spec.distance,
+        spec.cache_vectors,
+        spec.collab_dimension,
+    )
+
+
+@register_index("file")
+def _qdrant_embedded(spec: IndexSpec) -> VectorIndex:
+    from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+
+    path = Path(url2pathname(urlsplit(spec.url).path)) / spec.collection
+    return QdrantEdgeIndex.open(
+        path,
+        spec.collection,
+        spec.dimension,
+        spec.distance,
+        spec.cache_vectors,
+        spec.collab_dimension,
+    )
+
+
+SessionOpener = Callable[[Settings], SessionStore]
+_SESSION_BACKENDS: dict[str, SessionOpener] = {}
+Opens = TypeVar("Opens", bound=SessionOpener)
+
+
+def register_session_store(*schemes: str) -> Callable[[Opens], Opens]:
+    def register(opener: Opens) -> Opens:
+        for scheme in schemes:
+            _SESSION_BACKENDS[scheme] = opener
+        return opener
+
+    return register
+
+
+def open_session_store(settings: Settings) -> SessionStore:
+    """The session store at the settings' Redis URL, by its scheme."""
+    scheme = urlsplit(settings.redis_address).scheme
+    opener = _SESSION_BACKENDS.get(scheme)
+    if opener is None:
+        known = ", ".join(f"{s}://" for s in sorted(_SESSION_BACKENDS))
+        raise SettingsError([f"no session-store backend serves {scheme}:// (known: {known})"])
+    return opener(settings)
+
+
+@register_session_store("redis", "rediss")
+def redis_session_store(
+    settings: Settings, store_class: type[RedisSessionStore] = RedisSessionStore
+) -> RedisSessionStore:
+    """The Redis backend itself (tools that also need its own operations: namespaces, the
+    encoded write); store_class lets a benchmark substitute a subclass."""
+    return store_class(
+        redis_client(settings),
+        KeySpace(settings.redis_namespace),
+        history_cap=settings.history_cap,
+        covis_max_neighbours=settings.covis_max_neighbours,
+        popularity_half_life_ms=settings.popularity_half_life_ms,
+        native_write=None if settings.redis_write_module else False,
+        user_ttl_s=settings.user_state_ttl_s,
+    )
+
+
+def index_url(settings: Settings) -> str:
+    """The Qdrant server's URL when one is set, else the embedded shards' folder as a URL."""
+    return settings.qdrant_url or settings.qdrant_embedded_path.resolve().as_uri()
+
+
+def open_vector_index(
+    settings: Settings,
+    model_id: str,
+    dimension: int,
+    collection: str | None = None,
+    distance: Distance = "cosine",
+    cache_vectors: int = 0,
+    collab_dimension: int = 0,
+) -> VectorIndex:
+    """The backend the settings choose. The collection is named after model and dimension
+    unless given; a collection created here gets collaborative slots of collab_dimension (0:
+    none); an existing one keeps what it has."""
+    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    return open_index(
+        IndexSpec(
+            index_url(settings),
+            collection or collection_name(model_id, dimension),
+            dimension,
+            distance,
+            cache_vectors,
+            collab_dimension,
+            api_key,
+        )
+    )
+
+
+def stored_dimension(settings: Settings, model_id: str) -> int | None:
+    """The dimension of the one embedded collection of this model under the settings' Qdrant
+    path (its name carries it), so a process that does not embed need not load the model;
+    None when there is none, several, or the index is a server's."""
+    if settings.qdrant_url:
+        return None
+    prefix = collection_name(model_id, 0).removesuffix("0")
+    found = [p.name for p in settings.qdrant_embedded_path.glob(f"{prefix}*") if p.is_dir()]
+    dimensions = {name.removeprefix(prefix) for name in found}
+    if len(dimensions) != 1:
+        return None
+    text = dimensions.pop()
+    return int(text) if text.isdigit() else None
