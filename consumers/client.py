@@ -27,18 +27,15 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
-from recstream.core.errors import InvalidMessageError, RecstreamError
+from recstream.consumers.errors import RequestTimeoutError
 from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
 from recstream.infra.messages import poll_available
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import CatalogEvent, EventDecoder, InteractionEvent, TimeBounds
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 
 log = logging.getLogger(__name__)
-
-
-class RequestTimeoutError(RecstreamError):
-    """No response arrived in time."""
 
 
 class _Replies:

@@ -18,12 +18,14 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from recstream.consumers import metrics
-from recstream.consumers.recommender import Recommender, UnknownItemError
-from recstream.core.errors import DeadLetterError, InvalidMessageError
+from recstream.consumers.errors import UnknownItemError
+from recstream.consumers.recommender import Recommender
 from recstream.core.pressure import QueryPressure
 from recstream.core.progress import RoleProgress
 from recstream.infra.dlq import DeadLetterWriter
+from recstream.infra.errors import DeadLetterError
 from recstream.infra.messages import from_kafka, poll_available
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 
 log = logging.getLogger(__name__)

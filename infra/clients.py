@@ -20,8 +20,8 @@ import redis
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from recstream.core.errors import DeadLetterError, ServiceAuthError, ServiceUnreachableError
 from recstream.core.settings import Settings
+from recstream.infra.errors import DeadLetterError, ServiceAuthError, ServiceUnreachableError
 from recstream.infra.metrics import CONSUMER_LAG
 
 # librdkafka logs every refused connection; callers that report the failure themselves use this.

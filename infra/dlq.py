@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
-from recstream.core.errors import DeadLetterError, InvalidMessageError
+from recstream.infra.errors import DeadLetterError
 from recstream.infra.messages import Record
 from recstream.infra.metrics import DEAD_LETTERS, DEAD_LETTERS_TRUNCATED
 from recstream.infra.topics import dlq_topic
+from recstream.schemas.errors import InvalidMessageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recstream.core.errors import ToolMissingError
+from recstream.infra.errors import ToolMissingError
 
 
 def require_tool(tool: str, hint: str) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import redis
 
-from recstream.core.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
 from recstream.core.settings import Settings
 from recstream.infra.clients import redis_client
+from recstream.infra.errors import PortInUseError, ServiceStartError, ServiceUnreachableError
 from recstream.infra.process import ManagedProcess, has_exited, port_is_free, require_tool, tail
 
 log = logging.getLogger(__name__)

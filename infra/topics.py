@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from recstream.core.errors import RecstreamError, TopicMismatchError
+from recstream.core.errors import RecstreamError
 from recstream.core.settings import Settings
 from recstream.infra.clients import admin_client, cluster_metadata
+from recstream.infra.errors import TopicMismatchError
 
 DLQ_SUFFIX = ".dlq"
 

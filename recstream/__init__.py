@@ -16,12 +16,12 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "RecClient": "recstream.consumers.client",
     "AsyncRecClient": "recstream.consumers.client",
-    "RequestTimeoutError": "recstream.consumers.client",
+    "RequestTimeoutError": "recstream.consumers.errors",
     "InteractionEvent": "recstream.schemas.events",
     "CatalogEvent": "recstream.schemas.events",
     "RecommendRequest": "recstream.schemas.requests",
     "RecommendResponse": "recstream.schemas.requests",
-    "InvalidMessageError": "recstream.core.errors",
+    "InvalidMessageError": "recstream.schemas.errors",
     "load_settings": "recstream.core.settings",
 }
 __all__ = [
@@ -38,9 +38,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from recstream.consumers.client import AsyncRecClient, RecClient, RequestTimeoutError
-    from recstream.core.errors import InvalidMessageError
+    from recstream.consumers.client import AsyncRecClient, RecClient
+    from recstream.consumers.errors import RequestTimeoutError
     from recstream.core.settings import load_settings
+    from recstream.schemas.errors import InvalidMessageError
     from recstream.schemas.events import CatalogEvent, InteractionEvent
     from recstream.schemas.requests import RecommendRequest, RecommendResponse
 

@@ -22,8 +22,9 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from tqdm import tqdm
 
-from recstream.core.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.records import read_records
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import SCHEMA_VERSION, EventDecoder
 
 KINDS = {"catalog": "item_id", "interactions": "user_id"}

@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from recstream.core.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import RecstreamError
+from recstream.schemas.errors import InvalidMessageError
 
 CSV_SUFFIXES = (".csv", ".tsv")
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -18,11 +18,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from recstream.compose import collab_versions, event_decoder
 from recstream.core.collab import VersionInfo
-from recstream.core.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.core.index import VectorIndex
 from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
 from recstream.infra.stores.collab_store import CollabVersions, wait_installed
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import InteractionEvent
 from recstream.streams.collab import AlsParams, fit_als, neighbour_drift, user_histories
 from recstream.streams.train_metrics import COLLAB_DRIFT

@@ -16,7 +16,7 @@ from typing import Any, Final, cast
 import fastjsonschema
 import orjson
 
-from recstream.core.errors import InvalidMessageError
+from recstream.schemas.errors import InvalidMessageError
 
 SCHEMA_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 64 * 1024

@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from recstream.core.errors import InvalidMessageError
 from recstream.core.index import ItemPayload, ItemRecord, Vector, VectorIndex, placeholder_vector
 from recstream.core.ports import Embedder
 from recstream.infra.dlq import DeadLetterWriter
 from recstream.infra.messages import Record
 from recstream.infra.metrics import PROCESSING_LAG
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import CatalogEvent, EventDecoder
 from recstream.streams.catalog_metrics import (
     CATALOG_EMBED_BATCH,

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from recstream.core.errors import (
+from recstream.core.settings import Settings, load_settings
+from recstream.infra import kafka_server, redis_server, stack, topics
+from recstream.infra.clients import admin_client
+from recstream.infra.errors import (
     PortInUseError,
     ServiceUnreachableError,
     ToolMissingError,
     TopicMismatchError,
 )
-from recstream.core.settings import Settings, load_settings
-from recstream.infra import kafka_server, redis_server, stack, topics
-from recstream.infra.clients import admin_client
 from recstream.infra.process import port_is_free
 from tests.conftest import MakeTopic
 

@@ -5,7 +5,7 @@ import random
 import orjson
 import pytest
 
-from recstream.core.errors import InvalidMessageError
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import (
     CatalogEvent,
     EventDecoder,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from recstream.core.errors import InvalidMessageError, RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.produce import missing_columns
 from recstream.records import event_time_ms, read_records
+from recstream.schemas.errors import InvalidMessageError
 
 INTERACTIONS = partial(missing_columns, "interactions")
 T = 1_717_252_200_000  # 2024-06-01T14:30:00Z

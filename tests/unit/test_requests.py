@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from recstream.core.errors import InvalidMessageError
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.requests import (
     RecommendedItem,
     RecommendRequest,
