@@ -1,0 +1,229 @@
+"""The decision of one answer, pure: a context read beforehand in, the ranked list out.
+
+The recommender (consumers/recommender.py) reads everything a request needs into a
+`QueryContext` (the user's view, the anchors, the index hits, the co-visits, popularity), calls
+`decide`, and, only for a list that comes out short, reads the popular items into a `TopUp` and
+calls `top_up`. Neither function reads a store, so both are tested without one
+(tests/unit/test_decide.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from recstream.consumers.ranking import (
+    Candidate,
+    CategoryCap,
+    Ranked,
+    RankingWeights,
+    rank,
+    reasons_for,
+)
+from recstream.core.index import ItemRecord, ScoredItem, SearchFilter, Vector
+
+Found = ItemRecord | ScoredItem
+
+
+class CollabView(Protocol):
+    """One user's predicted preferences in the collaborative space of one model version."""
+
+    factor: Vector  # the user's factor
+    slot: int | None  # the index slot holding the version's item factors (None: not installed)
+
+    def score(self, item_ids: Sequence[str]) -> dict[str, float]:
+        """Scores of the given items (items unknown to the model are left out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """An item the user engaged with recently (or the seed item): used for reasons and co-visits."""
+
+    item_id: str
+    title: str
+    vector: Vector
+
+
+@dataclass(frozen=True, slots=True)
+class QueryContext:
+    """Everything one answer is decided from, read before deciding."""
+
+    k: int
+    diversity: float
+    strategy: str
+    flt: SearchFilter
+    category_cap: int = 0
+    query: Vector | None = None  # the direction searched (None: the popular strategy)
+    anchors: tuple[Anchor, ...] = ()
+    hits: tuple[ScoredItem, ...] = ()  # the index's answer, with vectors
+    covisits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # anchor -> counts
+    covisited_records: Mapping[str, ItemRecord] = field(default_factory=dict)  # outside the hits
+    popularity: Mapping[str, float] = field(default_factory=dict)  # of every candidate
+    collab: CollabView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    """The popular items a short list is filled from: the pool (item -> popularity, best first),
+    their records, and any eligible items for when too few popular ones are."""
+
+    pool: Mapping[str, float]
+    records: Mapping[str, ItemRecord]
+    any_items: tuple[ScoredItem, ...] = ()
+
+
+def passes(found: Found, flt: SearchFilter) -> bool:
+    """The filter's payload conditions, for items that did not come from a filtered search."""
+    payload = found.payload
+    if flt.available_only and not payload.available:
+        return False
+    if flt.categories_in and payload.category not in flt.categories_in:
+        return False
+    return not (flt.categories_out and payload.category in flt.categories_out)
+
+
+def covisited(
+    anchors: Sequence[Anchor],
+    by_anchor: Mapping[str, Mapping[str, float]],
+    flt: SearchFilter,
+) -> dict[str, tuple[float, str]]:
+    """Co-visited neighbours of the anchors, not excluded: item -> (total count, title of the
+    anchor it was seen with most)."""
+    totals: dict[str, float] = {}
+    strongest: dict[str, tuple[float, str]] = {}  # item -> (count, title) of its top anchor
+    excluded = set(flt.exclude_item_ids) | {a.item_id for a in anchors}
+    for anchor in anchors:
+        for item, count in by_anchor.get(anchor.item_id, {}).items():
+            if item in excluded:
+                continue
+            totals[item] = totals.get(item, 0.0) + count
+            if count > strongest.get(item, (0.0, ""))[0]:
+                strongest[item] = (count, anchor.title)
+    return {item: (total, strongest[item][1]) for item, total in totals.items()}
+
+
+def candidate_records(
+    hits: Sequence[ScoredItem],
+    covisited_records: Mapping[str, ItemRecord],
+    flt: SearchFilter,
+) -> dict[str, tuple[Found, Vector]]:
+    """The candidates' records in order: the hits, then the co-visited items outside them that
+    pass the filter (they come from outside the filtered search)."""
+    records: dict[str, tuple[Found, Vector]] = {
+        h.payload.item_id: (h, h.vector) for h in hits if h.vector is not None
+    }
+    for item_id, record in covisited_records.items():
+        if item_id not in records and record.vector is not None and passes(record, flt):
+            records[item_id] = (record, record.vector)
+    return records
+
+
+def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
+    """Every item that may be recommended, with its signals."""
+    anchors = context.anchors
+    counts = covisited(anchors[:covis_seeds], context.covisits, context.flt)
+    outside = {i: r for i, r in context.covisited_records.items() if i in counts}
+    records = candidate_records(context.hits, outside, context.flt)
+    if not records or context.query is None:
+        return []
+    vectors = np.stack([vector for _, vector in records.values()])
+    similarities = vectors @ context.query
+    # The engaged item each candidate is closest to, for the "similar to" reason.
+    closest = (
+        (vectors @ np.stack([a.vector for a in anchors]).T).argmax(axis=1) if anchors else None
+    )
+    found = []
+    for row, (item_id, (record, vector)) in enumerate(records.items()):
+        count, seen_with = counts.get(item_id, (0.0, None))
+        found.append(
+            Candidate(
+                item_id,
+                record.payload.title,
+                record.payload.category,
+                vector,
+                similarity=float(similarities[row]),
+                covisitation=count,
+                popularity=context.popularity.get(item_id, 0.0),
+                similar_to=None if closest is None else anchors[int(closest[row])].title,
+                covisited_with=seen_with,
+            )
+        )
+    if context.collab is not None:
+        scores = context.collab.score([c.item_id for c in found])
+        found = [replace(c, collab=scores.get(c.item_id, 0.0)) for c in found]
+    return found
+
+
+def decide(
+    context: QueryContext, weights: RankingWeights, covis_seeds: int
+) -> tuple[list[Ranked], int]:
+    """The ranked list and how many items it lacks (a top-up fills those)."""
+    found = candidates(context, covis_seeds)
+    ranked = rank(
+        found, context.k, weights, context.diversity, context.strategy, context.category_cap
+    )
+    return ranked, max(0, context.k - len(ranked))
+
+
+def taken(context: QueryContext, ranked: Sequence[Ranked]) -> set[str]:
+    """Items a top-up must not add: excluded, seen, or already in the list."""
+    return set(context.flt.exclude_item_ids) | {r.candidate.item_id for r in ranked}
+
+
+def top_up_category(flt: SearchFilter) -> str | None:
+    """The one requested category whose popularity a top-up reads (None: overall)."""
+    return flt.categories_in[0] if len(flt.categories_in) == 1 else None
+
+
+def eligible(
+    pool: Mapping[str, float], records: Mapping[str, ItemRecord], flt: SearchFilter, skip: set[str]
+) -> list[tuple[str, ItemRecord]]:
+    """The pool's items that may fill the list, most popular first."""
+    found = [
+        (item_id, record)
+        for item_id, record in records.items()
+        if item_id not in skip and record.vector is not None and passes(record, flt)
+    ]
+    found.sort(key=lambda pair: -pool[pair[0]])
+    return found
+
+
+def top_up(context: QueryContext, ranked: list[Ranked], filling: TopUp) -> list[Ranked]:
+    """Fill a short list with the most popular eligible items (in the requested categories),
+    then, when there are too few of those (a new system), with any eligible items."""
+    missing = context.k - len(ranked)
+    if missing <= 0:
+        return ranked
+    skip = taken(context, ranked)
+    found: list[tuple[str, Found]] = list(
+        eligible(filling.pool, filling.records, context.flt, skip)
+    )
+    if len(found) < missing:
+        found += [
+            (h.payload.item_id, h)
+            for h in filling.any_items
+            if h.payload.item_id not in skip and h.payload.item_id not in filling.records
+        ]
+    top = filling.pool and max(filling.pool.values())
+    extra: list[Ranked] = []
+    within_rules = CategoryCap(context.category_cap, (r.candidate.category for r in ranked))
+    for item_id, record in found:
+        if len(extra) == missing:
+            break
+        if not within_rules.admit(record.payload.category):
+            continue
+        assert record.vector is not None
+        popularity = filling.pool.get(item_id, 0.0)
+        candidate = Candidate(
+            item_id,
+            record.payload.title,
+            record.payload.category,
+            record.vector,
+            popularity=popularity,
+        )
+        score = popularity / top if top else 0.0
+        extra.append(Ranked(candidate, score, reasons_for(candidate, 0.0, "popular")))
+    return ranked + extra

@@ -1,0 +1,162 @@
+"""The pure decision of one answer (consumers/decide.py): candidates from a read context, the
+ranked list, and the top-up of a short list from the popular items."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from recstream.consumers.decide import (
+    Anchor,
+    QueryContext,
+    TopUp,
+    candidates,
+    decide,
+    top_up,
+)
+from recstream.consumers.ranking import RankingWeights
+from recstream.core.index import ItemPayload, ItemRecord, ScoredItem, SearchFilter, Vector
+
+WEIGHTS = RankingWeights(0.6, 0.3, 0.1, 0.0)
+
+
+def _vector(*values: float) -> Vector:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _payload(item_id: str, category: str | None = "films", available: bool = True) -> ItemPayload:
+    return ItemPayload(item_id, f"title {item_id}", category, (), available, "h", 0)
+
+
+def _hit(item_id: str, vector: Vector, category: str | None = "films") -> ScoredItem:
+    return ScoredItem(_payload(item_id, category), 0.0, vector)
+
+
+def _record(item_id: str, vector: Vector, **payload: object) -> ItemRecord:
+    return ItemRecord(_payload(item_id, **payload), vector)  # type: ignore[arg-type]
+
+
+def _context(**changes: object) -> QueryContext:
+    base = QueryContext(k=3, diversity=1.0, strategy="personalised", flt=SearchFilter())
+    return QueryContext(**{name: getattr(base, name) for name in base.__slots__} | changes)  # type: ignore[arg-type]
+
+
+def test_candidates_are_the_hits_then_the_covisited_items_that_pass_the_filter() -> None:
+    anchors = (
+        Anchor("seen1", "Alien", _vector(1, 0, 0)),
+        Anchor("seen2", "Heat", _vector(0, 1, 0)),
+    )
+    context = _context(
+        query=_vector(1, 1, 0),
+        anchors=anchors,
+        hits=(_hit("a", _vector(1, 0.1, 0)),),
+        covisits={"seen1": {"b": 2.0, "hidden": 9.0}, "seen2": {"b": 3.0, "seen1": 5.0}},
+        covisited_records={
+            "b": _record("b", _vector(0.1, 1, 0)),
+            "hidden": _record("hidden", _vector(1, 0, 0), available=False),
+        },
+        popularity={"a": 4.0, "b": 1.0},
+    )
+    found = {c.item_id: c for c in candidates(context, covis_seeds=5)}
+    assert list(found) == ["a", "b"]  # the hidden one fails the filter; an anchor is no candidate
+    assert found["b"].covisitation == 5.0 and found["b"].covisited_with == "Heat"
+    assert found["a"].covisitation == 0.0 and found["a"].covisited_with is None
+    assert (found["a"].similar_to, found["b"].similar_to) == ("Alien", "Heat")
+    assert (found["a"].popularity, found["b"].popularity) == (4.0, 1.0)
+    assert found["a"].similarity == pytest.approx(float(_vector(1, 0.1, 0) @ _vector(1, 1, 0)))
+
+
+def test_only_the_first_covis_seeds_anchors_bring_covisited_items() -> None:
+    anchors = (Anchor("s1", "One", _vector(1, 0)), Anchor("s2", "Two", _vector(0, 1)))
+    context = _context(
+        query=_vector(1, 1),
+        anchors=anchors,
+        covisits={"s1": {"x": 1.0}, "s2": {"y": 1.0}},
+        covisited_records={"x": _record("x", _vector(1, 0)), "y": _record("y", _vector(0, 1))},
+    )
+    assert [c.item_id for c in candidates(context, covis_seeds=1)] == ["x"]
+
+
+class _Collab:
+    factor = _vector(1, 0)
+    slot = 0
+
+    def score(self, item_ids: Sequence[str]) -> dict[str, float]:
+        return {item: 0.5 for item in item_ids if item != "b"}
+
+
+def test_a_collaborative_view_scores_every_candidate_it_knows() -> None:
+    context = _context(
+        query=_vector(1, 0),
+        hits=(_hit("a", _vector(1, 0)), _hit("b", _vector(0, 1))),
+        collab=_Collab(),
+    )
+    assert {c.item_id: c.collab for c in candidates(context, 5)} == {"a": 0.5, "b": 0.0}
+
+
+def test_decide_ranks_the_candidates_and_says_how_many_are_missing() -> None:
+    context = _context(query=_vector(1, 0), hits=(_hit("a", _vector(1, 0)),))
+    ranked, missing = decide(context, WEIGHTS, covis_seeds=5)
+    assert [r.candidate.item_id for r in ranked] == ["a"]
+    assert missing == 2
+    popular = _context(strategy="popular")
+    assert decide(popular, WEIGHTS, 5) == ([], 3)
+
+
+def test_a_short_list_is_filled_with_the_most_popular_eligible_items() -> None:
+    context = _context(
+        query=_vector(1, 0),
+        hits=(_hit("a", _vector(1, 0)),),
+        flt=SearchFilter(exclude_item_ids=("excluded",)),
+    )
+    ranked, _ = decide(context, WEIGHTS, 5)
+    filling = TopUp(
+        pool={"excluded": 9.0, "a": 8.0, "hidden": 7.0, "p1": 4.0, "p2": 2.0, "p3": 1.0},
+        records={
+            "hidden": _record("hidden", _vector(0, 1), available=False),
+            "p1": _record("p1", _vector(0, 1)),
+            "p3": _record("p3", _vector(0, 1)),
+            "p2": _record("p2", _vector(0, 1), category=None),
+        },
+    )
+    filled = top_up(context, ranked, filling)
+    assert [r.candidate.item_id for r in filled] == ["a", "p1", "p2"]
+    assert [r.score for r in filled[1:]] == [4.0 / 9.0, 2.0 / 9.0]
+    assert filled[1].reasons == ("popular in films",)
+    assert filled[2].reasons == ("trending",)
+
+
+def test_the_top_up_keeps_the_category_cap() -> None:
+    context = _context(query=_vector(1, 0), hits=(_hit("a", _vector(1, 0)),), category_cap=1)
+    ranked, _ = decide(context, WEIGHTS, 5)
+    filling = TopUp(
+        pool={"p1": 3.0, "p2": 2.0, "p3": 1.0},
+        records={
+            "p1": _record("p1", _vector(0, 1)),
+            "p2": _record("p2", _vector(0, 1), category="books"),
+            "p3": _record("p3", _vector(0, 1), category="music"),
+        },
+    )
+    assert [r.candidate.item_id for r in top_up(context, ranked, filling)] == ["a", "p2", "p3"]
+
+
+def test_too_few_popular_items_are_followed_by_any_eligible_ones() -> None:
+    context = _context(strategy="popular")
+    filling = TopUp(
+        pool={"p1": 2.0},
+        records={"p1": _record("p1", _vector(1, 0))},
+        any_items=(_hit("p1", _vector(1, 0)), _hit("n1", _vector(0, 1)), _hit("n2", _vector(1, 1))),
+    )
+    filled = top_up(context, [], filling)
+    assert [r.candidate.item_id for r in filled] == ["p1", "n1", "n2"]
+    assert [r.score for r in filled] == [1.0, 0.0, 0.0]
+
+
+def test_a_full_list_is_left_as_it_is() -> None:
+    context = _context(k=1, query=_vector(1, 0), hits=(_hit("a", _vector(1, 0)),))
+    ranked, missing = decide(context, WEIGHTS, 5)
+    assert missing == 0
+    assert top_up(context, ranked, TopUp({"p": 1.0}, {"p": _record("p", _vector(0, 1))})) == ranked
