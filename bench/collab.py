@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from recstream.compose import session_config
 from recstream.core.collab import CollabModel
 from recstream.core.index import ItemPayload, SearchFilter
 from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, load_settings
@@ -39,7 +40,7 @@ from recstream.movielens import rating_events
 from recstream.schemas.events import InteractionEvent
 from recstream.streams import kernels
 from recstream.streams.collab import AlsParams, fit_als, user_histories
-from recstream.streams.session import SessionConfig, apply_batch
+from recstream.streams.session import apply_batch
 
 DIM = 384
 TYPES = ["view", "view", "view", "click", "click", "add_to_cart", "purchase", "like", "dislike"]
@@ -88,7 +89,7 @@ def _apply_all(
     batch: int,
 ) -> tuple[float, float]:
     """Seconds for the whole stream, and the part spent folding in."""
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    config = session_config(load_settings({}))
     states: dict[str, UserState] = {}
     total, fold = 0.0, 0.0
     for start in range(0, len(stream), batch):

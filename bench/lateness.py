@@ -22,10 +22,11 @@ import platform
 import numpy as np
 import orjson
 
-from recstream.core.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.compose import session_config
+from recstream.core.settings import load_settings
 from recstream.core.state import UserState
 from recstream.schemas.events import InteractionEvent
-from recstream.streams.session import SessionConfig, apply_batch
+from recstream.streams.session import apply_batch
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -54,7 +55,7 @@ def _stream(users: int, events: int, seed: int = 7) -> list[InteractionEvent]:
 
 
 def _apply(stream: list[InteractionEvent], lateness: int) -> dict[str, float]:
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS, allowed_lateness_ms=lateness, covis_window=0)
+    config = session_config(load_settings({}, allowed_lateness_ms=lateness, covis_window=0))
     states: dict[str, UserState] = {}
     outcomes: dict[str, int] = {}
     for start in range(0, len(stream), 5000):

@@ -27,10 +27,13 @@ LOG_SHARE_SPREAD = 100.0  # C above: a signal at 1% of the top still gets a shar
 
 @dataclass(frozen=True, slots=True)
 class RankingWeights:
-    similarity: float = 0.6
-    covisitation: float = 0.3
-    popularity: float = 0.1
-    collab: float = 0.0  # the collaborative space's score, for users who have one (issue #6)
+    """The hybrid score's weights; the shipped ones are the settings' (RECSTREAM_RANK_WEIGHT_*,
+    recstream.compose.ranking_weights)."""
+
+    similarity: float
+    covisitation: float
+    popularity: float
+    collab: float = 0.0  # the collaborative space's score, for users who have one
 
 
 @dataclass(frozen=True, slots=True)

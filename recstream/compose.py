@@ -235,14 +235,18 @@ def ranking_weights(settings: Settings) -> RankingWeights:
     )
 
 
-def recommender(runtime: Runtime) -> Recommender:
-    settings = runtime.settings
-    config = QueryConfig(
+def query_config(settings: Settings) -> QueryConfig:
+    return QueryConfig(
         weights=ranking_weights(settings),
         covis_per_seed=settings.covis_per_seed,
         max_per_category=settings.max_per_category,
         serve_hidden_items=settings.serve_hidden_items,
     )
+
+
+def recommender(runtime: Runtime) -> Recommender:
+    settings = runtime.settings
+    config = query_config(settings)
     collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
     return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
 

@@ -33,11 +33,12 @@ from recstream.compose import (
     retry_policy,
     with_instance_id,
 )
-from recstream.core.errors import PortInUseError, RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.core.progress import run_role
 from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import check_kafka, check_redis, faust_options, redact_url
+from recstream.infra.errors import PortInUseError
 from recstream.infra.http import HealthChecks, serve
 from recstream.infra.messages import RawMessage
 
@@ -209,8 +210,8 @@ def banner(settings: Settings, roles: Sequence[str]) -> str:
 def single_threaded_blas() -> None:
     """numpy's BLAS on one thread for the rest of the process. Its work in a worker is small (a
     batch's fold-in solves, a request's candidate scores), and a second BLAS thread mostly spins
-    on the core Redis and Kafka need: about 20 µs of CPU per event with a collaborative version
-    active (docs/benchmarks.md). torch's threads (the embedder) are not BLAS's: unaffected."""
+    on the core Redis and Kafka need (docs/benchmarks.md has the cost). torch's threads (the
+    embedder) are not BLAS's: unaffected."""
     threadpool_limits(1, "blas")
 
 
@@ -222,9 +223,9 @@ GC_THRESHOLDS = (50_000, 20, 100)
 def fewer_garbage_collections() -> None:
     """Run the cycle collector far less often than CPython's default. The interaction processor
     allocates, and keeps until the batch is stored, hundreds of thousands of small dicts and
-    lists per batch (states, seen, co-visits, the write payload), and each collection scanned
-    them again: with the default, 2,397 collections per 300,000 events took about a third of the
-    processor's CPU (docs/benchmarks.md). Reference cycles are rare in this code, so collecting
+    lists per batch (states, seen, co-visits, the write payload), and each collection scans
+    them again: with the default, collections take a large share of the processor's CPU
+    (docs/benchmarks.md). Reference cycles are rare in this code, so collecting
     them later holds little memory."""
     gc.set_threshold(*GC_THRESHOLDS)
 

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from recstream.core.errors import InvalidMessageError
 from recstream.core.index import Vector, VectorIndex
 from recstream.core.ports import SessionWriter
 from recstream.core.pressure import QueryPressure
@@ -32,6 +31,7 @@ from recstream.infra.dlq import DeadLetterWriter
 from recstream.infra.messages import KafkaRecord, Record, poll_available
 from recstream.infra.metrics import BATCH_RETRIES, PROCESSING_LAG, RECORDS_ISOLATED
 from recstream.infra.stores.collab_store import CollabReader
+from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import EventDecoder, InteractionEvent
 from recstream.streams.interaction_metrics import (
     COLLAB_FOLD_IN_SECONDS,

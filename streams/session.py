@@ -43,15 +43,18 @@ MAX_COLLAB_ITEMS = 500  # a user's collaborative history keeps its strongest ite
 POPULARITY_REBASE_HALF_LIVES = 64  # forward-decay exponent bound before the landmark moves
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionConfig:
+    """How events change a user's state. Built from the settings (recstream.compose
+    .session_config), whose fields hold the defaults: none are repeated here."""
+
     weights: Mapping[str, float]
-    rating_center: float = 3.0
-    rating_weight_per_point: float = 1.0
-    half_life_ms: int = 24 * 3600 * 1000
-    allowed_lateness_ms: int = 3600 * 1000
-    covis_window: int = 5
-    popularity_half_life_ms: int = 7 * 24 * 3600 * 1000
+    rating_center: float
+    rating_weight_per_point: float
+    half_life_ms: int
+    allowed_lateness_ms: int
+    covis_window: int
+    popularity_half_life_ms: int
 
     def weight(self, event: InteractionEvent) -> float:
         """Session-vector weight: by event type, or by a rating's distance from the centre."""
@@ -389,8 +392,8 @@ _TIME = operator.itemgetter(1)  # a guard id's event time
 
 
 def _trim_collab(state: UserState) -> None:
-    """Once per user and batch (not per event: that was a scan of 500 items per event for
-    heavy users): keep the MAX_COLLAB_ITEMS strongest items, ties by item id."""
+    """Once per user and batch, not per event (a heavy user's 500 items would be scanned per
+    event): keep the MAX_COLLAB_ITEMS strongest items, ties by item id."""
     history = state.collab_items
     if len(history) > MAX_COLLAB_ITEMS:
         # The few weakest go (a heavy user is a few items over each batch): 5x cheaper than

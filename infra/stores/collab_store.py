@@ -21,8 +21,9 @@ import orjson
 import redis
 
 from recstream.core.collab import CollabModel, VersionInfo
-from recstream.core.errors import CollabRejectedError, RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.core.index import COLLAB_SLOTS, VectorIndex
+from recstream.infra.errors import CollabRejectedError
 from recstream.infra.metrics import COLLAB_INSTALLS, COLLAB_VERSION
 from recstream.infra.stores.keys import KeySpace
 
@@ -42,8 +43,8 @@ end
 def _info(raw: bytes | None) -> VersionInfo | None:
     if raw is None:
         return None
-    # Fields this code does not know (a pointer written before session 10 names its own
-    # collection) are left out: such a version has no slot and no stored factors, so readers
+    # Fields this code does not know (an older layout's pointer names its own collection) are
+    # left out: such a version has no slot and no stored factors, so readers
     # skip it and the next install replaces it.
     known = {f.name for f in fields(VersionInfo)}
     return VersionInfo(**{k: v for k, v in orjson.loads(raw).items() if k in known})

@@ -36,7 +36,7 @@ _WRITE_PATHS = {True: "the native command of recstream's module", False: "the Lu
 
 # States and guards of many users in one call: KEYS are (state, guards) pairs, ARGV the state
 # fields. One command instead of two per user: the client's per-command cost, not Redis's work,
-# was most of a batch's state loading.
+# dominates loading many small states.
 _LOAD_STATES_LUA = """
 local out = {}
 for i = 1, #KEYS, 2 do
@@ -46,7 +46,7 @@ end
 return out
 """
 _LOAD_STATES_SHA = hashlib.sha1(_LOAD_STATES_LUA.encode()).hexdigest()  # EVALSHA's name for it
-_LOAD_CHUNK = 500  # users per load call: a script blocks Redis while it runs (about 12 ms)
+_LOAD_CHUNK = 500  # users per load call: a script blocks Redis while it runs, so keep it short
 
 
 def covis_trim_above(keep: int) -> int:
@@ -145,7 +145,7 @@ class RedisSessionStore:
         the module's command or the Lua script (`write_encoded`).
 
         One call rather than a MULTI pipeline: the batch is tens of thousands of small writes, and
-        per-command client overhead, not Redis, was the limit (see docs/benchmarks.md).
+        per-command client overhead, not Redis's work, would be the limit (docs/benchmarks.md).
         """
         new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
         self.write_encoded(self.encode_batch(effects, previous_landmark, new_categories))
@@ -218,8 +218,8 @@ class RedisSessionStore:
 
     def _guards(self, effects: BatchEffects) -> list[list[Any]]:
         """Per changed user: the event ids applied now, and the floor below which ids go. Written
-        incrementally: rewriting a heavy user's 1024 ids every batch was the processor's largest
-        cost on long streams (docs/benchmarks.md)."""
+        incrementally: rewriting a heavy user's 1024 ids every batch would cost more than the
+        batch's events for that user (docs/benchmarks.md)."""
         no_guards: dict[str, int] = {}
         guards = []
         for user, state in effects.states.items():

@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     query_threads: int = Field(1, ge=1, le=64)  # request handler threads per query worker
     vector_cache_items: int = Field(50_000, ge=0)  # decoded item vectors kept (index readers)
     covis_per_seed: int = Field(30, ge=1, le=1000)  # co-visited neighbours read per recent item
-    # The collaborative (ALS) space, issue #6: docs/collab.md.
+    # The collaborative (ALS) space: docs/collab.md.
     rank_weight_collab: float = Field(0.5, ge=0)
     collab_min_history: int = Field(5, ge=0)  # items a user needs before collab is used
     collab_refresh_s: float = Field(5.0, gt=0)  # how often readers look for a new version

@@ -28,8 +28,8 @@ class UserState:
 
     def copy(self, *, share_guard_ids: bool = False) -> UserState:
         """A copy to change. With share_guard_ids the guard ids stay one dict, for a caller that
-        replaces it rather than changes it (`apply_batch`: a heavy user's 1024 ids were copied
-        and grown again every batch)."""
+        replaces it rather than changes it (`apply_batch`: copying a heavy user's 1024 ids every
+        batch would cost more than the batch's own work for that user)."""
         return UserState(
             self.vector,
             self.last_time,

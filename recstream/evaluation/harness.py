@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from recstream.compose import ranking_weights
 from recstream.consumers.ranking import RankingWeights
 from recstream.core.collab import CollabModel
 from recstream.core.ports import Embedder
+from recstream.core.settings import load_settings
 from recstream.evaluation import metrics
 from recstream.evaluation.baselines import (
     ImplicitALS,
@@ -44,6 +46,9 @@ WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)
 ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 10.0)}
 SplitFunction = Callable[[Sequence[Any]], Split]
+
+# The weights that ship: the settings' defaults (RECSTREAM_RANK_WEIGHT_*).
+SHIPPED_WEIGHTS = ranking_weights(load_settings({}))
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def tune(ctx: Context, data: Interactions) -> Tuned:
     """Grid search on the validation context, one stage at a time: the session settings
     (half-life, co-visitation window), the score weights (plain score order), the co-visited
     neighbours read per seed, the MMR lambda; then ALS's own grid."""
-    default = Variant("default", RankingWeights(), 0.7)
+    default = Variant("default", SHIPPED_WEIGHTS, 0.7)
     sessions = [
         replace(ctx.session, half_life_ms=h, covis_window=w)
         for h in HALF_LIVES_MS
@@ -213,7 +218,7 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists
     # Content-only and the shipped defaults run on the default session settings.
     untuned = [
         Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False),
-        Variant("hybrid (defaults)", RankingWeights(), 0.7),
+        Variant("hybrid (defaults)", SHIPPED_WEIGHTS, 0.7),
     ]
     lists |= system_lists(ctx, ctx.session, untuned)
     ctx.collab = train_collab(ctx.split, ctx.session, tuned.als)
@@ -303,7 +308,7 @@ def evaluate(
 
 
 def _defaults(session: SessionConfig) -> Tuned:
-    hybrid = Variant("hybrid", RankingWeights(), 0.7)
+    hybrid = Variant("hybrid", SHIPPED_WEIGHTS, 0.7)
     return Tuned(
         session,
         hybrid,

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from recstream.compose import query_config
 from recstream.consumers.ranking import RankingWeights
-from recstream.consumers.recommender import QueryConfig, Recommender
+from recstream.consumers.recommender import Recommender
 from recstream.core.collab import CollabModel, FixedModel, StateCollab
 from recstream.core.index import Vector, collection_name
 from recstream.core.ports import Embedder
+from recstream.core.settings import Settings, load_settings
 from recstream.infra.stores.memory_index import InMemoryVectorIndex
 from recstream.infra.stores.memory_store import InMemorySessionStore
 from recstream.schemas.events import CatalogEvent, InteractionEvent
@@ -35,7 +37,7 @@ class Variant:
     weights: RankingWeights
     diversity: float  # MMR lambda: 1.0 is plain score order
     covis_candidates: bool = True  # co-visited neighbours of recent items join the candidates
-    covis_per_seed: int = 30  # co-visited neighbours read per recent item
+    covis_per_seed: int = Settings.model_fields["covis_per_seed"].default  # read per recent item
     collab_min_history: int | None = None  # use the collaborative space from this many items
 
 
@@ -118,7 +120,8 @@ def recommend_all(
     collab: CollabModel | None = None,
 ) -> dict[str, list[str]]:
     """The production recommender's list for each user (seen items excluded, as served)."""
-    config = QueryConfig(
+    config = replace(
+        query_config(load_settings({})),
         weights=variant.weights,
         covis_seeds=5 if variant.covis_candidates else 0,
         covis_per_seed=variant.covis_per_seed,

@@ -18,17 +18,18 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from recstream.compose import collab_versions, interaction_consumer
+from recstream.compose import collab_versions, interaction_consumer, query_config
 from recstream.consumers.client import RecClient
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
-from recstream.consumers.recommender import QueryConfig, Recommender
+from recstream.consumers.recommender import Recommender
 from recstream.core.collab import CollabModel, StateCollab, VersionInfo
-from recstream.core.errors import CollabRejectedError, RecstreamError
+from recstream.core.errors import RecstreamError
 from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import consumer_config, kafka_config, redis_client
 from recstream.infra.dlq import DeadLetterWriter
+from recstream.infra.errors import CollabRejectedError
 from recstream.infra.stores.collab_store import CollabReader
 from recstream.infra.stores.keys import KeySpace
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
@@ -280,7 +281,9 @@ def test_a_new_interaction_changes_the_next_collab_recommendation(env: Env) -> N
     _apply(env, len(env.events))
     store = redis_session_store(env.settings)
     reader = CollabReader(collab_versions(env.settings), 0.05)
-    collab_only = QueryConfig(weights=RankingWeights(0.0, 0.0, 0.0, 1.0), covis_seeds=0)
+    collab_only = replace(
+        query_config(env.settings), weights=RankingWeights(0.0, 0.0, 0.0, 1.0), covis_seeds=0
+    )
     recommender = Recommender(env.index, store, None, collab_only, collab=StateCollab(reader, 1))
     worker = QueryWorker(
         recommender,

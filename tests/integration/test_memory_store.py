@@ -12,8 +12,9 @@ import orjson
 import pytest
 import redis
 
+from recstream.compose import session_config
 from recstream.core.ports import SessionStore, UserView
-from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, Settings
+from recstream.core.settings import Settings, load_settings
 from recstream.core.state import UserState
 from recstream.infra.stores.memory_store import InMemorySessionStore
 from recstream.infra.stores.registry import redis_session_store
@@ -26,7 +27,7 @@ HOUR = 3600 * 1000
 T0 = 1_600_000_000_000
 ITEMS = [f"item{n}" for n in range(24)]
 TYPES = ["view", "click", "like", "purchase", "dislike", "skip"]
-DEFAULT_CONFIG = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+DEFAULT_CONFIG = session_config(load_settings({}))
 
 
 def _batches(seed: int = 3) -> list[list[InteractionEvent]]:
@@ -92,7 +93,7 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
     )
     rng = np.random.default_rng(1)
     vectors = {i: _unit(rng) for i in ITEMS}
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS, covis_window=4, popularity_half_life_ms=2 * HOUR)
+    config = session_config(load_settings({}, covis_window=4, popularity_half_life_ms=2 * HOUR))
     redis_store = _redis_store(settings, write_path)
     memory = InMemorySessionStore(6, 4, 2 * HOUR)
     try:

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import redis
 
-from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, Settings, load_settings
+from recstream.compose import session_config
+from recstream.core.settings import Settings, load_settings
 from recstream.core.state import BatchEffects, UserState
 from recstream.infra import redis_server
 from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.stores.session_store import RedisSessionStore
 from recstream.schemas.events import InteractionEvent
-from recstream.streams.session import SessionConfig, apply_batch
+from recstream.streams.session import apply_batch
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
 from tests.integration.worker_process import free_port
 
@@ -35,7 +36,7 @@ def _effects(states: Mapping[str, UserState] | None = None) -> BatchEffects:
         InteractionEvent(f"e{n}", f"user{n % 2}", f"item{n % 2}", "click", T0 + n) for n in range(4)
     ]
     categories = dict.fromkeys(vectors, "cat1")
-    config = SessionConfig(DEFAULT_EVENT_WEIGHTS)
+    config = session_config(load_settings({}))
     return apply_batch(events, states or {}, vectors, categories, config, "m", 8, T0)
 
 

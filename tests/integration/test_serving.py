@@ -7,15 +7,17 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from recstream.consumers.client import AsyncRecClient, RecClient, RequestTimeoutError
+from recstream.compose import query_config
+from recstream.consumers.client import AsyncRecClient, RecClient
+from recstream.consumers.errors import RequestTimeoutError
 from recstream.consumers.query_worker import QueryWorker
-from recstream.consumers.recommender import QueryConfig, Recommender
+from recstream.consumers.recommender import Recommender
 from recstream.core.index import ItemPayload, collection_name
 from recstream.core.pressure import QueryPressure
 from recstream.core.settings import Settings
@@ -115,7 +117,7 @@ def stack(
     store = redis_session_store(settings)
     pressure = QueryPressure()
     worker = QueryWorker(
-        Recommender(index, store, embedder),
+        Recommender(index, store, embedder, query_config(settings)),
         consumer_config(settings, f"{unique}-query"),
         kafka_config(settings),
         settings.topic_requests,
@@ -373,7 +375,9 @@ def test_hidden_items_are_never_served_unless_the_operator_allows_it(stack: Stac
     assert ids and "hidden" not in ids
     store = redis_session_store(stack.settings)
     try:
-        allowing = Recommender(stack.index, store, None, QueryConfig(serve_hidden_items=True))
+        allowing = Recommender(
+            stack.index, store, None, replace(query_config(stack.settings), serve_hidden_items=True)
+        )
         request = RecommendRequest("h-1", 30, user_id="gus", available_only=False, diversity=1.0)
         assert "hidden" in _ids(allowing.recommend(request))
         request = RecommendRequest("h-2", 30, user_id="gus", diversity=1.0)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from recstream.compose import session_config
 from recstream.core.index import Vector
-from recstream.core.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.core.settings import load_settings
 from recstream.evaluation.data import EvalDataset
 from recstream.evaluation.harness import evaluate
 from recstream.evaluation.split import Split
 from recstream.schemas.events import CatalogEvent, InteractionEvent
-from recstream.streams.session import SessionConfig
 
 DIM = 16
 GENRES = {"drama": 0, "comedy": 1, "horror": 2}
@@ -73,7 +73,7 @@ def test_the_known_answer_ranks_first(tmp_path: Path) -> None:
     result = evaluate(
         dataset,
         lambda _events: split,
-        SessionConfig(DEFAULT_EVENT_WEIGHTS),
+        session_config(load_settings({})),
         GenreEmbedder(),
         tmp_path,
         tune_on_validation=False,

@@ -40,7 +40,7 @@ def test_signals_are_normalised_so_the_weights_mean_what_they_say() -> None:
     ]
     scores = hybrid_scores(candidates, RankingWeights(0.6, 0.3, 0.1))
     np.testing.assert_allclose(scores, [0.6, 0.3, 0.1])
-    assert hybrid_scores([], RankingWeights()).shape == (0,)
+    assert hybrid_scores([], RankingWeights(0.6, 0.3, 0.1)).shape == (0,)
 
 
 def test_rescaled_signals_give_the_same_scores() -> None:
@@ -53,7 +53,8 @@ def test_rescaled_signals_give_the_same_scores() -> None:
         ]
         plain = [_cand(f"i{n}", v, sim=s, covis=c, pop=p) for n, (s, c, p) in enumerate(signals)]
         np.testing.assert_allclose(
-            hybrid_scores(scaled, RankingWeights()), hybrid_scores(plain, RankingWeights())
+            hybrid_scores(scaled, RankingWeights(0.6, 0.3, 0.1)),
+            hybrid_scores(plain, RankingWeights(0.6, 0.3, 0.1)),
         )
 
 
@@ -64,7 +65,9 @@ def test_equal_similarity_is_broken_by_covisitation_then_popularity() -> None:
         _cand("popular", v, sim=0.5, pop=10),
         _cand("covisited", v, sim=0.5, covis=3),
     ]
-    ranked = rank(candidates, 3, RankingWeights(), relevance_weight=1.0, strategy="personalised")
+    ranked = rank(
+        candidates, 3, RankingWeights(0.6, 0.3, 0.1), relevance_weight=1.0, strategy="personalised"
+    )
     # identical vectors are near-duplicates: only the best of them survives
     assert [r.candidate.item_id for r in ranked] == ["covisited"]
 
@@ -100,7 +103,7 @@ def test_max_per_category_caps_each_category_and_leaves_uncategorised_items_alon
     assert diversify(candidates, scores, 8, 1.0) == list(range(8))  # no rule: score order
     capped = diversify(candidates, scores, 8, 1.0, max_per_category=1)
     assert capped == [0, 3, 4, 5]  # one Drama, one Comedy, every uncategorised item
-    ranked = rank(candidates, 3, RankingWeights(), 1.0, max_per_category=2)
+    ranked = rank(candidates, 3, RankingWeights(0.6, 0.3, 0.1), 1.0, max_per_category=2)
     assert [r.candidate.category for r in ranked].count("Drama") <= 2
 
 
@@ -140,6 +143,6 @@ def test_rank_returns_at_most_k(k: int) -> None:
     candidates = [
         _cand(f"i{n}", _unit(*rng.normal(size=8)), sim=float(rng.uniform(-1, 1))) for n in range(20)
     ]
-    ranked = rank(candidates, k, RankingWeights(), relevance_weight=0.7)
+    ranked = rank(candidates, k, RankingWeights(0.6, 0.3, 0.1), relevance_weight=0.7)
     assert len(ranked) == k
     assert len({r.candidate.item_id for r in ranked}) == k

@@ -6,8 +6,9 @@ import logging
 import numpy as np
 import pytest
 
+from recstream.compose import session_config
 from recstream.core.collab import CollabModel
-from recstream.core.settings import DEFAULT_EVENT_WEIGHTS
+from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, load_settings
 from recstream.core.state import BatchEffects, UserState
 from recstream.schemas.events import InteractionEvent
 from recstream.streams import session
@@ -17,7 +18,6 @@ from recstream.streams.session import (
     MAX_COLLAB_ITEMS,
     MAX_GUARD_IDS,
     POPULARITY_REBASE_HALF_LIVES,
-    SessionConfig,
     apply_batch,
     popularity_landmark,
     user_groups,
@@ -25,12 +25,14 @@ from recstream.streams.session import (
 
 DIM = 8
 HOUR = 3600 * 1000
-CONFIG = SessionConfig(
-    weights=DEFAULT_EVENT_WEIGHTS,
-    half_life_ms=HOUR,
-    allowed_lateness_ms=HOUR,
-    covis_window=3,
-    popularity_half_life_ms=24 * HOUR,
+CONFIG = session_config(
+    load_settings(
+        {},
+        session_half_life_ms=HOUR,
+        allowed_lateness_ms=HOUR,
+        covis_window=3,
+        popularity_half_life_ms=24 * HOUR,
+    )
 )
 T0 = 1_700_000_000_000
 
