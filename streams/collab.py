@@ -1,15 +1,7 @@
-"""The collaborative space, pure: implicit-feedback ALS item factors (Hu, Koren and Volinsky, as
-the `implicit` library fits them) and the real-time fold-in of one user against fixed item factors.
-
-A user's history is r_u: item -> summed positive event weight. With confidence c_ui = alpha * r_ui
-and preference 1 for those items (0 and confidence 1 for every other item), the user's factor is
-the least-squares solution
-
-    x_u = (Y^T Y + reg * I + sum_i (c_ui - 1) y_i y_i^T)^-1  sum_i c_ui y_i
-
-which needs only Y^T Y (cached once per model version) and the rows of the user's own items, so
-it costs O(n_u f^2 + f^3) per user, not a pass over the catalog.
-"""
+"""Training the collaborative space: users' histories from the interaction log, implicit-feedback
+ALS item factors fitted by the `implicit` library (Hu, Koren and Volinsky), and how far a new
+version's neighbourhoods moved from the last. The model and its real-time fold-in are
+recstream.core.collab."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -38,27 +38,44 @@ class IndexSpec:
     api_key: str | None = None
 
 
-IndexOpener = Callable[[IndexSpec], VectorIndex]
-_INDEX_BACKENDS: dict[str, IndexOpener] = {}
-OpensIndex = TypeVar("OpensIndex", bound=IndexOpener)
+Opener = TypeVar("Opener", bound=Callable[..., Any])
+Opens = TypeVar("Opens", bound=Callable[..., Any])
 
 
-def register_index(*schemes: str) -> Callable[[OpensIndex], OpensIndex]:
-    def register(opener: OpensIndex) -> OpensIndex:
-        for scheme in schemes:
-            _INDEX_BACKENDS[scheme] = opener
+class Registry(Generic[Opener]):
+    """Openers of one kind of backend by URL scheme."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._openers: dict[str, Opener] = {}
+
+    def register(self, *schemes: str) -> Callable[[Opens], Opens]:
+        def register(opener: Opens) -> Opens:
+            for scheme in schemes:
+                # An opener may take more (optional) arguments than the kind's: it keeps its
+                # own signature for direct callers, which a TypeVar bound cannot say.
+                self._openers[scheme] = cast(Opener, opener)
+            return opener
+
+        return register
+
+    def opener(self, url: str) -> Opener:
+        scheme = urlsplit(url).scheme
+        opener = self._openers.get(scheme)
+        if opener is None:
+            known = ", ".join(f"{s}://" for s in sorted(self._openers))
+            raise SettingsError([f"no {self._kind} backend serves {scheme}:// (known: {known})"])
         return opener
 
-    return register
+
+INDEX_BACKENDS: Registry[Callable[[IndexSpec], VectorIndex]] = Registry("vector-index")
+SESSION_BACKENDS: Registry[Callable[[Settings], SessionStore]] = Registry("session-store")
+register_index = INDEX_BACKENDS.register
+register_session_store = SESSION_BACKENDS.register
 
 
 def open_index(spec: IndexSpec) -> VectorIndex:
-    scheme = urlsplit(spec.url).scheme
-    opener = _INDEX_BACKENDS.get(scheme)
-    if opener is None:
-        known = ", ".join(f"{s}://" for s in sorted(_INDEX_BACKENDS))
-        raise SettingsError([f"no vector-index backend serves {scheme}:// (known: {known})"])
-    return opener(spec)
+    return INDEX_BACKENDS.opener(spec.url)(spec)
 
 
 @register_index("http", "https")
@@ -91,28 +108,9 @@ def _qdrant_embedded(spec: IndexSpec) -> VectorIndex:
     )
 
 
-SessionOpener = Callable[[Settings], SessionStore]
-_SESSION_BACKENDS: dict[str, SessionOpener] = {}
-Opens = TypeVar("Opens", bound=SessionOpener)
-
-
-def register_session_store(*schemes: str) -> Callable[[Opens], Opens]:
-    def register(opener: Opens) -> Opens:
-        for scheme in schemes:
-            _SESSION_BACKENDS[scheme] = opener
-        return opener
-
-    return register
-
-
 def open_session_store(settings: Settings) -> SessionStore:
     """The session store at the settings' Redis URL, by its scheme."""
-    scheme = urlsplit(settings.redis_address).scheme
-    opener = _SESSION_BACKENDS.get(scheme)
-    if opener is None:
-        known = ", ".join(f"{s}://" for s in sorted(_SESSION_BACKENDS))
-        raise SettingsError([f"no session-store backend serves {scheme}:// (known: {known})"])
-    return opener(settings)
+    return SESSION_BACKENDS.opener(settings.redis_address)(settings)
 
 
 @register_session_store("redis", "rediss")
