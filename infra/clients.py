@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -199,11 +199,22 @@ def _kafka_failure(settings: Settings, refused: str | None, timeout_s: float) ->
     return ServiceUnreachableError("kafka", address, timeout_s, detail)
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster(settings: Settings) -> bool:
+    """Whether RECSTREAM_REDIS_URL names a Redis Cluster (redis+cluster://, rediss+cluster://)."""
+    return urlsplit(settings.redis_address).scheme in CLUSTER_SCHEMES
+
+
 def redis_client(settings: Settings, **options: Any) -> redis.Redis[bytes]:
     """A Redis client for the settings' server: URL, ACL user and password, TLS (rediss://)
-    with CA and client certificate. `options` go to redis-py (timeouts, decoding)."""
+    with CA and client certificate. `options` go to redis-py (timeouts, decoding). For a
+    cluster URL, redis-py's cluster client: it finds every node from the one named, and sends
+    each command to the node serving its keys' slot."""
+    scheme = urlsplit(settings.redis_address).scheme
     tls: dict[str, Any] = {}
-    if urlsplit(settings.redis_address).scheme == "rediss":
+    if scheme.startswith("rediss"):
         tls = {
             "ssl_ca_certs": _str(settings.redis_ssl_ca_location),
             "ssl_certfile": _str(settings.redis_ssl_certificate_location),
@@ -215,6 +226,13 @@ def redis_client(settings: Settings, **options: Any) -> redis.Redis[bytes]:
         credentials["username"] = settings.redis_username
     if settings.redis_password:
         credentials["password"] = settings.redis_password.get_secret_value()
+    if scheme in CLUSTER_SCHEMES:
+        url = settings.redis_address.replace("+cluster://", "://", 1)
+        cluster: redis.RedisCluster[bytes] = redis.RedisCluster.from_url(
+            url, **credentials, **tls, **options
+        )
+        # The cluster client takes the commands the stores send; typed as one client for all.
+        return cast("redis.Redis[bytes]", cluster)
     return redis.Redis.from_url(settings.redis_address, **credentials, **tls, **options)
 
 
@@ -225,8 +243,12 @@ def _str(value: object | None) -> str | None:
 def check_redis(settings: Settings, timeout_s: float = 5.0) -> None:
     """Raise a one-line error when Redis refuses these credentials, fails TLS, or does not
     answer within timeout_s."""
-    client = redis_client(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     address = redact_url(settings.redis_address)
+    try:
+        # A cluster client asks for the cluster's nodes as it is made: it may fail here already.
+        client = redis_client(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    except redis.exceptions.RedisClusterException as error:
+        raise _cluster_failure(error, address, timeout_s) from None
     try:
         client.ping()
     except redis.AuthenticationError:
@@ -247,6 +269,14 @@ def check_redis(settings: Settings, timeout_s: float = 5.0) -> None:
         ) from None
     finally:
         client.close()
+
+
+def _cluster_failure(error: Exception, address: str, timeout_s: float) -> Exception:
+    """The one-line error for a cluster whose nodes could not be asked for the topology."""
+    if "auth" in str(error).lower():
+        return ServiceAuthError("redis", address, "credentials refused", _REDIS_AUTH_SETTINGS)
+    detail = "no node answers (is it up? RECSTREAM_REDIS_URL)"
+    return ServiceUnreachableError("redis", address, timeout_s, detail)
 
 
 def redact_url(url: str) -> str:

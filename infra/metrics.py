@@ -50,3 +50,8 @@ CONSUMER_LAG = Gauge(
     "few seconds).",
     ["role"],
 )
+CLUSTER_PARTS_RESENT = Counter(
+    "recstream_redis_cluster_parts_resent_total",
+    "Parts of a batch write (one per Redis Cluster slot) sent again because their node was away "
+    "(restarting, failing over, its scripts lost); each part is written once.",
+)

@@ -114,7 +114,7 @@ class RedisTLS:
         ]
 
 
-def _access_config(settings: Settings, folder: Path) -> list[str]:
+def access_config(settings: Settings, folder: Path) -> list[str]:
     """The config file (mode 0600, so no password is on a command line) giving
     RECSTREAM_REDIS_USERNAME all commands and keys, with no default user; with only
     RECSTREAM_REDIS_PASSWORD, the default user's password (requirepass). Empty: no access
@@ -159,7 +159,7 @@ def start_redis(settings: Settings, timeout_s: float = 15.0, tls: RedisTLS | Non
     )
     command = [
         server,
-        *_access_config(settings, data),  # a config file comes first, then options
+        *access_config(settings, data),  # a config file comes first, then options
         "--bind",
         "127.0.0.1",
         *listen,

@@ -21,6 +21,7 @@ from recstream.core.progress import RoleProgress
 from recstream.core.settings import Settings
 from recstream.infra.clients import (
     consumer_config,
+    is_cluster,
     is_outage,
     kafka_config,
     lag_statistics,
@@ -33,7 +34,12 @@ from recstream.infra.messages import RawMessage
 from recstream.infra.metrics import BATCH_RETRIES, RECORDS_ISOLATED
 from recstream.infra.stores.collab_store import CollabInstaller, CollabReader, CollabVersions
 from recstream.infra.stores.keys import KeySpace
-from recstream.infra.stores.registry import open_session_store, open_vector_index, stored_dimension
+from recstream.infra.stores.registry import (
+    open_session_store,
+    open_vector_index,
+    redis_session_store,
+    stored_dimension,
+)
 from recstream.schemas.events import EventDecoder, TimeBounds
 from recstream.streams import kernels
 from recstream.streams.catalog import CatalogProcessor
@@ -78,6 +84,18 @@ def collab_versions(settings: Settings) -> CollabVersions:
 def session_store(settings: Settings) -> SessionStore:
     """The session store the settings' Redis URL names (recstream.infra.stores.registry)."""
     return open_session_store(settings)
+
+
+def migrate_state(settings: Settings) -> int:
+    """Bring a single Redis's state written under an older key layout to this one's (the global
+    keys' cluster tags); the number of keys renamed. A cluster was never written untagged."""
+    if is_cluster(settings):
+        return 0
+    store = redis_session_store(settings)
+    try:
+        return store.migrate_untagged_keys()
+    finally:
+        store.close()
 
 
 def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:

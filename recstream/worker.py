@@ -29,6 +29,7 @@ from recstream.compose import (
     catalog_processor,
     collab_installer,
     interaction_consumer,
+    migrate_state,
     query_worker,
     retry_policy,
     with_instance_id,
@@ -253,6 +254,7 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     fewer_garbage_collections()
     check_kafka(settings, settings.connect_timeout_s)  # refused: one line naming the setting
     check_redis(settings, settings.connect_timeout_s)
+    migrate_state(settings)
     topics.ensure_topics(settings, topics.planned_topics(settings))
     health = HealthChecks({})
     if settings.metrics_port:

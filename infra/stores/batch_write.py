@@ -11,7 +11,7 @@ A payload is a msgpack array of SECTIONS, in that order:
     seen        [[key, keep, above, members, scores]]  ZADD GT, then cut (below)
     increments  [[key, keep, above, members, amounts]] added to the scores (as ZINCRBY), then cut
     sets        [[key, member, ...], ...]              SADD
-    landmark    [key, value]                           SET
+    landmark    [key, value]                           SET ([] in a cluster part without it)
     guards      [[key, floor, event ids, times], ...]  ZADD, then every id older than floor removed
     expire      [ttl_ms, [key, ...]]                   PEXPIRE (the per-user keys written)
 
@@ -25,6 +25,7 @@ command" and the store falls back to the script instead of misreading the payloa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,50 @@ class BatchWrite:
             [getattr(self, name) for name in SECTIONS], use_bin_type=False
         )
         return packed
+
+
+def split_by_slot(
+    write: BatchWrite, slot_of: Callable[[str], int]
+) -> dict[int, tuple[list[str], BatchWrite]]:
+    """The write cut into one payload per cluster slot, each with the keys it touches (a
+    script's KEYS): a Redis Cluster runs a script on the keys of one slot only. A user's keys
+    share a slot ({user} tag) and so do the popularity keys ({pop}), so each user's write and
+    a landmark move stay atomic; the batch as a whole is not (docs/state-layout.md)."""
+    parts: dict[int, dict[str, list[Any]]] = {}
+
+    def part(key: str) -> dict[str, list[Any]]:
+        return parts.setdefault(slot_of(key), {name: [] for name in SECTIONS})
+
+    for name in ("rebase", "states", "seen", "increments", "sets", "guards"):
+        for entry in getattr(write, name):
+            part(entry[0])[name].append(entry)
+    if write.landmark:
+        part(write.landmark[0])["landmark"] = list(write.landmark)
+    ttl_ms, expiring = write.expire
+    for key in expiring:
+        section = part(key)["expire"]
+        if not section:
+            section += [ttl_ms, []]
+        section[1].append(key)
+    return {slot: (_keys(sections), _payload(sections, ttl_ms)) for slot, sections in parts.items()}
+
+
+def _keys(sections: dict[str, list[Any]]) -> list[str]:
+    keys = [
+        entry[0]
+        for name in ("rebase", "states", "seen", "increments", "sets", "guards")
+        for entry in sections[name]
+    ]
+    if sections["landmark"]:
+        keys.append(sections["landmark"][0])
+    if sections["expire"]:
+        keys += sections["expire"][1]
+    return list(dict.fromkeys(keys))
+
+
+def _payload(sections: dict[str, list[Any]], ttl_ms: int) -> BatchWrite:
+    expire = sections["expire"] or [ttl_ms, []]
+    return BatchWrite(**(sections | {"expire": expire}))
 
 
 LUA_WRITE = """
@@ -115,7 +160,7 @@ for _, r in ipairs(b[4]) do
   trim(r)
 end
 for _, r in ipairs(b[5]) do call_ranges('SADD', r[1], r, 2) end
-redis.call('SET', b[6][1], b[6][2])
+if #b[6] > 0 then redis.call('SET', b[6][1], b[6][2]) end
 for _, r in ipairs(b[7]) do
   if #r[3] > 0 then zadd_columns(r[1], nil, r[3], r[4]) end
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', '(' .. r[2])

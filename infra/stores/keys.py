@@ -1,6 +1,10 @@
 """Redis key layout, version 1 (docs/state-layout.md). Keys are built here and nowhere else.
 
-Per-user keys carry the user id in a {hash tag}, so all of a user's keys share a cluster slot.
+Every multi-key call touches one Redis Cluster slot: per-user keys carry the user id in a
+{hash tag} (all of a user's keys share a slot), each item's co-visits its item id, and the
+global keys one tag per concern: {pop} for popularity, its landmark and categories (a landmark
+move rescales them all at once), {collab} for the collaborative versions (the switch reads and
+writes two of them). docs/state-layout.md says what stays atomic on a cluster.
 """
 
 from __future__ import annotations
@@ -40,19 +44,19 @@ class KeySpace:
 
     def popularity(self) -> str:
         """Sorted set: item id -> forward-decayed popularity relative to the landmark."""
-        return f"{self._prefix}:pop"
+        return f"{self._prefix}:{{pop}}"
 
     def popularity_landmark(self) -> str:
         """String: the landmark time (ms) of the forward-decayed popularity scores."""
-        return f"{self._prefix}:pop:landmark"
+        return f"{self._prefix}:{{pop}}:landmark"
 
     def category_popularity(self, category: str) -> str:
         """Sorted set: item id -> forward-decayed popularity within one category."""
-        return f"{self._prefix}:pop:cat:{category}"
+        return f"{self._prefix}:{{pop}}:cat:{category}"
 
     def categories(self) -> str:
         """Set: every category with a popularity key."""
-        return f"{self._prefix}:pop:cats"
+        return f"{self._prefix}:{{pop}}:cats"
 
     def covisitation(self, item_id: str) -> str:
         """Sorted set: other item id -> co-visit count with item_id, capped to the top N."""
@@ -60,27 +64,56 @@ class KeySpace:
 
     def collab_active(self) -> str:
         """String (JSON): the collaborative model version readers use (the atomic switch)."""
-        return f"{self._prefix}:collab:active"
+        return f"{self._prefix}:{{collab}}:active"
 
     def collab_counter(self) -> str:
         """Counter: the last collaborative model version number handed out."""
-        return f"{self._prefix}:collab:counter"
+        return f"{self._prefix}:{{collab}}:counter"
 
     def collab_items(self, version: int) -> str:
         """String (JSON list): a version's item ids, in the order of its factor rows."""
-        return f"{self._prefix}:collab:v{version}:items"
+        return f"{self._prefix}:{{collab}}:v{version}:items"
 
     def collab_factors(self, version: int) -> str:
         """String (float32 bytes): a version's item factors, rows in the order of its items."""
-        return f"{self._prefix}:collab:v{version}:factors"
+        return f"{self._prefix}:{{collab}}:v{version}:factors"
 
     def collab_staged(self) -> str:
         """String (JSON): a trained version waiting to be written into the vector index."""
-        return f"{self._prefix}:collab:staged"
+        return f"{self._prefix}:{{collab}}:staged"
 
     def collab_installing(self) -> str:
         """String with a TTL: held by the one worker writing a staged version into the index."""
-        return f"{self._prefix}:collab:installing"
+        return f"{self._prefix}:{{collab}}:installing"
+
+    def untagged(self) -> dict[str, str]:
+        """The global keys' names before they carried their cluster tags, each mapped to its
+        name now (`RedisSessionStore.migrate_untagged_keys` renames a single Redis's); category
+        and version keys are derived from these."""
+        return {
+            f"{self._prefix}:pop": self.popularity(),
+            f"{self._prefix}:pop:landmark": self.popularity_landmark(),
+            self.untagged_categories(): self.categories(),
+            f"{self._prefix}:collab:active": self.collab_active(),
+            self.untagged_counter(): self.collab_counter(),
+            f"{self._prefix}:collab:staged": self.collab_staged(),
+        }
+
+    def untagged_categories(self) -> str:
+        return f"{self._prefix}:pop:cats"
+
+    def untagged_counter(self) -> str:
+        return f"{self._prefix}:collab:counter"
+
+    def untagged_category_popularity(self, category: str) -> str:
+        return f"{self._prefix}:pop:cat:{category}"
+
+    def untagged_collab_data(self, version: int) -> tuple[str, str]:
+        """A version's item list and factors, under their untagged names."""
+        return (
+            f"{self._prefix}:collab:v{version}:items",
+            f"{self._prefix}:collab:v{version}:factors",
+        )
 
     def pattern(self) -> str:
         """Every key of this namespace and layout version (for tests and resets)."""

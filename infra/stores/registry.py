@@ -5,6 +5,7 @@ registration, not another branch in every role.
     vector index   http://, https://   a Qdrant server          (RECSTREAM_QDRANT_URL)
                    file://             embedded Qdrant shards    (default: RECSTREAM_QDRANT_PATH)
     session store  redis://, rediss:// Redis                     (RECSTREAM_REDIS_URL)
+                   redis+cluster://, rediss+cluster://  Redis Cluster (any node's address)
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def open_session_store(settings: Settings) -> SessionStore:
     return SESSION_BACKENDS.opener(settings.redis_address)(settings)
 
 
-@register_session_store("redis", "rediss")
+@register_session_store("redis", "rediss", "redis+cluster", "rediss+cluster")
 def redis_session_store(
     settings: Settings, store_class: type[RedisSessionStore] = RedisSessionStore
 ) -> RedisSessionStore:

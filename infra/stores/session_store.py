@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 import redis
+from redis.crc import key_slot
 
 from recstream.core.ports import UserView
 from recstream.core.state import BatchEffects, UserState
-from recstream.infra.stores.batch_write import LUA_WRITE, NATIVE_COMMAND, BatchWrite
+from recstream.infra.metrics import CLUSTER_PARTS_RESENT
+from recstream.infra.stores.batch_write import LUA_WRITE, NATIVE_COMMAND, BatchWrite, split_by_slot
 from recstream.infra.stores.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,16 @@ end
 return out
 """
 _LOAD_STATES_SHA = hashlib.sha1(_LOAD_STATES_LUA.encode()).hexdigest()  # EVALSHA's name for it
+# How long a cluster write keeps sending the parts whose node is away (a restart, a failover).
+CLUSTER_WRITE_RETRY_S = 30.0
+_NODE_AWAY = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,  # the cluster's state is not ok yet (and ClusterDownError)
+    redis.exceptions.TryAgainError,
+    redis.exceptions.NoScriptError,
+)
+_WRITE_SHA = hashlib.sha1(LUA_WRITE.encode()).hexdigest()
 _LOAD_CHUNK = 500  # users per load call: a script blocks Redis while it runs, so keep it short
 
 
@@ -76,6 +89,11 @@ class RedisSessionStore:
         self._popularity_half_life_ms = popularity_half_life_ms
         self._known_categories: set[str] = set()
         self._write_script = client.register_script(LUA_WRITE)
+        # A cluster runs a script on one slot's keys: the batch goes as one call per slot, and
+        # the module's command, whose payload names keys it cannot declare, is not used.
+        self.cluster = isinstance(client, redis.RedisCluster)
+        if self.cluster:
+            self.native_write = False
 
     def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         """Stored states of the given users (absent users are left out)."""
@@ -99,6 +117,8 @@ class RedisSessionStore:
         that waits behind the write too; here NOSCRIPT, which is rare, costs the extra one."""
         if not chunks:
             return []
+        if self.cluster:
+            return self._load_chunks_by_user(chunks, retry)
         pipe = self._redis.pipeline(transaction=False)
         for chunk in chunks:
             keys = [k for u in chunk for k in (self.keys.user_state(u), self.keys.user_guards(u))]
@@ -110,6 +130,22 @@ class RedisSessionStore:
                 raise
             self._redis.script_load(_LOAD_STATES_LUA)  # type: ignore[no-untyped-call]
             return self._load_chunks(chunks, retry=False)
+
+    def _load_chunks_by_user(self, chunks: list[list[str]], retry: bool) -> list[Any]:
+        """`_load_chunks` on a cluster: one script call per user (a user's two keys share a
+        slot; a chunk's users do not), pipelined, the replies joined back into chunks."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user in (u for chunk in chunks for u in chunk):
+            keys = (self.keys.user_state(user), self.keys.user_guards(user))
+            pipe.execute_command("EVALSHA", _LOAD_STATES_SHA, 2, *keys, *_FIELDS)  # type: ignore[no-untyped-call]
+        try:
+            replies = iter(pipe.execute())
+        except redis.exceptions.NoScriptError:
+            if not retry:
+                raise
+            self._reload_scripts()
+            return self._load_chunks_by_user(chunks, retry=False)
+        return [[part for _ in chunk for part in next(replies)] for chunk in chunks]
 
     def user_view(self, user_id: str) -> UserView:
         """State (without guards), seen history and last response, one pipelined round trip."""
@@ -148,7 +184,11 @@ class RedisSessionStore:
         per-command client overhead, not Redis's work, would be the limit (docs/benchmarks.md).
         """
         new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
-        self.write_encoded(self.encode_batch(effects, previous_landmark, new_categories))
+        if self.cluster:
+            write = self._batch_payload(effects, previous_landmark, new_categories)
+            self._write_slots(split_by_slot(write, _slot))
+        else:
+            self.write_encoded(self.encode_batch(effects, previous_landmark, new_categories))
         # Only once stored: after a failed write the retry must register them again.
         self._known_categories |= new_categories
 
@@ -174,6 +214,78 @@ class RedisSessionStore:
                 self.native_write = False
                 log.warning("Redis no longer has recstream's module: writing with the Lua script")
         self._write_script(args=[payload])
+
+    def _write_slots(self, parts: dict[int, tuple[list[str], BatchWrite]]) -> None:
+        """One script call per slot, pipelined (redis-py sends each to its node). A part that
+        fails for want of its node (restarting, failing over, its scripts lost) is sent again
+        until CLUSTER_WRITE_RETRY_S, and only it: a part Redis acknowledged is not sent again,
+        so a node restart neither loses nor doubles a count. Any other error is raised at once.
+        (A node that ran a part and died before answering gets it again: with its AOF synced
+        every second, such a node may as well have lost it.)"""
+        pending = dict(parts)
+        deadline = time.monotonic() + CLUSTER_WRITE_RETRY_S
+        while pending:
+            failures = self._send_parts(pending)
+            for slot in pending.keys() - failures.keys():
+                del pending[slot]
+            if not pending:
+                return
+            error = next(iter(failures.values()))
+            fatal = [e for e in failures.values() if not isinstance(e, _NODE_AWAY)]
+            if fatal or time.monotonic() >= deadline:
+                raise fatal[0] if fatal else error
+            if any(isinstance(e, redis.exceptions.NoScriptError) for e in failures.values()):
+                self._reload_scripts()
+            CLUSTER_PARTS_RESENT.inc(len(pending))
+            time.sleep(0.2)
+
+    def _send_parts(self, parts: dict[int, tuple[list[str], BatchWrite]]) -> dict[int, Exception]:
+        """Send the parts; the failed ones' errors by slot."""
+        pipe = self._redis.pipeline(transaction=False)
+        slots = list(parts)
+        for slot in slots:
+            keys, part = parts[slot]
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", _WRITE_SHA, len(keys), *keys, part.encode()
+            )
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except _NODE_AWAY as error:  # the whole pipeline failed: every part is still pending
+            return dict.fromkeys(slots, error)
+        return {s: r for s, r in zip(slots, results, strict=True) if isinstance(r, Exception)}
+
+    def _reload_scripts(self) -> None:
+        """Load the scripts again (into every node): a restarted node has none."""
+        try:
+            self._redis.script_load(LUA_WRITE)  # type: ignore[no-untyped-call]
+            self._redis.script_load(_LOAD_STATES_LUA)  # type: ignore[no-untyped-call]
+        except _NODE_AWAY:
+            pass  # a node still away: the next try loads them again
+
+    def migrate_untagged_keys(self) -> int:
+        """Rename the global keys of a single Redis written before they carried their cluster
+        tags (popularity, its landmark and categories, the collaborative versions) to their
+        names now; a key whose new name exists already is left. The number renamed."""
+        if self.cluster:
+            return 0
+        renames = self.keys.untagged()
+        for raw in self._redis.smembers(self.keys.untagged_categories()):
+            category = raw.decode()
+            old = self.keys.untagged_category_popularity(category)
+            renames[old] = self.keys.category_popularity(category)
+        counter = self._redis.get(self.keys.untagged_counter())
+        for version in range(1, int(counter or 0) + 1):
+            items, factors = self.keys.untagged_collab_data(version)
+            renames[items] = self.keys.collab_items(version)
+            renames[factors] = self.keys.collab_factors(version)
+        renamed = 0
+        for old, new in renames.items():
+            if self._redis.exists(old) and not self._redis.exists(new):
+                self._redis.rename(old, new)  # type: ignore[no-untyped-call]
+                renamed += 1
+        if renamed:
+            log.info("renamed %d global Redis keys to their cluster-tagged names", renamed)
+        return renamed
 
     def has_native_write(self) -> bool:
         """Asked without a payload, a server with the module answers with an arity error (and
@@ -297,6 +409,10 @@ class RedisSessionStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _slot(key: str) -> int:
+    return int(key_slot(key.encode()))
 
 
 def _times(pairs: list[tuple[bytes, float]]) -> dict[str, int]:

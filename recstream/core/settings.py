@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     kafka_static_membership: bool = True
 
     redis_port: int = Field(16379, ge=1, le=65535)
-    redis_url: str | None = Field(None, pattern=r"^rediss?://")
+    redis_url: str | None = Field(None, pattern=r"^rediss?(\+cluster)?://")
     redis_username: str | None = Field(None, pattern=r"^[^\s]{1,200}$")  # an ACL user
     redis_password: SecretStr | None = None
     redis_ssl_ca_location: Path | None = None  # rediss:// only
