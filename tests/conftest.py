@@ -17,6 +17,7 @@ import redis
 
 from recstream.core.settings import Settings, load_settings
 from recstream.infra import clients, stack, topics
+from recstream.infra.redis_cluster import LocalCluster
 
 _TESTS = Path(__file__).parent
 MakeTopic = Callable[..., str]
@@ -80,3 +81,17 @@ def redis_client(infra: Settings, unique: str) -> Iterator[redis.Redis]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+CLUSTER_PORTS = (17101, 17102, 17103)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(infra: Settings) -> Iterator[LocalCluster]:
+    """A real three-node Redis Cluster (no replicas), started once per test session by the
+    project's own launcher (infra/redis_cluster.py), with the stack's Redis credentials."""
+    cluster = LocalCluster(infra, CLUSTER_PORTS)
+    started = cluster.start()
+    yield cluster
+    if started and os.environ.get("RECSTREAM_TEST_KEEP_INFRA") != "1":
+        cluster.stop()

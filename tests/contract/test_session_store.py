@@ -1,8 +1,10 @@
 """The session-store contract: every backend of recstream.core.ports.SessionStore behaves alike.
 
 Run against the in-memory store (the offline evaluation's) and the Redis store through both of
-its write paths: the Lua script and the native command of recstream's module. The Redis cases
-need the real Redis (`recstream infra up`), so they are also marked integration."""
+its write paths: the Lua script and the native command of recstream's module; and against a
+real three-node Redis Cluster, where the batch goes as one script call per slot. The Redis
+cases need the real services (`recstream infra up`, the cluster the tests start), so they are
+also marked integration."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ OpenStore = Callable[..., SessionStore]
         "memory",
         pytest.param("redis-script", marks=pytest.mark.integration),
         pytest.param("redis-native", marks=pytest.mark.integration),
+        pytest.param("redis-cluster", marks=pytest.mark.integration),
     ]
 )
 def open_store(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Iterator[OpenStore]:
@@ -51,6 +54,8 @@ def _backend(
     if request.param == "memory":
         return InMemorySessionStore(history_cap, covis_max, HALF_LIFE_MS)
     infra: Settings = request.getfixturevalue("infra")
+    if request.param == "redis-cluster":
+        infra = request.getfixturevalue("redis_cluster").client_settings()
     native = request.param == "redis-native"
     settings = infra.isolated(
         unique,

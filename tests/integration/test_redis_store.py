@@ -1,4 +1,5 @@
-"""The real Redis server started by recstream: round trip and AOF persistence."""
+"""The real Redis server started by recstream: round trip, AOF persistence, and the rename of
+keys written under an older layout."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import time
 
 import redis
 
+from recstream.compose import migrate_state
 from recstream.core.settings import Settings
 from recstream.infra.redis_server import redis_dir
+from recstream.infra.stores.registry import redis_session_store
 
 
 def test_round_trip_of_strings_hashes_and_sorted_sets(
@@ -64,3 +67,31 @@ def _rewrite_aof(client: redis.Redis, timeout_s: float = 30.0) -> None:
 def _rewriting(client: redis.Redis) -> bool:
     persistence = client.info("persistence")
     return bool(persistence["aof_rewrite_in_progress"] or persistence["aof_rewrite_scheduled"])
+
+
+def test_global_keys_written_before_their_cluster_tags_are_renamed_once(
+    infra: Settings, redis_client: redis.Redis, unique: str
+) -> None:
+    old = f"{unique}:v1"
+    redis_client.zadd(f"{old}:pop", {"a": 2.0})
+    redis_client.set(f"{old}:pop:landmark", "123")
+    redis_client.sadd(f"{old}:pop:cats", "films")
+    redis_client.zadd(f"{old}:pop:cat:films", {"a": 1.0})
+    redis_client.set(f"{old}:collab:counter", "2")
+    redis_client.set(f"{old}:collab:active", b'{"version": 2}')
+    redis_client.set(f"{old}:collab:v2:items", b'["a"]')
+    redis_client.set(f"{old}:collab:v2:factors", b"\x00\x00\x80?")
+    settings = infra.isolated(unique)
+    assert migrate_state(settings) == 8
+    store = redis_session_store(settings)
+    assert store.popularity() == {"a": 2.0}
+    assert store.popularity_landmark() == 123
+    assert store.popularity(category="films") == {"a": 1.0}
+    keys = store.keys
+    assert redis_client.get(keys.collab_active()) == b'{"version": 2}'
+    assert redis_client.get(keys.collab_counter()) == b"2"
+    assert redis_client.get(keys.collab_items(2)) == b'["a"]'
+    assert redis_client.get(keys.collab_factors(2)) == b"\x00\x00\x80?"
+    assert not redis_client.exists(f"{old}:pop", f"{old}:collab:v2:items")
+    assert migrate_state(settings) == 0  # nothing left to rename
+    store.close()

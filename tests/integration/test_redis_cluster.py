@@ -1,0 +1,158 @@
+"""recstream on a real three-node Redis Cluster (started by infra/redis_cluster.py): ingest and
+serving give what they give on one Redis, a node restarted mid-stream loses and doubles
+nothing, and an ACL user's credentials reach the cluster client."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from recstream.compose import query_config
+from recstream.consumers.recommender import Recommender
+from recstream.core.settings import Settings
+from recstream.core.state import BatchEffects, UserState
+from recstream.infra import topics
+from recstream.infra.clients import check_redis, is_cluster
+from recstream.infra.errors import ServiceAuthError
+from recstream.infra.redis_cluster import LocalCluster
+from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.stores.registry import open_session_store, redis_session_store
+from recstream.schemas.requests import RecommendRequest
+from tests.integration.ingest_helpers import (
+    T0,
+    assert_same_state,
+    create_topics,
+    delete_namespace,
+    drain,
+    isolated_settings,
+    make_consumer,
+    open_index,
+    produce_events,
+    random_events,
+    seed_items,
+    state_snapshot,
+)
+
+ITEMS = [f"item{n}" for n in range(30)]
+Env = tuple[Settings, Settings, QdrantEdgeIndex]
+
+
+@pytest.fixture
+def env(infra: Settings, redis_cluster: LocalCluster, unique: str, tmp_path: Path) -> Iterator[Env]:
+    """The same topics read by two deployments: one on the cluster, one (the reference) on
+    the single Redis, each with its own consumer group and keys."""
+    on_cluster = isolated_settings(redis_cluster.client_settings(), unique, tmp_path)
+    on_single = on_cluster.model_copy(
+        update={"redis_url": infra.redis_url, "consumer_group": f"{unique}-single"}
+    )
+    names = create_topics(on_cluster)
+    index = open_index(on_cluster)
+    seed_items(index, len(ITEMS))
+    yield on_cluster, on_single, index
+    index.close()
+    topics.delete_topics(on_cluster, names)
+    delete_namespace(on_cluster)
+    delete_namespace(on_single)
+
+
+def _users(events: list) -> list[str]:  # type: ignore[type-arg]
+    return sorted({e.user_id for e in events})
+
+
+def test_ingest_and_answers_on_a_cluster_are_those_of_one_redis(env: Env) -> None:
+    on_cluster, on_single, index = env
+    assert is_cluster(on_cluster) and not is_cluster(on_single)
+    events = random_events(800, users=100, seed=11)  # a few items each: lists of 5 remain
+    produce_events(on_cluster, events)
+    drain(make_consumer(on_cluster, index), len(events))
+    drain(make_consumer(on_single, index), len(events))
+    users = _users(events)
+    assert_same_state(
+        state_snapshot(on_cluster, users, ITEMS, T0), state_snapshot(on_single, users, ITEMS, T0)
+    )
+    answers = {}
+    for settings in (on_cluster, on_single):
+        store = open_session_store(settings)
+        recommender = Recommender(index, store, None, query_config(settings))
+        answers[settings.redis_address] = [
+            [i.item_id for i in recommender.recommend(RecommendRequest(f"r-{u}", 5, u)).items]
+            for u in users[:10]
+        ]
+        store.close()
+    cluster_lists, single_lists = answers.values()
+    assert cluster_lists == single_lists
+    assert all(len(items) == 5 for items in cluster_lists)
+
+
+def test_a_node_restarted_mid_stream_loses_nothing_and_doubles_nothing(
+    env: Env, redis_cluster: LocalCluster
+) -> None:
+    on_cluster, on_single, index = env
+    events = random_events(6000, users=200, seed=12)
+    produce_events(on_cluster, events)
+    consumer = make_consumer(on_cluster, index)
+    drain(consumer, 1000, close=False)  # the stream is under way
+    restarted = threading.Thread(target=redis_cluster.restart_node, args=(redis_cluster.ports[1],))
+    restarted.start()
+    drain(consumer, len(events) - 1000, timeout_s=120)
+    restarted.join(timeout=60)
+    drain(make_consumer(on_single, index), len(events))  # the clean replay
+    users = _users(events)
+    assert_same_state(
+        state_snapshot(on_cluster, users, ITEMS, T0), state_snapshot(on_single, users, ITEMS, T0)
+    )
+
+
+def test_a_write_while_a_node_is_away_waits_for_it_and_writes_each_part_once(
+    redis_cluster: LocalCluster, unique: str
+) -> None:
+    store = redis_session_store(redis_cluster.client_settings().isolated(unique))
+    users = [f"u{n}" for n in range(60)]  # spread over every node's slots
+    effects = BatchEffects(
+        states={u: UserState(count=1, last_time=T0) for u in users},
+        popularity={"a": 1.0},
+        covisits={f"i{n}": {"x": 1.0} for n in range(30)},
+        newest_time=T0,
+        landmark=T0,
+    )
+    away = redis_cluster.ports[2]
+    resent = REGISTRY.get_sample_value("recstream_redis_cluster_parts_resent_total") or 0.0
+    redis_cluster.node(away).stop(timeout_s=30)
+    back = threading.Timer(1.5, redis_cluster.restart_node, args=(away,))
+    back.start()
+    try:
+        store.write_batch(effects, None)  # returns once the node is back and its parts written
+    finally:
+        back.join()
+    assert (REGISTRY.get_sample_value("recstream_redis_cluster_parts_resent_total") or 0) > resent
+    states = store.load_states(users)
+    assert sorted(states) == sorted(users) and {s.count for s in states.values()} == {1}
+    assert store.popularity() == {"a": 1.0}
+    assert all(store.covisitation(f"i{n}") == {"x": 1.0} for n in range(30))
+    store.delete_namespace()
+    store.close()
+
+
+def test_an_acl_users_credentials_reach_the_cluster_client(infra: Settings, unique: str) -> None:
+    secured = infra.model_copy(
+        update={"redis_username": "recstream", "redis_password": SecretStr("cluster-s3cret")}
+    )
+    cluster = LocalCluster(secured.isolated(unique), (17111, 17112, 17113))
+    cluster.start()
+    try:
+        settings = cluster.client_settings().isolated(unique)
+        check_redis(settings, timeout_s=5)
+        store = redis_session_store(settings)
+        store.remember_response("u1", b"answer", 60)
+        assert store.last_response("u1") == b"answer"
+        store.close()
+        anonymous = settings.model_copy(update={"redis_username": None, "redis_password": None})
+        with pytest.raises(ServiceAuthError):
+            check_redis(anonymous, timeout_s=5)
+    finally:
+        cluster.stop()
