@@ -56,13 +56,14 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative space); record results in docs/benchmarks.md
+bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative space, Redis Cluster); record results in docs/benchmarks.md
 	$(BIN)/python bench/kafka_baseline.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/collab.py
 	$(BIN)/python bench/recovery.py --plot docs/benchmarks/recovery.png
 	$(BIN)/python bench/lateness.py
+	$(BIN)/python bench/cluster.py
 
 demo: up ## the main job on MovieLens: worker, catalog + ratings through Kafka, recommendations printed
 	$(BIN)/recstream demo

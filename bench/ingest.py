@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
+from workload import item_vectors, produce_interactions, seed_index
 
 from recstream.compose import collab_versions, interaction_consumer, interaction_processor
 from recstream.core.collab import CollabModel
-from recstream.core.index import ItemPayload, collection_name
+from recstream.core.index import collection_name
 from recstream.core.settings import Settings, load_settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config, redis_client
@@ -49,48 +50,9 @@ from recstream.infra.stores.keys import KeySpace
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.stores.session_store import RedisSessionStore
-from recstream.produce import send_waiting
 from recstream.schemas.events import CatalogEvent
 from recstream.streams.catalog import CatalogProcessor
 from recstream.worker import fewer_garbage_collections, single_threaded_blas
-
-DIM = 384
-TYPES = np.array(
-    ["view", "view", "view", "click", "click", "add_to_cart", "purchase", "like", "dislike", "skip"]
-)
-
-
-def _zipf_ids(rng: np.random.Generator, count: int, universe: int, a: float = 1.1) -> np.ndarray:
-    ranks = rng.zipf(a, size=count * 2)
-    ranks = ranks[ranks <= universe][:count]
-    while len(ranks) < count:  # rare: top up with uniform draws
-        ranks = np.concatenate([ranks, rng.integers(1, universe + 1, size=count - len(ranks))])
-    return ranks - 1
-
-
-def _produce_interactions(settings: Settings, events: int, users: int, items: int) -> float:
-    rng = np.random.default_rng(1)
-    user_ids = _zipf_ids(rng, events, users)
-    item_ids = _zipf_ids(rng, events, items)
-    kinds = TYPES[rng.integers(0, len(TYPES), size=events)]
-    start = int(time.time() * 1000) - 10 * 24 * 3600 * 1000
-    producer = Producer(kafka_config(settings) | {"linger.ms": 20, "batch.num.messages": 10000})
-    began = time.perf_counter()
-    for n in range(events):
-        user = f"u{user_ids[n]}"
-        value = orjson.dumps(
-            {
-                "schema_version": 1,
-                "event_id": f"e{n}",
-                "user_id": user,
-                "item_id": f"i{item_ids[n]}",
-                "event_type": str(kinds[n]),
-                "event_time": start + n * 10,
-            }
-        )
-        send_waiting(producer, settings.topic_interactions, value, user.encode())
-    producer.flush()
-    return time.perf_counter() - began
 
 
 def _topic_reader(settings: Settings, role: str) -> Consumer:
@@ -105,13 +67,6 @@ def _topic_reader(settings: Settings, role: str) -> Consumer:
     )
     consumer.subscribe([settings.topic_interactions])
     return consumer
-
-
-def _item_vectors(items: int) -> np.ndarray:
-    """The bench items' unit vectors (random: how vectors were made does not matter here)."""
-    vectors = np.random.default_rng(2).normal(size=(items, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors
 
 
 def _raw_consume_rate(settings: Settings, events: int) -> float:
@@ -134,7 +89,7 @@ def _minimal_loop_rate(settings: Settings, events: int, items: int) -> float:
     the user's vector, one pipelined HSET per user and batch, commit. The gap between this and
     the processor is what the features cost; the gap between this and the raw consume is the
     floor of any Python loop on this machine."""
-    item_vectors = dict(zip((f"i{n}" for n in range(items)), _item_vectors(items), strict=True))
+    vectors = dict(zip((f"i{n}" for n in range(items)), item_vectors(items), strict=True))
     client = redis_client(settings)
     keys = KeySpace(settings.redis_namespace)  # under its pattern: deleted with the namespace
     consumer = _topic_reader(settings, "minimal")
@@ -147,7 +102,7 @@ def _minimal_loop_rate(settings: Settings, events: int, items: int) -> float:
         changed = {}
         for message in batch:
             event = orjson.loads(message.value() or b"{}")
-            user, item = event["user_id"], item_vectors[event["item_id"]]
+            user, item = event["user_id"], vectors[event["item_id"]]
             vector = users.get(user)
             updated = item if vector is None else 0.5 * vector + item
             users[user] = changed[user] = updated / np.sqrt(updated @ updated)
@@ -185,21 +140,6 @@ def _per_event_us(seconds: np.ndarray, events: int) -> list[float]:
     return [round(float(value) / events * 1e6, 1) for value in seconds]
 
 
-def _seed_index(settings: Settings, items: int, collab_factors: int) -> QdrantEdgeIndex:
-    name = collection_name(DEFAULT_MODEL_ID, DIM)
-    path = settings.qdrant_embedded_path / name
-    index = QdrantEdgeIndex.open(path, name, DIM, collab_dimension=collab_factors)
-    vectors = _item_vectors(items)
-    for start in range(0, items, 1000):
-        index.upsert(
-            [
-                (ItemPayload(f"i{n}", f"Item {n}", f"c{n % 20}", (), True, "h", 1), vectors[n])
-                for n in range(start, min(items, start + 1000))
-            ]
-        )
-    return index
-
-
 def _publish_collab(settings: Settings, index: QdrantEdgeIndex, items: int, factors: int) -> None:
     """A collaborative version over the bench items (random factors: only the cost matters)."""
     rng = np.random.default_rng(4)
@@ -220,9 +160,9 @@ def bench_interactions(
         settings = base.isolated(tag, qdrant_path=Path(tmp))
         specs = topics.planned_topics(settings)
         topics.ensure_topics(settings, specs)
-        index = _seed_index(settings, items, collab_factors)
+        index = seed_index(settings, items, collab_factors)
         try:
-            produce_s = _produce_interactions(settings, events, users, items)
+            produce_s = produce_interactions(settings, events, users, items)
             raw_rate = _raw_consume_rate(settings, events)
             minimal_rate = _minimal_loop_rate(settings, events, items)
             reader = None
