@@ -25,14 +25,15 @@ command" and the store falls back to the script instead of misreading the payloa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 PAYLOAD_VERSION = 2
 NATIVE_COMMAND = f"RECSTREAM.WRITE{PAYLOAD_VERSION}"
+Group = TypeVar("Group", bound=Hashable)
 SECTIONS = ("rebase", "states", "seen", "increments", "sets", "landmark", "guards", "expire")
 
 
@@ -57,17 +58,17 @@ class BatchWrite:
         return packed
 
 
-def split_by_slot(
-    write: BatchWrite, slot_of: Callable[[str], int]
-) -> dict[int, tuple[list[str], BatchWrite]]:
-    """The write cut into one payload per cluster slot, each with the keys it touches (a
-    script's KEYS): a Redis Cluster runs a script on the keys of one slot only. A user's keys
-    share a slot ({user} tag) and so do the popularity keys ({pop}), so each user's write and
-    a landmark move stay atomic; the batch as a whole is not (docs/state-layout.md)."""
-    parts: dict[int, dict[str, list[Any]]] = {}
+def split_by(
+    write: BatchWrite, group_of: Callable[[str], Group]
+) -> dict[Group, tuple[list[str], BatchWrite]]:
+    """The write cut into one payload per group of keys (a Redis Cluster node, or a slot),
+    each with the keys it touches. A user's keys share a slot ({user} tag) and so do the
+    popularity keys ({pop}), so whatever the grouping by slot or by node, each user's write and
+    a landmark move stay in one payload; the batch as a whole does not (docs/state-layout.md)."""
+    parts: dict[Group, dict[str, list[Any]]] = {}
 
     def part(key: str) -> dict[str, list[Any]]:
-        return parts.setdefault(slot_of(key), {name: [] for name in SECTIONS})
+        return parts.setdefault(group_of(key), {name: [] for name in SECTIONS})
 
     for name in ("rebase", "states", "seen", "increments", "sets", "guards"):
         for entry in getattr(write, name):
@@ -80,7 +81,9 @@ def split_by_slot(
         if not section:
             section += [ttl_ms, []]
         section[1].append(key)
-    return {slot: (_keys(sections), _payload(sections, ttl_ms)) for slot, sections in parts.items()}
+    return {
+        group: (_keys(sections), _payload(sections, ttl_ms)) for group, sections in parts.items()
+    }
 
 
 def _keys(sections: dict[str, list[Any]]) -> list[str]:
@@ -168,3 +171,8 @@ end
 for _, key in ipairs(b[8][2]) do redis.call('PEXPIRE', key, b[8][1]) end
 return #b[2]
 """
+
+# The same write on a Redis Cluster, one call per node: the flag lets the script reach keys of
+# every slot its node serves (Redis refuses, before any write, a key of another node: the type
+# checks come first).
+LUA_WRITE_ON_NODE = "#!lua flags=allow-cross-slot-keys\n" + LUA_WRITE.lstrip("\n")

@@ -9,11 +9,12 @@ lost. Key layout: docs/state-layout.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -23,7 +24,13 @@ from redis.crc import key_slot
 from recstream.core.ports import UserView
 from recstream.core.state import BatchEffects, UserState
 from recstream.infra.metrics import CLUSTER_PARTS_RESENT
-from recstream.infra.stores.batch_write import LUA_WRITE, NATIVE_COMMAND, BatchWrite, split_by_slot
+from recstream.infra.stores.batch_write import (
+    LUA_WRITE,
+    LUA_WRITE_ON_NODE,
+    NATIVE_COMMAND,
+    BatchWrite,
+    split_by,
+)
 from recstream.infra.stores.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,19 @@ end
 return out
 """
 _LOAD_STATES_SHA = hashlib.sha1(_LOAD_STATES_LUA.encode()).hexdigest()  # EVALSHA's name for it
+# The same on a Redis Cluster, one call per node (KEYS[1] routes it): ARGV is the number of
+# fields, the fields, then (state, guards) key pairs of users whose slots that node serves.
+_LOAD_ON_NODE_LUA = """#!lua flags=allow-cross-slot-keys,no-writes
+local n = tonumber(ARGV[1])
+local fields = {unpack(ARGV, 2, n + 1)}
+local out = {}
+for i = n + 2, #ARGV, 2 do
+  out[#out + 1] = redis.call('HMGET', ARGV[i], unpack(fields))
+  out[#out + 1] = redis.call('ZRANGE', ARGV[i + 1], 0, -1, 'WITHSCORES')
+end
+return out
+"""
+_LOAD_ON_NODE_SHA = hashlib.sha1(_LOAD_ON_NODE_LUA.encode()).hexdigest()
 # How long a cluster write keeps sending the parts whose node is away (a restart, a failover).
 CLUSTER_WRITE_RETRY_S = 30.0
 _NODE_AWAY = (
@@ -57,8 +77,10 @@ _NODE_AWAY = (
     redis.exceptions.ClusterError,  # the cluster's state is not ok yet (and ClusterDownError)
     redis.exceptions.TryAgainError,
     redis.exceptions.NoScriptError,
+    redis.exceptions.MovedError,  # the slot moved to another node: ask for the map again
+    redis.exceptions.AskError,
 )
-_WRITE_SHA = hashlib.sha1(LUA_WRITE.encode()).hexdigest()
+_WRITE_ON_NODE_SHA = hashlib.sha1(LUA_WRITE_ON_NODE.encode()).hexdigest()
 _LOAD_CHUNK = 500  # users per load call: a script blocks Redis while it runs, so keep it short
 
 
@@ -118,7 +140,7 @@ class RedisSessionStore:
         if not chunks:
             return []
         if self.cluster:
-            return self._load_chunks_by_user(chunks, retry)
+            return self._load_chunks_by_node(chunks, retry)
         pipe = self._redis.pipeline(transaction=False)
         for chunk in chunks:
             keys = [k for u in chunk for k in (self.keys.user_state(u), self.keys.user_guards(u))]
@@ -131,21 +153,37 @@ class RedisSessionStore:
             self._redis.script_load(_LOAD_STATES_LUA)  # type: ignore[no-untyped-call]
             return self._load_chunks(chunks, retry=False)
 
-    def _load_chunks_by_user(self, chunks: list[list[str]], retry: bool) -> list[Any]:
-        """`_load_chunks` on a cluster: one script call per user (a user's two keys share a
-        slot; a chunk's users do not), pipelined, the replies joined back into chunks."""
-        pipe = self._redis.pipeline(transaction=False)
+    def _load_chunks_by_node(self, chunks: list[list[str]], retry: bool) -> list[Any]:
+        """`_load_chunks` on a cluster: per node, one pipelined round trip of calls of at most
+        _LOAD_CHUNK users whose keys it serves (a user's two keys share a slot), the replies
+        joined back into the chunks' order."""
+        by_node: dict[str, list[str]] = {}
         for user in (u for chunk in chunks for u in chunk):
-            keys = (self.keys.user_state(user), self.keys.user_guards(user))
-            pipe.execute_command("EVALSHA", _LOAD_STATES_SHA, 2, *keys, *_FIELDS)  # type: ignore[no-untyped-call]
+            by_node.setdefault(self._node_of(self.keys.user_state(user)), []).append(user)
+        replies: dict[str, tuple[Any, Any]] = {}
+        for name, served in by_node.items():
+            slices = [served[i : i + _LOAD_CHUNK] for i in range(0, len(served), _LOAD_CHUNK)]
+            for users, found in zip(slices, self._load_on_node(name, slices, retry), strict=True):
+                replies |= {u: (found[2 * n], found[2 * n + 1]) for n, u in enumerate(users)}
+        return [[part for u in chunk for part in replies[u]] for chunk in chunks]
+
+    def _load_on_node(self, name: str, slices: list[list[str]], retry: bool) -> list[Any]:
+        cluster = self._cluster_client()
+        node = cluster.get_node(node_name=name)
+        if node is None:
+            raise redis.exceptions.ConnectionError(f"no node {name} in the cluster's map")
+        client = cluster.get_redis_connection(node)
+        pipe = client.pipeline(transaction=False)
+        for users in slices:
+            keys = [k for u in users for k in (self.keys.user_state(u), self.keys.user_guards(u))]
+            pipe.evalsha(_LOAD_ON_NODE_SHA, 1, keys[0], len(_FIELDS), *_FIELDS, *keys)
         try:
-            replies = iter(pipe.execute())
-        except redis.exceptions.NoScriptError:
+            return list(pipe.execute())
+        except redis.exceptions.NoScriptError:  # a restarted node: load it, once
             if not retry:
                 raise
-            self._reload_scripts()
-            return self._load_chunks_by_user(chunks, retry=False)
-        return [[part for _ in chunk for part in next(replies)] for chunk in chunks]
+            client.script_load(_LOAD_ON_NODE_LUA)  # type: ignore[no-untyped-call]
+            return self._load_on_node(name, slices, retry=False)
 
     def user_view(self, user_id: str) -> UserView:
         """State (without guards), seen history and last response, one pipelined round trip."""
@@ -186,7 +224,7 @@ class RedisSessionStore:
         new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
         if self.cluster:
             write = self._batch_payload(effects, previous_landmark, new_categories)
-            self._write_slots(split_by_slot(write, _slot))
+            self._write_by_node(write)
         else:
             self.write_encoded(self.encode_batch(effects, previous_landmark, new_categories))
         # Only once stored: after a failed write the retry must register them again.
@@ -215,52 +253,65 @@ class RedisSessionStore:
                 log.warning("Redis no longer has recstream's module: writing with the Lua script")
         self._write_script(args=[payload])
 
-    def _write_slots(self, parts: dict[int, tuple[list[str], BatchWrite]]) -> None:
-        """One script call per slot, pipelined (redis-py sends each to its node). A part that
-        fails for want of its node (restarting, failing over, its scripts lost) is sent again
-        until CLUSTER_WRITE_RETRY_S, and only it: a part Redis acknowledged is not sent again,
-        so a node restart neither loses nor doubles a count. Any other error is raised at once.
+    def _write_by_node(self, write: BatchWrite) -> None:
+        """One script call per node, each with the keys of every slot that node serves. A part
+        whose node is away (restarting, failing over, its scripts lost) or no longer serves its
+        keys is sent again, regrouped by the cluster's current map, until
+        CLUSTER_WRITE_RETRY_S, and only it: a part Redis acknowledged is not sent again, so a
+        node restart neither loses nor doubles a count. Any other error is raised at once.
         (A node that ran a part and died before answering gets it again: with its AOF synced
         every second, such a node may as well have lost it.)"""
-        pending = dict(parts)
+        pending = [write]
         deadline = time.monotonic() + CLUSTER_WRITE_RETRY_S
         while pending:
-            failures = self._send_parts(pending)
-            for slot in pending.keys() - failures.keys():
-                del pending[slot]
-            if not pending:
+            failed: list[BatchWrite] = []
+            errors: list[Exception] = []
+            for part in pending:
+                for node, (keys, piece) in split_by(part, self._node_of).items():
+                    error = self._send_to_node(node, keys[0], piece)
+                    if error is not None:
+                        failed.append(piece)
+                        errors.append(error)
+            if not failed:
                 return
-            error = next(iter(failures.values()))
-            fatal = [e for e in failures.values() if not isinstance(e, _NODE_AWAY)]
+            fatal = [e for e in errors if not _node_away(e)]
             if fatal or time.monotonic() >= deadline:
-                raise fatal[0] if fatal else error
-            if any(isinstance(e, redis.exceptions.NoScriptError) for e in failures.values()):
-                self._reload_scripts()
-            CLUSTER_PARTS_RESENT.inc(len(pending))
+                raise (fatal or errors)[0]
+            CLUSTER_PARTS_RESENT.inc(len(failed))
+            self._refresh_cluster_map()
             time.sleep(0.2)
+            pending = failed
 
-    def _send_parts(self, parts: dict[int, tuple[list[str], BatchWrite]]) -> dict[int, Exception]:
-        """Send the parts; the failed ones' errors by slot."""
-        pipe = self._redis.pipeline(transaction=False)
-        slots = list(parts)
-        for slot in slots:
-            keys, part = parts[slot]
-            pipe.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", _WRITE_SHA, len(keys), *keys, part.encode()
-            )
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except _NODE_AWAY as error:  # the whole pipeline failed: every part is still pending
-            return dict.fromkeys(slots, error)
-        return {s: r for s, r in zip(slots, results, strict=True) if isinstance(r, Exception)}
+    def _node_of(self, key: str) -> str:
+        node = self._cluster_client().nodes_manager.get_node_from_slot(_slot(key))  # type: ignore[arg-type]
+        return str(node.name)
 
-    def _reload_scripts(self) -> None:
-        """Load the scripts again (into every node): a restarted node has none."""
+    def _send_to_node(self, name: str, routing_key: str, part: BatchWrite) -> Exception | None:
+        """Run one node's part; its error, if it failed."""
+        cluster = self._cluster_client()
+        node = cluster.get_node(node_name=name)
+        if node is None:
+            return redis.exceptions.ConnectionError(f"no node {name} in the cluster's map")
+        client = cluster.get_redis_connection(node)
+        payload = part.encode()
         try:
-            self._redis.script_load(LUA_WRITE)  # type: ignore[no-untyped-call]
-            self._redis.script_load(_LOAD_STATES_LUA)  # type: ignore[no-untyped-call]
-        except _NODE_AWAY:
-            pass  # a node still away: the next try loads them again
+            try:
+                client.evalsha(_WRITE_ON_NODE_SHA, 1, routing_key, payload)  # type: ignore[no-untyped-call]
+            except redis.exceptions.NoScriptError:  # a restarted node: load it, once
+                client.script_load(LUA_WRITE_ON_NODE)  # type: ignore[no-untyped-call]
+                client.evalsha(_WRITE_ON_NODE_SHA, 1, routing_key, payload)  # type: ignore[no-untyped-call]
+        except redis.RedisError as error:
+            return error
+        return None
+
+    def _refresh_cluster_map(self) -> None:
+        """Ask the cluster again which node serves which slot (after a failover or a move)."""
+        # No node answering yet is no error here: the next try asks again.
+        with contextlib.suppress(redis.RedisError, redis.exceptions.RedisClusterException):
+            self._cluster_client().nodes_manager.initialize()
+
+    def _cluster_client(self) -> redis.RedisCluster[bytes]:
+        return cast("redis.RedisCluster[bytes]", self._redis)
 
     def migrate_untagged_keys(self) -> int:
         """Rename the global keys of a single Redis written before they carried their cluster
@@ -409,6 +460,11 @@ class RedisSessionStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _node_away(error: Exception) -> bool:
+    """A failure of the node, not of the write: it is away, or no longer serves the keys."""
+    return isinstance(error, _NODE_AWAY) or "non local key" in str(error)
 
 
 def _slot(key: str) -> int:

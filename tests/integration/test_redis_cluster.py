@@ -8,18 +8,22 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from recstream.compose import query_config
+from recstream.compose import collab_versions, query_config
 from recstream.consumers.recommender import Recommender
+from recstream.core.collab import CollabModel
+from recstream.core.index import ItemPayload
 from recstream.core.settings import Settings
 from recstream.core.state import BatchEffects, UserState
 from recstream.infra import topics
 from recstream.infra.clients import check_redis, is_cluster
 from recstream.infra.errors import ServiceAuthError
 from recstream.infra.redis_cluster import LocalCluster
+from recstream.infra.stores.memory_index import InMemoryVectorIndex
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import open_session_store, redis_session_store
 from recstream.schemas.requests import RecommendRequest
@@ -156,3 +160,24 @@ def test_an_acl_users_credentials_reach_the_cluster_client(infra: Settings, uniq
             check_redis(anonymous, timeout_s=5)
     finally:
         cluster.stop()
+
+
+def test_collaborative_versions_stage_install_and_load_on_a_cluster(
+    redis_cluster: LocalCluster, unique: str
+) -> None:
+    settings = redis_cluster.client_settings().isolated(unique)
+    versions = collab_versions(settings)
+    model = CollabModel(0, ["a", "b"], np.eye(2, dtype=np.float32), 0.1, 1.0)
+    staged = versions.stage(model, None)
+    index = InMemoryVectorIndex("c", 2, collab_dimension=2)
+    index.upsert(
+        [(ItemPayload(i, i, None, (), True, "h", 1), np.ones(2, np.float32)) for i in "ab"]
+    )
+    installed = versions.install_staged(index)
+    assert installed is not None and installed.version == staged.version
+    active = versions.active()
+    assert active is not None and active.slot == installed.slot
+    np.testing.assert_array_equal(versions.load(active).factors, model.factors)
+    store = redis_session_store(settings)
+    store.delete_namespace()
+    store.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from recstream.infra.stores.batch_write import SECTIONS, BatchWrite, split_by_slot
+from recstream.infra.stores.batch_write import SECTIONS, BatchWrite, split_by
 from recstream.infra.stores.keys import KeySpace
 
 KEYS = KeySpace("t")
@@ -39,7 +39,7 @@ def _entries(write: BatchWrite) -> dict[str, list[Any]]:
 
 
 def test_every_part_touches_one_slot_and_declares_every_key_it_touches() -> None:
-    for slot, (keys, part) in split_by_slot(_write(), _slot).items():
+    for slot, (keys, part) in split_by(_write(), _slot).items():
         assert {_slot(k) for k in keys} == {slot}
         touched = {
             entry[0]
@@ -52,7 +52,7 @@ def test_every_part_touches_one_slot_and_declares_every_key_it_touches() -> None
 
 def test_the_parts_hold_the_whole_write_once() -> None:
     write = _write()
-    parts = [part for _, part in split_by_slot(write, _slot).values()]
+    parts = [part for _, part in split_by(write, _slot).values()]
     for name in ("rebase", "states", "seen", "increments", "sets", "guards"):
         together = [entry for part in parts for entry in getattr(part, name)]
         assert sorted(map(repr, together)) == sorted(map(repr, getattr(write, name)))
@@ -63,7 +63,7 @@ def test_the_parts_hold_the_whole_write_once() -> None:
 
 
 def test_a_users_keys_and_the_popularity_keys_each_stay_in_one_part() -> None:
-    parts = split_by_slot(_write(), _slot)
+    parts = split_by(_write(), _slot)
     for user in USERS:
         (slot,) = {
             _slot(KEYS.user_state(user)),
@@ -84,6 +84,18 @@ def test_a_users_keys_and_the_popularity_keys_each_stay_in_one_part() -> None:
 
 def test_one_slot_for_everything_gives_the_write_back() -> None:
     write = _write()
-    ((keys, part),) = split_by_slot(write, lambda _key: 0).values()
+    ((keys, part),) = split_by(write, lambda _key: 0).values()
     assert _entries(part) == _entries(write)
     assert len(keys) == len(set(keys))
+
+
+def test_grouped_by_node_each_part_holds_every_slot_its_node_serves() -> None:
+    def node_of(key: str) -> str:  # three nodes, each a third of the slots
+        return f"node{_slot(key) * 3 // 16384}"
+
+    parts = split_by(_write(), node_of)
+    assert set(parts) <= {"node0", "node1", "node2"} and len(parts) > 1
+    for node, (keys, _) in parts.items():
+        assert {node_of(k) for k in keys} == {node}
+    states = sorted(e[0] for _, part in parts.values() for e in part.states)
+    assert states == sorted(KEYS.user_state(u) for u in USERS)
