@@ -4,6 +4,7 @@ nothing, and an ACL user's credentials reach the cluster client."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,15 +42,17 @@ from tests.integration.ingest_helpers import (
     seed_items,
     state_snapshot,
 )
+from tests.integration.worker_process import WorkerProcess
 
 ITEMS = [f"item{n}" for n in range(30)]
-Env = tuple[Settings, Settings, QdrantEdgeIndex]
+Env = tuple[Settings, Settings]
 
 
 @pytest.fixture
 def env(infra: Settings, redis_cluster: LocalCluster, unique: str, tmp_path: Path) -> Iterator[Env]:
-    """The same topics read by two deployments: one on the cluster, one (the reference) on
-    the single Redis, each with its own consumer group and keys."""
+    """The same topics and index read by two deployments: one on the cluster, one (the
+    reference) on the single Redis, each with its own consumer group and keys. The index is
+    seeded and closed: a test opens it (`_index`), or a worker process does."""
     on_cluster = isolated_settings(redis_cluster.client_settings(), unique, tmp_path)
     on_single = on_cluster.model_copy(
         update={"redis_url": infra.redis_url, "consumer_group": f"{unique}-single"}
@@ -57,11 +60,20 @@ def env(infra: Settings, redis_cluster: LocalCluster, unique: str, tmp_path: Pat
     names = create_topics(on_cluster)
     index = open_index(on_cluster)
     seed_items(index, len(ITEMS))
-    yield on_cluster, on_single, index
     index.close()
+    yield on_cluster, on_single
     topics.delete_topics(on_cluster, names)
     delete_namespace(on_cluster)
     delete_namespace(on_single)
+
+
+@contextlib.contextmanager
+def _index(settings: Settings) -> Iterator[QdrantEdgeIndex]:
+    index = open_index(settings)
+    try:
+        yield index
+    finally:
+        index.close()
 
 
 def _users(events: list) -> list[str]:  # type: ignore[type-arg]
@@ -69,25 +81,27 @@ def _users(events: list) -> list[str]:  # type: ignore[type-arg]
 
 
 def test_ingest_and_answers_on_a_cluster_are_those_of_one_redis(env: Env) -> None:
-    on_cluster, on_single, index = env
+    on_cluster, on_single = env
     assert is_cluster(on_cluster) and not is_cluster(on_single)
     events = random_events(800, users=100, seed=11)  # a few items each: lists of 5 remain
     produce_events(on_cluster, events)
-    drain(make_consumer(on_cluster, index), len(events))
-    drain(make_consumer(on_single, index), len(events))
     users = _users(events)
-    assert_same_state(
-        state_snapshot(on_cluster, users, ITEMS, T0), state_snapshot(on_single, users, ITEMS, T0)
-    )
     answers = {}
-    for settings in (on_cluster, on_single):
-        store = open_session_store(settings)
-        recommender = Recommender(index, store, None, query_config(settings))
-        answers[settings.redis_address] = [
-            [i.item_id for i in recommender.recommend(RecommendRequest(f"r-{u}", 5, u)).items]
-            for u in users[:10]
-        ]
-        store.close()
+    with _index(on_cluster) as index:
+        drain(make_consumer(on_cluster, index), len(events))
+        drain(make_consumer(on_single, index), len(events))
+        assert_same_state(
+            state_snapshot(on_cluster, users, ITEMS, T0),
+            state_snapshot(on_single, users, ITEMS, T0),
+        )
+        for settings in (on_cluster, on_single):
+            store = open_session_store(settings)
+            recommender = Recommender(index, store, None, query_config(settings))
+            answers[settings.redis_address] = [
+                [i.item_id for i in recommender.recommend(RecommendRequest(f"r-{u}", 5, u)).items]
+                for u in users[:10]
+            ]
+            store.close()
     cluster_lists, single_lists = answers.values()
     assert cluster_lists == single_lists
     assert all(len(items) == 5 for items in cluster_lists)
@@ -96,16 +110,18 @@ def test_ingest_and_answers_on_a_cluster_are_those_of_one_redis(env: Env) -> Non
 def test_a_node_restarted_mid_stream_loses_nothing_and_doubles_nothing(
     env: Env, redis_cluster: LocalCluster
 ) -> None:
-    on_cluster, on_single, index = env
+    on_cluster, on_single = env
     events = random_events(6000, users=200, seed=12)
     produce_events(on_cluster, events)
-    consumer = make_consumer(on_cluster, index)
-    drain(consumer, 1000, close=False)  # the stream is under way
-    restarted = threading.Thread(target=redis_cluster.restart_node, args=(redis_cluster.ports[1],))
-    restarted.start()
-    drain(consumer, len(events) - 1000, timeout_s=120)
-    restarted.join(timeout=60)
-    drain(make_consumer(on_single, index), len(events))  # the clean replay
+    with _index(on_cluster) as index:
+        consumer = make_consumer(on_cluster, index)
+        drain(consumer, 1000, close=False)  # the stream is under way
+        node = redis_cluster.ports[1]
+        restarted = threading.Thread(target=redis_cluster.restart_node, args=(node,))
+        restarted.start()
+        drain(consumer, len(events) - 1000, timeout_s=120)
+        restarted.join(timeout=60)
+        drain(make_consumer(on_single, index), len(events))  # the clean replay
     users = _users(events)
     assert_same_state(
         state_snapshot(on_cluster, users, ITEMS, T0), state_snapshot(on_single, users, ITEMS, T0)
@@ -181,3 +197,23 @@ def test_collaborative_versions_stage_install_and_load_on_a_cluster(
     store = redis_session_store(settings)
     store.delete_namespace()
     store.close()
+
+
+def test_a_worker_process_on_the_cluster_is_healthy_and_stores_what_one_redis_does(
+    env: Env, tmp_path: Path
+) -> None:
+    on_cluster, on_single = env
+    events = random_events(2000, users=80, seed=13)
+    produce_events(on_cluster, events)
+    worker = WorkerProcess(on_cluster, tmp_path / "worker.log", roles="interactions")
+    try:
+        worker.wait_for("recstream_interactions_events_total", len(events), outcome="applied")
+        assert worker.health() == 200
+    finally:
+        assert worker.stop() == 0
+    with _index(on_single) as index:
+        drain(make_consumer(on_single, index), len(events))
+    users = _users(events)
+    assert_same_state(
+        state_snapshot(on_cluster, users, ITEMS, T0), state_snapshot(on_single, users, ITEMS, T0)
+    )
