@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[server,dev,eval]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## venv + pip install -e '.[server,dev,eval]', redis-server and a C compiler (apt), Kafka jars (Maven)
+setup: $(STAMP) ## venv + pip install -e '.[server,dev,eval]', redis-server, a C compiler and promtool (apt), Kafka jars (Maven)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 	@command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc libc6-dev; }
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
 	@command -v mvn >/dev/null || { apt-get update -qq && apt-get install -y -qq maven; }
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 	$(BIN)/recstream infra fetch
 
 up: setup ## start Kafka + Redis and create the topics
@@ -43,11 +44,13 @@ test-unit: setup ## pure-logic and backend-contract tests only, no services
 test-integration: setup ## tests against the real Kafka and Redis
 	$(BIN)/pytest -m integration
 
-lint: setup ## ruff (lint + format check), mypy, and the layer contract (import-linter)
+lint: setup ## ruff (lint + format check), mypy, the layer contract (import-linter), the alert rules (promtool)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	promtool check rules infra/prometheus/alerts.yml
+	cd infra/prometheus && promtool test rules alerts_test.yml
 
 wheel-check: ## build the wheel; install it into fresh venvs as client and as server; import and run the CLI
 	.ci/wheel-check

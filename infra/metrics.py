@@ -4,7 +4,11 @@ own metrics are in its module (recstream.streams.*_metrics, recstream.consumers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
 
 DEAD_LETTERS = Counter(
     "recstream_dead_letters_total",
@@ -55,3 +59,26 @@ CLUSTER_PARTS_RESENT = Counter(
     "Parts of a batch write (one per Redis Cluster slot) sent again because their node was away "
     "(restarting, failing over, its scripts lost); each part is written once.",
 )
+
+
+class RoleHealth(Collector):
+    """`recstream_role_up{role}`: 1 while a role of this process is healthy, 0 when it died or
+    is stuck (what /health reports, read at each scrape), so alert rules can see it."""
+
+    def __init__(self, problems: Callable[[], dict[str, str | None]]) -> None:
+        self._problems = problems
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "recstream_role_up",
+            "1 while the role runs and makes progress; 0 once it died or is stuck (holding "
+            "uncommitted records, failing commits, or a loop that stopped turning).",
+            labels=["role"],
+        )
+        for role, problem in sorted(self._problems().items()):
+            family.add_metric([role], 0.0 if problem else 1.0)
+        yield family
+
+
+def export_role_health(problems: Callable[[], dict[str, str | None]]) -> None:
+    REGISTRY.register(RoleHealth(problems))

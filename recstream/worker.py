@@ -42,6 +42,7 @@ from recstream.infra.clients import check_kafka, check_redis, faust_options, red
 from recstream.infra.errors import PortInUseError
 from recstream.infra.http import HealthChecks, serve
 from recstream.infra.messages import RawMessage
+from recstream.infra.metrics import export_role_health
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     runtime = Runtime.build(settings, roles)
     health.add_checks(runtime.health_checks())
     health.watch_roles(runtime.role_problems)
+    export_role_health(runtime.role_problems)
     app = build_app(runtime, roles)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()

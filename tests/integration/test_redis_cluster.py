@@ -209,6 +209,7 @@ def test_a_worker_process_on_the_cluster_is_healthy_and_stores_what_one_redis_do
     try:
         worker.wait_for("recstream_interactions_events_total", len(events), outcome="applied")
         assert worker.health() == 200
+        assert worker.metric("recstream_role_up", role="interactions") == 1.0
     finally:
         assert worker.stop() == 0
     with _index(on_single) as index:
