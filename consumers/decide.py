@@ -16,12 +16,12 @@ from typing import Protocol
 import numpy as np
 
 from recstream.consumers.ranking import (
+    POPULAR_TOP_UP,
     Candidate,
     CategoryCap,
     Ranked,
     RankingWeights,
     rank,
-    reasons_for,
 )
 from recstream.core.index import ItemRecord, ScoredItem, SearchFilter, Vector
 
@@ -131,10 +131,9 @@ def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
         return []
     vectors = np.stack([vector for _, vector in records.values()])
     similarities = vectors @ context.query
-    # The engaged item each candidate is closest to, for the "similar to" reason.
-    closest = (
-        (vectors @ np.stack([a.vector for a in anchors]).T).argmax(axis=1) if anchors else None
-    )
+    # The engaged item each candidate is closest to, and how close, for the "similar to" reason.
+    to_anchors = vectors @ np.stack([a.vector for a in anchors]).T if anchors else None
+    closest = None if to_anchors is None else to_anchors.argmax(axis=1)
     found = []
     for row, (item_id, (record, vector)) in enumerate(records.items()):
         count, seen_with = counts.get(item_id, (0.0, None))
@@ -148,6 +147,7 @@ def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
                 covisitation=count,
                 popularity=context.popularity.get(item_id, 0.0),
                 similar_to=None if closest is None else anchors[int(closest[row])].title,
+                similar_to_cosine=0.0 if to_anchors is None else float(to_anchors[row].max()),
                 covisited_with=seen_with,
             )
         )
@@ -157,13 +157,26 @@ def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
     return found
 
 
-def decide(
-    context: QueryContext, weights: RankingWeights, covis_seeds: int
-) -> tuple[list[Ranked], int]:
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The query side's settings that decide an answer (recstream.compose.query_config)."""
+
+    weights: RankingWeights
+    covis_seeds: int  # recent items whose co-visited neighbours become candidates
+    similar_min_cosine: float  # "similar to X" only this close to X
+
+
+def decide(context: QueryContext, policy: Policy) -> tuple[list[Ranked], int]:
     """The ranked list and how many items it lacks (a top-up fills those)."""
-    found = candidates(context, covis_seeds)
+    found = candidates(context, policy.covis_seeds)
     ranked = rank(
-        found, context.k, weights, context.diversity, context.strategy, context.category_cap
+        found,
+        context.k,
+        policy.weights,
+        context.diversity,
+        context.strategy,
+        context.category_cap,
+        policy.similar_min_cosine,
     )
     return ranked, max(0, context.k - len(ranked))
 
@@ -225,5 +238,5 @@ def top_up(context: QueryContext, ranked: list[Ranked], filling: TopUp) -> list[
             popularity=popularity,
         )
         score = popularity / top if top else 0.0
-        extra.append(Ranked(candidate, score, reasons_for(candidate, 0.0, "popular")))
+        extra.append(Ranked(candidate, score, POPULAR_TOP_UP.reasons(candidate, "popular")))
     return ranked + extra

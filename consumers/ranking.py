@@ -49,6 +49,7 @@ class Candidate:
     popularity: float = 0.0  # decayed popularity score
     collab: float = 0.0  # predicted preference in the collaborative (ALS) space
     similar_to: str | None = None  # title of the engaged item it is most similar to
+    similar_to_cosine: float = 0.0  # its cosine to that item
     covisited_with: str | None = None  # title of the item it was most often seen with
 
 
@@ -147,26 +148,44 @@ def diversify(
     return chosen
 
 
-def reasons_for(
-    candidate: Candidate,
-    popular_threshold: float,
-    strategy: str,
-    collab_threshold: float = float("inf"),
-) -> tuple[str, ...]:
-    """Why this item: similar to X, often seen with Y, liked by people with your taste, popular
-    in C, trending. Never empty."""
-    reasons = []
-    if candidate.similar_to:
-        reasons.append(f"similar to {candidate.similar_to}")
-    if candidate.covisited_with and candidate.covisitation > 0:
-        reasons.append(f"often seen with {candidate.covisited_with}")
-    if candidate.collab > 0 and candidate.collab >= collab_threshold:
-        reasons.append("liked by people with your taste")
-    if candidate.popularity > 0 and candidate.popularity >= popular_threshold:
-        reasons.append(f"popular in {candidate.category}" if candidate.category else "trending")
-    if not reasons:
-        reasons.append("trending" if strategy == "popular" else "matches your recent interests")
-    return tuple(reasons)
+@dataclass(frozen=True, slots=True)
+class ReasonRule:
+    """When a signal may be named as a reason: only if it counted in the score (its weight is
+    above 0) and carried the item (its value reaches the bar), so a reason is never shown for a
+    signal that contributed nothing."""
+
+    weights: RankingWeights
+    similar_min_cosine: float  # "similar to X" only this close to X
+    popular_at_least: float = 0.0  # "popular": at least this (the candidates' top fifth)
+    liked_at_least: float = 0.0  # "liked by people with your taste": at least this
+
+    def reasons(self, candidate: Candidate, strategy: str) -> tuple[str, ...]:
+        """Why this item: similar to X, often seen with Y, liked by people with your taste,
+        popular in C, trending. Never empty."""
+        weights, found = self.weights, []
+        if (
+            candidate.similar_to
+            and weights.similarity > 0
+            and candidate.similar_to_cosine >= self.similar_min_cosine
+        ):
+            found.append(f"similar to {candidate.similar_to}")
+        if candidate.covisited_with and candidate.covisitation > 0 and weights.covisitation > 0:
+            found.append(f"often seen with {candidate.covisited_with}")
+        if weights.collab > 0 and candidate.collab > 0 and candidate.collab >= self.liked_at_least:
+            found.append("liked by people with your taste")
+        if (
+            weights.popularity > 0
+            and candidate.popularity > 0
+            and candidate.popularity >= self.popular_at_least
+        ):
+            found.append(f"popular in {candidate.category}" if candidate.category else "trending")
+        if not found:
+            found.append("trending" if strategy == "popular" else "matches your recent interests")
+        return tuple(found)
+
+
+# A popular top-up's items are there for their popularity alone: that is their reason.
+POPULAR_TOP_UP = ReasonRule(RankingWeights(0.0, 0.0, 1.0), similar_min_cosine=1.0)
 
 
 def rank(
@@ -176,6 +195,7 @@ def rank(
     relevance_weight: float,
     strategy: str = "personalised",
     max_per_category: int = 0,
+    similar_min_cosine: float = 0.0,
 ) -> list[Ranked]:
     """Score, diversify (within the business rules) and explain: the final list, best first."""
     scores = hybrid_scores(candidates, weights)
@@ -185,12 +205,9 @@ def rank(
         _top_fifth([c.popularity for c in candidates]),
         _top_fifth([c.collab for c in candidates]),
     )
+    rule = ReasonRule(weights, similar_min_cosine, popular, liked)
     return [
-        Ranked(
-            candidates[i],
-            float(scores[i]),
-            reasons_for(candidates[i], popular, strategy, liked if weights.collab > 0 else np.inf),
-        )
+        Ranked(candidates[i], float(scores[i]), rule.reasons(candidates[i], strategy))
         for i in order
     ]
 

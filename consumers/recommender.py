@@ -23,6 +23,7 @@ from recstream.consumers import metrics
 from recstream.consumers.decide import (
     Anchor,
     CollabView,
+    Policy,
     QueryContext,
     TopUp,
     candidate_records,
@@ -61,6 +62,7 @@ class QueryConfig:
     max_per_category: int  # business rule for requests that do not set one (0: no cap)
     # Hidden items are served only if the operator allows it and the request asks for them.
     serve_hidden_items: bool
+    similar_reason_min_cosine: float  # "similar to X" only for items at least this close to X
     overfetch: int = 4  # ANN candidates fetched per requested item
     covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates (0: none)
     cache_ttl_s: int = 300
@@ -80,6 +82,7 @@ class Recommender:
         self._store = store
         self._embedder = embedder
         self._config = config
+        self._policy = Policy(config.weights, config.covis_seeds, config.similar_reason_min_cosine)
         self._clock_ms = clock_ms
         self._collab = collab
         self._codec = RequestCodec()
@@ -174,7 +177,7 @@ class Recommender:
     def _decided(self, context: QueryContext, top_up: bool) -> list[Ranked]:
         """Decide from the context; a short list (when topping up) reads the popular items and
         is filled from them."""
-        ranked, missing = decide(context, self._config.weights, self._config.covis_seeds)
+        ranked, missing = decide(context, self._policy)
         if not top_up or missing == 0:
             return ranked
         return fill_up(context, ranked, self._popular_items(context, ranked))

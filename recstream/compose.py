@@ -259,6 +259,7 @@ def query_config(settings: Settings) -> QueryConfig:
         covis_per_seed=settings.covis_per_seed,
         max_per_category=settings.max_per_category,
         serve_hidden_items=settings.serve_hidden_items,
+        similar_reason_min_cosine=settings.similar_reason_min_cosine,
     )
 
 

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     query_threads: int = Field(1, ge=1, le=64)  # request handler threads per query worker
     vector_cache_items: int = Field(50_000, ge=0)  # decoded item vectors kept (index readers)
     covis_per_seed: int = Field(30, ge=1, le=1000)  # co-visited neighbours read per recent item
+    # "similar to X" is shown only for an item at least this close to X (cosine): about the top
+    # 3 % of random MovieLens title pairs under all-MiniLM-L6-v2 (docs/serving.md).
+    similar_reason_min_cosine: float = Field(0.6, ge=-1.0, le=1.0)
     # The collaborative (ALS) space: docs/collab.md.
     rank_weight_collab: float = Field(0.5, ge=0)
     collab_min_history: int = Field(5, ge=0)  # items a user needs before collab is used

@@ -10,6 +10,7 @@ import pytest
 
 from recstream.consumers.decide import (
     Anchor,
+    Policy,
     QueryContext,
     TopUp,
     candidates,
@@ -20,6 +21,7 @@ from recstream.consumers.ranking import RankingWeights
 from recstream.core.index import ItemPayload, ItemRecord, ScoredItem, SearchFilter, Vector
 
 WEIGHTS = RankingWeights(0.6, 0.3, 0.1, 0.0)
+POLICY = Policy(WEIGHTS, covis_seeds=5, similar_min_cosine=0.6)
 
 
 def _vector(*values: float) -> Vector:
@@ -65,6 +67,7 @@ def test_candidates_are_the_hits_then_the_covisited_items_that_pass_the_filter()
     assert found["b"].covisitation == 5.0 and found["b"].covisited_with == "Heat"
     assert found["a"].covisitation == 0.0 and found["a"].covisited_with is None
     assert (found["a"].similar_to, found["b"].similar_to) == ("Alien", "Heat")
+    assert found["b"].similar_to_cosine == pytest.approx(float(_vector(0.1, 1, 0)[1]))
     assert (found["a"].popularity, found["b"].popularity) == (4.0, 1.0)
     assert found["a"].similarity == pytest.approx(float(_vector(1, 0.1, 0) @ _vector(1, 1, 0)))
 
@@ -99,11 +102,11 @@ def test_a_collaborative_view_scores_every_candidate_it_knows() -> None:
 
 def test_decide_ranks_the_candidates_and_says_how_many_are_missing() -> None:
     context = _context(query=_vector(1, 0), hits=(_hit("a", _vector(1, 0)),))
-    ranked, missing = decide(context, WEIGHTS, covis_seeds=5)
+    ranked, missing = decide(context, POLICY)
     assert [r.candidate.item_id for r in ranked] == ["a"]
     assert missing == 2
     popular = _context(strategy="popular")
-    assert decide(popular, WEIGHTS, 5) == ([], 3)
+    assert decide(popular, POLICY) == ([], 3)
 
 
 def test_a_short_list_is_filled_with_the_most_popular_eligible_items() -> None:
@@ -112,7 +115,7 @@ def test_a_short_list_is_filled_with_the_most_popular_eligible_items() -> None:
         hits=(_hit("a", _vector(1, 0)),),
         flt=SearchFilter(exclude_item_ids=("excluded",)),
     )
-    ranked, _ = decide(context, WEIGHTS, 5)
+    ranked, _ = decide(context, POLICY)
     filling = TopUp(
         pool={"excluded": 9.0, "a": 8.0, "hidden": 7.0, "p1": 4.0, "p2": 2.0, "p3": 1.0},
         records={
@@ -131,7 +134,7 @@ def test_a_short_list_is_filled_with_the_most_popular_eligible_items() -> None:
 
 def test_the_top_up_keeps_the_category_cap() -> None:
     context = _context(query=_vector(1, 0), hits=(_hit("a", _vector(1, 0)),), category_cap=1)
-    ranked, _ = decide(context, WEIGHTS, 5)
+    ranked, _ = decide(context, POLICY)
     filling = TopUp(
         pool={"p1": 3.0, "p2": 2.0, "p3": 1.0},
         records={
@@ -157,6 +160,6 @@ def test_too_few_popular_items_are_followed_by_any_eligible_ones() -> None:
 
 def test_a_full_list_is_left_as_it_is() -> None:
     context = _context(k=1, query=_vector(1, 0), hits=(_hit("a", _vector(1, 0)),))
-    ranked, missing = decide(context, WEIGHTS, 5)
+    ranked, missing = decide(context, POLICY)
     assert missing == 0
     assert top_up(context, ranked, TopUp({"p": 1.0}, {"p": _record("p", _vector(0, 1))})) == ranked

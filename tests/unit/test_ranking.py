@@ -8,10 +8,10 @@ import pytest
 from recstream.consumers.ranking import (
     Candidate,
     RankingWeights,
+    ReasonRule,
     diversify,
     hybrid_scores,
     rank,
-    reasons_for,
 )
 
 
@@ -107,21 +107,76 @@ def test_max_per_category_caps_each_category_and_leaves_uncategorised_items_alon
     assert [r.candidate.category for r in ranked].count("Drama") <= 2
 
 
+ALL_WEIGHTS = RankingWeights(0.4, 0.3, 0.2, 0.1)
+
+
 def test_every_item_carries_reasons() -> None:
     v = _unit(1, 0, 0)
-    full = _cand("a", v, covis=4, pop=100, similar_to="Heat", covisited_with="Ronin")
-    assert reasons_for(full, popular_threshold=50, strategy="personalised") == (
+    rule = ReasonRule(ALL_WEIGHTS, similar_min_cosine=0.6, popular_at_least=50)
+    full = _cand(
+        "a", v, covis=4, pop=100, similar_to="Heat", similar_to_cosine=0.8, covisited_with="Ronin"
+    )
+    assert rule.reasons(full, "personalised") == (
         "similar to Heat",
         "often seen with Ronin",
         "popular in Drama",
     )
-    assert reasons_for(_cand("b", v), 50, "popular") == ("trending",)
-    assert reasons_for(_cand("c", v), 50, "personalised") == ("matches your recent interests",)
+    assert rule.reasons(_cand("b", v), "popular") == ("trending",)
+    assert rule.reasons(_cand("c", v), "personalised") == ("matches your recent interests",)
     liked = replace(_cand("d", v), collab=0.8)
-    assert reasons_for(liked, 50, "personalised", collab_threshold=0.5) == (
+    assert replace(rule, liked_at_least=0.5).reasons(liked, "personalised") == (
         "liked by people with your taste",
     )
-    assert reasons_for(liked, 50, "personalised") == ("matches your recent interests",)
+    assert replace(rule, liked_at_least=0.9).reasons(liked, "personalised") == (
+        "matches your recent interests",
+    )
+
+
+def test_similar_to_needs_the_threshold_and_every_reason_its_weight() -> None:
+    v = _unit(1, 0, 0)
+    rule = ReasonRule(ALL_WEIGHTS, similar_min_cosine=0.6)
+    near = _cand("a", v, similar_to="Heat", similar_to_cosine=0.61)
+    far = _cand("b", v, similar_to="Heat", similar_to_cosine=0.59)
+    assert rule.reasons(near, "personalised") == ("similar to Heat",)
+    assert rule.reasons(far, "personalised") == ("matches your recent interests",)
+    every = replace(near, covisitation=3, covisited_with="Ronin", popularity=9, collab=1.0)
+    unweighted = ReasonRule(RankingWeights(0.0, 0.0, 0.0, 0.0), similar_min_cosine=0.6)
+    assert unweighted.reasons(every, "personalised") == ("matches your recent interests",)
+
+
+def test_a_reason_is_never_shown_for_a_signal_that_contributed_nothing() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        weights = RankingWeights(*(float(w) * (rng.random() < 0.6) for w in rng.random(4)))
+        candidates = [
+            replace(
+                _cand(
+                    f"i{n}",
+                    _unit(*rng.normal(size=3)),
+                    sim=float(rng.uniform(-1, 1)),
+                    covis=float(rng.choice([0, rng.exponential(3)])),
+                    pop=float(rng.choice([0, rng.exponential(10)])),
+                    similar_to="Heat",
+                    similar_to_cosine=float(rng.uniform(0, 1)),
+                    covisited_with="Ronin",
+                ),
+                collab=float(rng.choice([0, rng.normal()])),
+            )
+            for n in range(12)
+        ]
+        for ranked in rank(candidates, 6, weights, 0.7, similar_min_cosine=0.6):
+            c = ranked.candidate
+            for reason in ranked.reasons:
+                if reason.startswith("similar to"):
+                    assert weights.similarity > 0 and c.similar_to_cosine >= 0.6, trial
+                elif reason.startswith("often seen with"):
+                    assert weights.covisitation > 0 and c.covisitation > 0, trial
+                elif reason.startswith("liked by"):
+                    assert weights.collab > 0 and c.collab > 0, trial
+                elif reason.startswith("popular in"):
+                    assert weights.popularity > 0 and c.popularity > 0, trial
+                else:
+                    assert reason == "matches your recent interests", trial
 
 
 def test_the_collab_score_counts_only_with_its_weight() -> None:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recstream.cli import main
 from recstream.core.errors import SettingsError
-from recstream.core.settings import load_settings
+from recstream.core.settings import Settings, load_settings
 from recstream.infra.clients import kafka_config
 
 
@@ -84,3 +86,35 @@ def test_an_isolated_copy_prefixes_topics_groups_and_keys() -> None:
         "tenant7.responses": 6,
     }
     assert (copy.redis_namespace, copy.consumer_group) == ("tenant7", "tenant7")
+
+
+def _documented(readme: str, variables: set[str]) -> tuple[set[str], list[str]]:
+    """The variables the README's settings table names, and its names that are none. A row
+    may name several as `RECSTREAM_A_B` / `_C` / `_D_E`: each suffix follows some leading words
+    of the first name."""
+    covered: set[str] = set()
+    stale: list[str] = []
+    for line in readme.splitlines():
+        if not line.startswith("| `RECSTREAM_"):
+            continue
+        first, *suffixes = (part.strip(" `") for part in line.split("|")[1].split(" / "))
+        words = first.split("_")
+        for name in [first, *suffixes]:
+            spellings = (
+                {name}
+                if name.startswith("RECSTREAM_")
+                else {"_".join(words[:k]) + name for k in range(2, len(words))}
+            )
+            found = spellings & variables
+            covered |= found
+            if not found:
+                stale.append(name)
+    return covered, stale
+
+
+def test_every_setting_is_in_the_readme_table_and_nothing_else_is() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    variables = {f"RECSTREAM_{name.upper()}" for name in Settings.model_fields}
+    covered, stale = _documented(readme, variables)
+    assert sorted(variables - covered) == []
+    assert stale == []
