@@ -1,5 +1,5 @@
 """The baselines recstream must beat, trained on the same split: most popular, item-kNN over
-co-occurrence, and implicit ALS (the `implicit` library). Each excludes the user's training
+co-occurrence, implicit ALS (the `implicit` library) and EASE. Each excludes the user's training
 items, as the served recommender excludes seen items. Ties are broken by item id, so lists are
 deterministic."""
 
@@ -134,6 +134,31 @@ class ImplicitALS:
         scores = np.asarray(
             self._model.item_factors @ self._model.user_factors[row], dtype=np.float64
         )
+        return self._data.top(scores, user, k)
+
+
+class Ease:
+    """EASE (Steck, 2019): the item x item weights B that best rebuild the binary user x item
+    matrix X from itself with a zero diagonal, in closed form: P = (X^T X + lam I)^-1,
+    B_ij = -P_ij / P_jj, B_jj = 0; a user's scores are their row of X times B. Dense in the
+    catalog: n_items^2 doubles (9,742 MovieLens movies: 760 MB), one inversion per lambda."""
+
+    def __init__(self, data: Interactions, regularization: float = 500.0) -> None:
+        self._data = data
+        binary = (data.matrix > 0).astype(np.float64).tocsr()
+        gram = np.asarray((binary.T @ binary).todense())
+        gram[np.diag_indices_from(gram)] += regularization
+        inverse = np.linalg.inv(gram)
+        self.weights: Scores = -inverse / np.diag(inverse)
+        self.weights[np.diag_indices_from(self.weights)] = 0.0
+        self._binary = binary
+        self._popular = MostPopular(data)
+
+    def recommend(self, user: str, k: int) -> list[str]:
+        row = self._data.row_of(user)
+        if row is None:
+            return self._popular.recommend(user, k)
+        scores = np.asarray(self._binary[row] @ self.weights, dtype=np.float64).ravel()
         return self._data.top(scores, user, k)
 
 

@@ -19,6 +19,7 @@ from recstream.core.ports import Embedder
 from recstream.core.settings import load_settings
 from recstream.evaluation import metrics
 from recstream.evaluation.baselines import (
+    Ease,
     ImplicitALS,
     Interactions,
     ItemKNN,
@@ -45,6 +46,7 @@ COLLAB_MIN_HISTORY = (0, 5, 20)  # items a user needs before the collaborative s
 WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)
 ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 10.0)}
+EASE_LAMBDAS = (100.0, 500.0, 2000.0)  # EASE's L2 regularisation (Steck's MovieLens range)
 SplitFunction = Callable[[Sequence[Any]], Split]
 
 # The weights that ship: the settings' defaults (RECSTREAM_RANK_WEIGHT_*).
@@ -58,6 +60,7 @@ class Tuned:
     blended: Variant  # the hybrid plus the collaborative space
     als: dict[str, float]
     validation_ndcg10: dict[str, float]
+    ease: float = 500.0  # EASE's lambda
 
 
 @dataclass
@@ -125,6 +128,7 @@ def tune(ctx: Context, data: Interactions) -> Tuned:
     lambdas = [replace(best, name=f"l{x}", diversity=x) for x in LAMBDAS]
     hybrid, score = _best(ctx, session, lambdas)
     als, als_score = _tune_als(ctx, data)
+    ease, ease_score = _tune_ease(ctx, data)
     ctx.collab = train_collab(ctx.split, ctx.session, als)
     blends = [
         _blend(hybrid, weight, least, f"b{weight}-{least}")
@@ -137,7 +141,8 @@ def tune(ctx: Context, data: Interactions) -> Tuned:
         replace(hybrid, name="hybrid"),
         replace(blended, name="blended"),
         als,
-        {"hybrid": score, "blended": blended_score, "als": als_score},
+        {"hybrid": score, "blended": blended_score, "als": als_score, "ease": ease_score},
+        ease,
     )
 
 
@@ -173,6 +178,16 @@ def _tune_als(ctx: Context, data: Interactions) -> tuple[dict[str, float], float
         score = _score({u: model.recommend(u, ctx.k) for u in ctx.users}, ctx.split.relevant, 10)
         if score > best[0]:
             best = (score, params)
+    return best[1], best[0]
+
+
+def _tune_ease(ctx: Context, data: Interactions) -> tuple[float, float]:
+    scored = []
+    for regularization in EASE_LAMBDAS:
+        model = Ease(data, regularization)
+        lists = {u: model.recommend(u, ctx.k) for u in ctx.users}
+        scored.append((_score(lists, ctx.split.relevant, 10), regularization))
+    best = max(scored, key=lambda pair: pair[0])  # the first of equals: the grid's order
     return best[1], best[0]
 
 
@@ -215,6 +230,8 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists
         "item-kNN": {u: knn.recommend(u, ctx.k) for u in ctx.users},
         "ALS": {u: als.recommend(u, ctx.k) for u in ctx.users},
     }
+    ease = Ease(data, tuned.ease)
+    lists["EASE"] = {u: ease.recommend(u, ctx.k) for u in ctx.users}
     # Content-only and the shipped defaults run on the default session settings.
     untuned = [
         Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False),
@@ -300,6 +317,7 @@ def evaluate(
                 "min_history": tuned.blended.collab_min_history,
             },
             "als": tuned.als,
+            "ease_lambda": tuned.ease,
             "validation_ndcg@10": tuned.validation_ndcg10,
         },
         "methods": {name: measure(test, found, vectors) for name, found in lists.items()},

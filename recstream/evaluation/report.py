@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-BASELINES = ("popular", "item-kNN", "ALS")
+BASELINES = ("popular", "item-kNN", "ALS", "EASE")
 TABLE_METHODS = (
     *BASELINES,
     "content",
