@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, Topi
 
 from recstream.consumers.errors import RequestTimeoutError
 from recstream.core.settings import Settings
-from recstream.infra.clients import kafka_config
+from recstream.infra.clients import is_outage, kafka_config
 from recstream.infra.messages import poll_available
 from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import CatalogEvent, EventDecoder, InteractionEvent, TimeBounds
@@ -110,9 +110,19 @@ class RecClient:
         return self._timeout_s
 
     def _listen(self) -> None:
-        """Read our reply partition from its current end: no earlier reply is taken for ours."""
+        """Read our reply partition from its current end: no earlier reply is taken for ours.
+        A partition without a leader yet (a topic just made, a broker restarting) is asked
+        again until the client's timeout."""
         part = TopicPartition(self._settings.topic_responses, self.reply_partition)
-        _, high = self._consumer.get_watermark_offsets(part, timeout=self._timeout_s)
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(part, timeout=self._timeout_s)
+                break
+            except KafkaException as error:
+                if not is_outage(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
         part.offset = high if high >= 0 else OFFSET_END
         self._consumer.assign([part])
 

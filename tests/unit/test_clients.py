@@ -85,5 +85,6 @@ def test_outages_are_told_apart_from_failures_the_records_cause() -> None:
     assert is_outage(redis.exceptions.BusyLoadingError("loading"))
     assert is_outage(redis.ResponseError("OOM command not allowed"))
     assert is_outage(KafkaException(KafkaError(KafkaError._TRANSPORT)))
+    assert is_outage(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)))
     assert not is_outage(redis.ResponseError("WRONGTYPE a recstream key holds another type"))
     assert not is_outage(ValueError("bad"))
