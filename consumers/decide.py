@@ -157,26 +157,33 @@ def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The query side's settings that decide an answer (recstream.compose.query_config)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryConfig:
+    """How requests are answered. Built from the settings (recstream.compose.query_config): the
+    fields with a RECSTREAM_* setting carry no default here."""
 
     weights: RankingWeights
-    covis_seeds: int  # recent items whose co-visited neighbours become candidates
-    similar_min_cosine: float  # "similar to X" only this close to X
+    covis_per_seed: int  # co-visited neighbours read per recent item
+    max_per_category: int  # business rule for requests that do not set one (0: no cap)
+    # Hidden items are served only if the operator allows it and the request asks for them.
+    serve_hidden_items: bool
+    similar_reason_min_cosine: float  # "similar to X" only for items at least this close to X
+    overfetch: int = 4  # ANN candidates fetched per requested item
+    covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates (0: none)
+    cache_ttl_s: int = 300
 
 
-def decide(context: QueryContext, policy: Policy) -> tuple[list[Ranked], int]:
+def decide(context: QueryContext, config: QueryConfig) -> tuple[list[Ranked], int]:
     """The ranked list and how many items it lacks (a top-up fills those)."""
-    found = candidates(context, policy.covis_seeds)
+    found = candidates(context, config.covis_seeds)
     ranked = rank(
         found,
         context.k,
-        policy.weights,
+        config.weights,
         context.diversity,
         context.strategy,
         context.category_cap,
-        policy.similar_min_cosine,
+        config.similar_reason_min_cosine,
     )
     return ranked, max(0, context.k - len(ranked))
 

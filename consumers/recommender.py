@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -23,7 +23,7 @@ from recstream.consumers import metrics
 from recstream.consumers.decide import (
     Anchor,
     CollabView,
-    Policy,
+    QueryConfig,
     QueryContext,
     TopUp,
     candidate_records,
@@ -35,7 +35,7 @@ from recstream.consumers.decide import (
 )
 from recstream.consumers.decide import top_up as fill_up
 from recstream.consumers.errors import UnknownItemError
-from recstream.consumers.ranking import Ranked, RankingWeights
+from recstream.consumers.ranking import Ranked
 from recstream.core.index import SearchFilter, Vector, VectorIndex
 from recstream.core.ports import Embedder, SessionReader, UserView
 from recstream.core.state import UserState
@@ -52,22 +52,6 @@ class CollabSource(Protocol):
         """The user's view, or None: no model yet, or too little history to lean on it."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QueryConfig:
-    """How requests are answered. Built from the settings (recstream.compose.query_config): the
-    fields with a RECSTREAM_* setting carry no default here."""
-
-    weights: RankingWeights
-    covis_per_seed: int  # co-visited neighbours read per recent item
-    max_per_category: int  # business rule for requests that do not set one (0: no cap)
-    # Hidden items are served only if the operator allows it and the request asks for them.
-    serve_hidden_items: bool
-    similar_reason_min_cosine: float  # "similar to X" only for items at least this close to X
-    overfetch: int = 4  # ANN candidates fetched per requested item
-    covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates (0: none)
-    cache_ttl_s: int = 300
-
-
 class Recommender:
     def __init__(
         self,
@@ -82,7 +66,6 @@ class Recommender:
         self._store = store
         self._embedder = embedder
         self._config = config
-        self._policy = Policy(config.weights, config.covis_seeds, config.similar_reason_min_cosine)
         self._clock_ms = clock_ms
         self._collab = collab
         self._codec = RequestCodec()
@@ -177,7 +160,7 @@ class Recommender:
     def _decided(self, context: QueryContext, top_up: bool) -> list[Ranked]:
         """Decide from the context; a short list (when topping up) reads the popular items and
         is filled from them."""
-        ranked, missing = decide(context, self._policy)
+        ranked, missing = decide(context, self._config)
         if not top_up or missing == 0:
             return ranked
         return fill_up(context, ranked, self._popular_items(context, ranked))

@@ -10,9 +10,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from recstream.consumers.decide import QueryConfig
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
-from recstream.consumers.recommender import QueryConfig, Recommender
+from recstream.consumers.recommender import Recommender
 from recstream.core.collab import StateCollab
 from recstream.core.index import VectorIndex
 from recstream.core.ports import SessionStore, SessionWriter

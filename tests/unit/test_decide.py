@@ -10,7 +10,7 @@ import pytest
 
 from recstream.consumers.decide import (
     Anchor,
-    Policy,
+    QueryConfig,
     QueryContext,
     TopUp,
     candidates,
@@ -21,7 +21,13 @@ from recstream.consumers.ranking import RankingWeights
 from recstream.core.index import ItemPayload, ItemRecord, ScoredItem, SearchFilter, Vector
 
 WEIGHTS = RankingWeights(0.6, 0.3, 0.1, 0.0)
-POLICY = Policy(WEIGHTS, covis_seeds=5, similar_min_cosine=0.6)
+POLICY = QueryConfig(
+    weights=WEIGHTS,
+    covis_per_seed=30,
+    max_per_category=0,
+    serve_hidden_items=False,
+    similar_reason_min_cosine=0.6,
+)
 
 
 def _vector(*values: float) -> Vector:
