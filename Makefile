@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test test-unit test-integration lint format bench demo eval clean wheel-check
+.PHONY: help setup up down status run test test-unit test-integration lint format bench demo eval clean wheel-check
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -32,8 +32,11 @@ up: setup ## start Kafka + Redis and create the topics
 down: ## stop the Kafka and Redis that `up` started
 	@if [ -x $(BIN)/recstream ]; then $(BIN)/recstream infra down; else echo "not set up"; fi
 
-status: ## say what runs and where
-	$(BIN)/recstream infra status
+status: ## say what runs and where: Kafka, Redis and every role process (ready, lag)
+	$(BIN)/recstream status
+
+run: up ## every role as its own process (infra/Procfile under honcho) until Ctrl-C
+	$(BIN)/recstream run
 
 test: setup ## all tests: unit, backend contract, and integration against the real Kafka and Redis
 	$(BIN)/pytest -m "unit or contract or integration"
@@ -59,7 +62,7 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative space, Redis Cluster); record results in docs/benchmarks.md
+bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative space, recovery, lateness, Redis Cluster, topology); record results in docs/benchmarks.md
 	$(BIN)/python bench/kafka_baseline.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serve.py
@@ -67,6 +70,7 @@ bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative spac
 	$(BIN)/python bench/recovery.py --plot docs/benchmarks/recovery.png
 	$(BIN)/python bench/lateness.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/topology.py --plot docs/benchmarks/topology.png
 
 demo: up ## the main job on MovieLens: worker, catalog + ratings through Kafka, recommendations printed
 	$(BIN)/recstream demo

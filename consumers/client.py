@@ -136,16 +136,25 @@ class RecClient:
         """More like this item."""
         return self.ask(RecommendRequest(new_request_id(), k, item_id=item_id, **options))
 
-    def ask(self, request: RecommendRequest, timeout_s: float | None = None) -> RecommendResponse:
-        """Send a request and wait for its answer. Safe to call from many threads at once."""
-        answer = self.submit(request)
+    def ask(
+        self,
+        request: RecommendRequest,
+        timeout_s: float | None = None,
+        partition: int | None = None,
+    ) -> RecommendResponse:
+        """Send a request and wait for its answer. Safe to call from many threads at once.
+        `partition` sends it to that request partition, so to the replica that owns it (a
+        canary probing every replica); by default its user or item picks one."""
+        answer = self.submit(request, partition)
         self._producer.flush(self._timeout_s)
         return self._result(request.request_id, answer, timeout_s)
 
-    def submit(self, request: RecommendRequest) -> Future[RecommendResponse]:
+    def submit(
+        self, request: RecommendRequest, partition: int | None = None
+    ) -> Future[RecommendResponse]:
         """Send a request without waiting: a future of its answer (see `forget`)."""
         answer = self._replies.expect(request.request_id)  # before sending: no answer is missed
-        self._send(request)
+        self._send(request, partition)
         self._producer.poll(0)
         return answer
 
@@ -153,7 +162,7 @@ class RecClient:
         """Stop waiting for an answer (e.g. after a timeout)."""
         self._replies.forget(request_id)
 
-    def _send(self, request: RecommendRequest) -> None:
+    def _send(self, request: RecommendRequest, partition: int | None = None) -> None:
         """Produce a request routed to our reply partition."""
         routed = RecommendRequest(
             **{
@@ -163,7 +172,11 @@ class RecClient:
             }
         )
         key = (request.user_id or request.item_id or "").encode()
-        self._producer.produce(self._settings.topic_requests, routed.to_json(), key=key)
+        topic, value = self._settings.topic_requests, routed.to_json()
+        if partition is None:
+            self._producer.produce(topic, value, key=key)
+        else:
+            self._producer.produce(topic, value, key=key, partition=partition)
 
     def ask_many(
         self, requests: Sequence[RecommendRequest], timeout_s: float | None = None

@@ -51,3 +51,9 @@ LOOP_ERRORS = Counter(
     "recstream_query_loop_errors_total",
     "Turns of the query loop that failed (logged); the loop goes on.",
 )
+STATE_AGE_SECONDS = Histogram(
+    "recstream_query_state_age_seconds",
+    "Freshness of personalised answers: answer time minus the time of the newest event the "
+    "user's state reflected (event times are the producers' clocks).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)

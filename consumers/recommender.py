@@ -77,6 +77,7 @@ class Recommender:
             return RecommendResponse(
                 request.request_id, "expired", model_version=self._index.collection
             )
+        timings: dict[str, float] = {}
         if request.item_id is not None:
             ranked, strategy = self._more_like_this(request, request.item_id), "more_like_this"
         else:
@@ -86,6 +87,8 @@ class Recommender:
             if cached is not None:
                 return cached
             ranked, strategy = self._for_user(request, user_id, view)
+            if view.state is not None and view.state.last_time:
+                timings["state_age"] = self._state_age_ms(view.state.last_time)
         items = tuple(
             RecommendedItem(
                 r.candidate.item_id, r.score, r.reasons, r.candidate.title, r.candidate.category
@@ -98,13 +101,19 @@ class Recommender:
             items,
             model_version=self._index.collection,
             strategy=strategy,
-            timings_ms={"service": round((time.perf_counter() - started) * 1000, 3)},
+            timings_ms={"service": round((time.perf_counter() - started) * 1000, 3)} | timings,
         )
         if request.user_id is not None:
             self._store.remember_response(
                 request.user_id, response.to_json(), self._config.cache_ttl_s
             )
         return response
+
+    def _state_age_ms(self, newest_event_ms: int) -> int:
+        """How old the newest event the answer reflects is (exported as a histogram)."""
+        age_ms = max(0, self._clock_ms() - newest_event_ms)
+        metrics.STATE_AGE_SECONDS.observe(age_ms / 1000)
+        return age_ms
 
     def _answer_given(
         self, request: RecommendRequest, last_response: bytes | None

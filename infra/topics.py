@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from recstream.core.errors import RecstreamError
 from recstream.core.settings import Settings
 from recstream.infra.clients import admin_client, cluster_metadata
+from recstream.infra.embedder import model_id_for
 from recstream.infra.errors import TopicMismatchError
 
 DLQ_SUFFIX = ".dlq"
@@ -36,12 +38,34 @@ class TopicReport:
     mismatched: list[str] = field(default_factory=list)
 
 
+def vector_topic(settings: Settings, model_id: str | None = None) -> str:
+    """The item-vector topic of an embedding model (the settings' model by default)."""
+    model = model_id or model_id_for(settings.model_path)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower()
+    return f"{settings.topic_vectors_prefix}.{safe}"
+
+
+def _main_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The logs the derived state is rebuilt from (docs/architecture.md, "Topology"): the
+    catalog and the vectors keep every item's latest record (compacted by item id); the
+    interactions are kept for the replay window."""
+    compacted = {"cleanup.policy": "compact"}
+    return {
+        settings.topic_catalog: compacted,
+        vector_topic(settings): compacted,
+        settings.topic_interactions: {"retention.ms": str(settings.interactions_retention_ms)},
+    }
+
+
 def planned_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic the settings ask for: each main topic plus its single-partition DLQ."""
+    """Every topic the settings ask for: each main topic plus its single-partition DLQ (the
+    vector topic has none: only the catalog processor writes it)."""
     replication = settings.kafka_replication_factor
-    specs = []
+    configs = _main_topic_configs(settings)
+    vectors = vector_topic(settings)
+    specs = [TopicSpec(vectors, settings.partitions_catalog, replication, configs[vectors])]
     for name, partitions in settings.topic_partitions().items():
-        specs.append(TopicSpec(name, partitions, replication))
+        specs.append(TopicSpec(name, partitions, replication, configs.get(name, {})))
         specs.append(
             TopicSpec(
                 dlq_topic(name), 1, replication, {"retention.ms": str(settings.dlq_retention_ms)}

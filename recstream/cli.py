@@ -45,6 +45,46 @@ def _infra_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(state.answering for state in states) else 3
 
 
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    """The local services, then every role process found on the topology's ports."""
+    from recstream.cli_format import print_json, print_table
+    from recstream.infra import stack, topology
+
+    states = stack.status(settings)
+    processes = topology.report(settings) if settings.metrics_port else []
+    if args.json:
+        print_json(
+            {
+                "services": [state.as_dict() for state in states],
+                "processes": [process.as_dict() for process in processes],
+            }
+        )
+    else:
+        rows = [state.row() for state in states]
+        print_table("local services", ["service", "state", "address", "log"], rows)
+        print_table(
+            "role processes",
+            ["process", "metrics port", "state", "lag"],
+            [process.row() for process in processes],
+        )
+    healthy = all(state.answering for state in states) and all(p.ready for p in processes)
+    return 0 if healthy else 3
+
+
+def _run_roles(settings: Settings, args: argparse.Namespace) -> int:
+    """Every role as its own process under honcho, in the foreground, until Ctrl-C."""
+    import os
+
+    from recstream.infra import topics, topology
+
+    _reachable(settings, redis=True)
+    topics.ensure_topics(settings, topics.planned_topics(settings))
+    copies = {role: getattr(args, role) for role in topology.ROLE_LINES}
+    command = topology.command(settings, copies)
+    os.execvpe(command[0], command, topology.environment(settings))
+    return 0  # not reached: honcho replaces this process
+
+
 def _infra_fetch(settings: Settings, _: argparse.Namespace) -> int:
     from recstream.infra import kafka_server
 
@@ -219,9 +259,14 @@ def _add_infra(commands: Any) -> None:
             "fetch": _infra_fetch,
         }
     )
-    status_alias = _command(commands, "status", "the same as `recstream infra status`")
-    status_alias.add_argument("--json", action="store_true", help="JSON for scripts")
-    status_alias.set_defaults(handlers={None: _infra_status}, action=None)
+    status_all = _command(
+        commands,
+        "status",
+        "the local services and every role process: ready or not (and why), lag (exit 3 if "
+        "any is not answering or not ready)",
+    )
+    status_all.add_argument("--json", action="store_true", help="JSON for scripts")
+    status_all.set_defaults(handlers={None: _status}, action=None)
     topics = _command(commands, "topics", "manage Kafka topics")
     topic_actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
     topic_actions.add_parser("create", help="create all topics and DLQs (idempotent)")
@@ -236,6 +281,15 @@ def _add_worker_and_tools(commands: Any) -> None:
         help="comma-separated: catalog, interactions, query, train",
     )
     worker.set_defaults(handlers={None: _worker}, action=None)
+    run = _command(
+        commands,
+        "run",
+        "every role as its own process (infra/Procfile under honcho), in the foreground; "
+        "metrics ports from RECSTREAM_METRICS_PORT, 100 apart per role",
+    )
+    for role in ("catalog", "interactions", "query", "train"):
+        run.add_argument(f"--{role}", type=int, default=1, metavar="N", help=f"{role} processes")
+    run.set_defaults(handlers={None: _run_roles}, action=None)
     demo = _command(commands, "demo", "the whole job on MovieLens (what `make demo` runs)")
     demo.set_defaults(handlers={None: _demo}, action=None)
     training = _command(

@@ -15,7 +15,7 @@ from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.ranking import RankingWeights
 from recstream.consumers.recommender import Recommender
 from recstream.core.collab import StateCollab
-from recstream.core.index import VectorIndex
+from recstream.core.index import ItemStore, VectorIndex
 from recstream.core.ports import SessionStore, SessionWriter
 from recstream.core.pressure import QueryPressure
 from recstream.core.progress import RoleProgress
@@ -33,14 +33,21 @@ from recstream.infra.embedder import SentenceTransformerEmbedder, model_id_for
 from recstream.infra.kafka_server import kafka_answers
 from recstream.infra.messages import RawMessage
 from recstream.infra.metrics import BATCH_RETRIES, RECORDS_ISOLATED
-from recstream.infra.stores.collab_store import CollabInstaller, CollabReader, CollabVersions
+from recstream.infra.stores.collab_store import (
+    CollabInstaller,
+    CollabReader,
+    CollabVersions,
+    LocalCollab,
+)
+from recstream.infra.stores.item_vectors import ItemVectorCopy
 from recstream.infra.stores.keys import KeySpace
 from recstream.infra.stores.registry import (
     open_session_store,
     open_vector_index,
     redis_session_store,
-    stored_dimension,
 )
+from recstream.infra.topics import vector_topic
+from recstream.infra.vector_log import VectorLogWriter
 from recstream.schemas.events import EventDecoder, TimeBounds
 from recstream.streams import kernels
 from recstream.streams.catalog import CatalogProcessor
@@ -50,7 +57,9 @@ from recstream.streams.interactions import (
     processing_failed,
 )
 from recstream.streams.isolation import PoisonIsolation, RetryPolicy
+from recstream.streams.replica import Checkpoint, IndexReplica
 from recstream.streams.session import SessionConfig
+from recstream.streams.waiting import WaitingRoom
 
 ROLES = ("catalog", "interactions", "query", "train")
 EMBEDDING_ROLES = frozenset({"catalog", "query"})
@@ -110,13 +119,21 @@ def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
 
 @dataclass
 class Runtime:
-    """The adapters one worker process shares between its roles."""
+    """The adapters one worker process shares between its roles.
+
+    Item vectors come from the vector topic (docs/architecture.md, "Topology"): a process that
+    searches them (catalog, query) keeps its own embedded shard equal to the topic, an
+    interactions-only process a float16 copy in memory; with a Qdrant server, catalog and
+    query use the server's collection and only the interaction processor keeps a copy."""
 
     settings: Settings
-    index: VectorIndex
+    index: VectorIndex | None  # searched (catalog, query, collab slots); None: no role needs it
+    items: ItemStore  # the interaction processor's item vectors
     embedder: SentenceTransformerEmbedder | None  # loaded only for the roles that embed
     store: SessionStore
     dead_letters: DeadLetterWriter
+    replica: IndexReplica | None = None  # keeps this process's own copy equal to the topic
+    collab: LocalCollab | None = None  # collaborative versions as this replica serves them
     # Requests in hand in this process: the interaction loop steps back for them.
     pressure: QueryPressure = field(default_factory=QueryPressure)
     roles: dict[str, RoleProgress] = field(default_factory=dict)
@@ -126,36 +143,57 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, roles: Sequence[str] = ROLES) -> Runtime:
         """The adapters for these roles. The model (seconds to load, most of a worker's start)
-        is loaded only where text is embedded (catalog, query); the others need its dimension
-        only, which the collection the catalog processor made already carries."""
+        is loaded only where text is embedded (catalog, query)."""
         model_id = model_id_for(settings.model_path)
-        dimension = None if EMBEDDING_ROLES & set(roles) else stored_dimension(settings, model_id)
-        embedder = load_embedder(settings) if dimension is None else None
-        index = open_vector_index(
-            settings,
-            model_id,
-            dimension or embedder.dimension,  # type: ignore[union-attr]  # one of them is set
-            cache_vectors=settings.vector_cache_items,
-            collab_dimension=settings.collab_factors,
+        embedder = load_embedder(settings) if EMBEDDING_ROLES & set(roles) else None
+        index = None
+        if embedder is not None:
+            index = open_vector_index(
+                settings,
+                model_id,
+                embedder.dimension,
+                cache_vectors=settings.vector_cache_items,
+                collab_dimension=settings.collab_factors,
+            )
+        items: ItemStore = (
+            ItemVectorCopy(model_id) if index is None or settings.qdrant_url else index
         )
-        return cls(
+        runtime = cls(
             settings,
             index,
+            items,
             embedder,
             session_store(settings),
             DeadLetterWriter(kafka_config(settings)),
         )
+        if "interactions" in roles or (index is not None and not settings.qdrant_url):
+            runtime.replica = index_replica(settings, items)
+        if index is not None and not settings.qdrant_url:
+            runtime.collab = LocalCollab(
+                collab_versions(settings), index, settings.collab_refresh_s
+            )
+        return runtime
+
+    @property
+    def shared_index(self) -> VectorIndex | None:
+        """The index every query worker reads (a Qdrant server's), which collaborative versions
+        are installed into; None with embedded replicas, which each install them themselves."""
+        return self.index if self.settings.qdrant_url else None
 
     def collab_reader(self) -> CollabReader:
         """A reader of the active collaborative version (one per role: each loads its own)."""
         return CollabReader(collab_versions(self.settings), self.settings.collab_refresh_s)
 
     def health_checks(self) -> dict[str, Callable[[], bool]]:
-        return {
+        checks: dict[str, Callable[[], bool]] = {
             "kafka": lambda: kafka_answers(self.settings, timeout_s=1.0),
             "redis": self.store.ping,
-            "index": lambda: self.index.count() >= 0,
         }
+        if self.index is not None:
+            checks["index"] = lambda: self.index is not None and self.index.count() >= 0
+        if self.replica is not None:
+            checks["replica caught up"] = lambda: self.replica is not None and self.replica.ready
+        return checks
 
     def role_problems(self) -> dict[str, str | None]:
         """Each role's problem (dead, stuck) or None: what liveness and readiness report."""
@@ -170,8 +208,26 @@ class Runtime:
         self.stopping.set()
         for closer in reversed(self.closers):
             closer()
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
+        if self.items is not self.index:
+            self.items.close()
         self.store.close()
+
+
+def index_replica(settings: Settings, items: ItemStore) -> IndexReplica:
+    """The loop that keeps `items` equal to the vector topic; a durable copy (an embedded
+    shard) checkpoints the offsets it applied beside it."""
+    durable = not isinstance(items, ItemVectorCopy)
+    checkpoint = settings.qdrant_embedded_path / f"{items.collection}.offsets.json"
+    return IndexReplica(
+        consumer_config(settings, f"{settings.consumer_group}-replica"),
+        vector_topic(settings),
+        items,
+        Checkpoint(checkpoint if durable else None),
+        name="index" if durable else "items",
+        tombstone_retention_ms=settings.tombstone_retention_ms,
+    )
 
 
 def catalog_batches(
@@ -199,7 +255,7 @@ def catalog_batches(
 
 def interaction_processor(
     settings: Settings,
-    index: VectorIndex,
+    index: ItemStore,
     store: SessionWriter,
     dead_letters: DeadLetterWriter,
     collab: CollabReader | None = None,
@@ -219,12 +275,13 @@ def interaction_processor(
         write_chunk_events=settings.interaction_write_chunk,
         pressure=pressure,
         late_log_per_minute=settings.late_events_log_per_minute,
+        waiting=WaitingRoom(settings.item_wait_ms / 1000, settings.item_wait_max_events),
     )
 
 
 def interaction_consumer(
     settings: Settings,
-    index: VectorIndex,
+    index: ItemStore,
     store: SessionWriter,
     dead_letters: DeadLetterWriter,
     collab: CollabReader | None = None,
@@ -267,7 +324,9 @@ def query_config(settings: Settings) -> QueryConfig:
 def recommender(runtime: Runtime) -> Recommender:
     settings = runtime.settings
     config = query_config(settings)
-    collab = StateCollab(runtime.collab_reader(), settings.collab_min_history)
+    assert runtime.index is not None  # Runtime.build opens it for the query role
+    source = runtime.collab or runtime.collab_reader()
+    collab = StateCollab(source, settings.collab_min_history)
     return Recommender(runtime.index, runtime.store, runtime.embedder, config, collab=collab)
 
 
@@ -283,13 +342,15 @@ def with_instance_id(settings: Settings) -> Settings:
 
 
 def catalog_processor(runtime: Runtime) -> CatalogProcessor:
-    assert runtime.embedder is not None  # Runtime.build loads it for the catalog role
+    settings = runtime.settings
+    assert runtime.embedder is not None and runtime.index is not None  # the catalog role's
     return CatalogProcessor(
         runtime.index,
         runtime.embedder,
         runtime.dead_letters,
-        event_decoder(runtime.settings),
-        tombstone_retention_ms=runtime.settings.tombstone_retention_ms,
+        event_decoder(settings),
+        tombstone_retention_ms=settings.tombstone_retention_ms,
+        vector_log=VectorLogWriter(kafka_config(settings), vector_topic(settings)),
     )
 
 
@@ -311,4 +372,6 @@ def query_worker(runtime: Runtime) -> QueryWorker:
 
 
 def collab_installer(runtime: Runtime) -> CollabInstaller:
-    return CollabInstaller(collab_versions(runtime.settings), runtime.index)
+    """Installs staged versions: into the Qdrant server's slots, or (embedded replicas) only
+    moves the pointer, each replica then writing its own slot (Runtime.collab)."""
+    return CollabInstaller(collab_versions(runtime.settings), runtime.shared_index, runtime.collab)

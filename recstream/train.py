@@ -2,8 +2,9 @@
 
 Reads the retained interactions topic from its start to where it ends now, builds each user's
 history (event weights, decayed by age), fits implicit ALS, and stages the item factors as a new
-version. A worker that holds the vector index installs it (into the collaborative slot no reader
-uses) and switches readers to it atomically; the train role inside a worker installs at once.
+version. With embedded replicas the switch of the active pointer is the install (each replica
+then writes the version into its own free slot before serving it); with a Qdrant server, a
+worker writes the server's free slot and then switches readers to it atomically.
 Too little data is refused with a clear message and the current version stays.
 """
 
@@ -133,10 +134,13 @@ def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 
         except RecstreamError:
             drift = None  # an unreadable previous version: nothing to compare with
     info = versions.stage(model, drift)
-    if index is not None:
-        info = versions.install_staged(index) or info
-    elif wait_s > 0:
-        info = wait_installed(versions, info.version, wait_s) or info
+    installed = None
+    if index is not None or not settings.qdrant_url:
+        # Embedded: every replica writes its own slots, so switching the pointer is the install.
+        installed = versions.install_staged(index)
+    if installed is None and wait_s > 0:
+        installed = wait_installed(versions, info.version, wait_s)
+    info = installed or info
     status = _status(info, versions.staged())
     if drift is not None:
         COLLAB_DRIFT.set(drift)
@@ -156,7 +160,7 @@ def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 
 
 
 def _status(info: VersionInfo, staged: VersionInfo | None) -> str:
-    if info.slot is not None:
+    if info.installed_ms is not None:  # (embedded replicas each write their own slot then)
         return "installed"
     if staged is not None and staged.version == info.version:
         return "staged"
@@ -189,7 +193,12 @@ def _write_report(settings: Settings, report: TrainReport) -> None:
 def describe(report: TrainReport) -> str:
     v = report.version
     drift = "n/a (first version)" if v.drift is None else f"{v.drift:.3f}"
-    if report.status == "installed":
+    if report.status == "installed" and v.slot is None:
+        where = (
+            f"active ({v.items} items); each query replica installs it in its own index within "
+            "RECSTREAM_COLLAB_REFRESH_S"
+        )
+    elif report.status == "installed":
         where = (
             f"installed in slot {v.slot} ({v.items} items); readers switch within "
             "RECSTREAM_COLLAB_REFRESH_S"

@@ -1,10 +1,11 @@
 """`recstream worker --roles ...`: one process hosting the chosen roles around one faust app.
 
-Embedded mode: an embedded Qdrant shard can be opened by one process only, so one worker hosts
-every role and shares the index. The catalog processor is a faust agent (its per-event cost is
-irrelevant next to embedding); the interaction processor is a confluent-kafka batch loop in its own
-thread (see streams/interactions.py). Embedding and index writes run in a one-thread pool so the
-event loop keeps serving.
+Run one process per role (the Procfile), or several roles in one. Every process that needs item
+vectors keeps its own copy of the vector topic (recstream.compose.Runtime; its roles start once
+the copy has caught up). The catalog processor is a faust agent (its per-event cost is
+irrelevant next to embedding); the interaction processor, the query worker and the replica are
+confluent-kafka loops in their own threads. Embedding and index writes run in a one-thread pool
+so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from recstream.compose import (
     with_instance_id,
 )
 from recstream.core.errors import RecstreamError
-from recstream.core.progress import run_role
+from recstream.core.progress import RoleProgress, run_role
 from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import check_kafka, check_redis, faust_options, redact_url
@@ -58,6 +59,8 @@ def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecuto
     async def catalog(stream: Any) -> AsyncIterator[None]:  # faust's StreamT lacks take_events
         loop = asyncio.get_running_loop()
         within = settings.catalog_batch_timeout_ms / 1000
+        if runtime.replica is not None:  # plan against every item the log holds
+            await loop.run_in_executor(None, _wait_ready, runtime)
         async for events in stream.take_events(settings.embed_batch_size, within=within):
             raws = [_raw_from_faust(event) for event in events]
             progress.holding(id(raws))
@@ -76,22 +79,47 @@ def _raw_from_faust(event: Any) -> RawMessage:
     )
 
 
+def _wait_ready(runtime: Runtime, progress: RoleProgress | None = None) -> None:
+    """Until this process's copy of the item vectors has caught up (or the worker stops); a
+    role waiting for it is alive, not stuck."""
+    replica = runtime.replica
+    while replica is not None and not replica.wait_ready(1.0) and not runtime.stopping.is_set():
+        if progress is not None:
+            progress.beat()
+
+
+def _once_ready(runtime: Runtime, role: str, run: Callable[[], None]) -> Callable[[], None]:
+    def run_when_ready() -> None:
+        _wait_ready(runtime, runtime.progress(role))
+        if not runtime.stopping.is_set():
+            run()
+
+    return run_when_ready
+
+
+def _add_replica_loop(app: faust.App, runtime: Runtime) -> None:
+    replica = runtime.replica
+    assert replica is not None
+    _run_in_thread(app, runtime, "replica", replica.run, replica.stop)
+
+
 def _add_interaction_loop(app: faust.App, runtime: Runtime) -> None:
     consumer = interaction_consumer(
         runtime.settings,
-        runtime.index,
+        runtime.items,
         runtime.store,
         runtime.dead_letters,
         runtime.collab_reader(),
         runtime.pressure,
         runtime.progress("interactions"),
     )
-    _run_in_thread(app, runtime, "interactions", consumer.run, consumer.stop)
+    run = _once_ready(runtime, "interactions", consumer.run)  # an item's events need its vector
+    _run_in_thread(app, runtime, "interactions", run, consumer.stop)
 
 
 def _add_query_loop(app: faust.App, runtime: Runtime) -> None:
     worker = query_worker(runtime)
-    _run_in_thread(app, runtime, "query", worker.run, worker.stop)
+    _run_in_thread(app, runtime, "query", _once_ready(runtime, "query", worker.run), worker.stop)
 
 
 def _add_training_loop(app: faust.App, runtime: Runtime) -> None:
@@ -104,7 +132,7 @@ def _add_training_loop(app: faust.App, runtime: Runtime) -> None:
     def run() -> None:
         while not stopping.wait(every):
             try:
-                log.info(describe(train(runtime.settings, runtime.index)))
+                log.info(describe(train(runtime.settings, runtime.shared_index)))
             except RecstreamError as error:  # e.g. too little data yet: try again next time
                 log.warning("collaborative training skipped: %s", error)
             except Exception:
@@ -114,9 +142,9 @@ def _add_training_loop(app: faust.App, runtime: Runtime) -> None:
 
 
 def _add_collab_installer(app: faust.App, runtime: Runtime) -> None:
-    """Every worker holds the vector index, so every worker may install a staged collaborative
-    version (`recstream train` run as its own process only stages it; a Redis lock lets one
-    worker at a time write it)."""
+    """Any worker may switch to a staged collaborative version (`recstream train` run as its
+    own process only stages it; a Redis lock lets one worker at a time switch); every embedded
+    replica then writes it into its own slots."""
     installer = collab_installer(runtime)
     stopping = threading.Event()
 
@@ -163,6 +191,8 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
         **faust_options(settings),
     )
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+    if runtime.replica is not None:
+        _add_replica_loop(app, runtime)
     if "catalog" in roles:
         _add_catalog_agent(app, runtime, pool)
     if "interactions" in roles:
@@ -171,7 +201,8 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
         _add_query_loop(app, runtime)
     if "train" in roles:
         _add_training_loop(app, runtime)
-    _add_collab_installer(app, runtime)
+    if runtime.index is not None or not settings.qdrant_url:  # a server's slots need its index
+        _add_collab_installer(app, runtime)
 
     async def _shutdown(_: Any, **__: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(None, runtime.close)

@@ -1,4 +1,5 @@
-"""Catalog processor: catalog events become item vectors and payloads in the vector index.
+"""Catalog processor: catalog events become item vectors and payloads, produced to the vector
+topic and kept in the processor's own index.
 
 `plan_catalog_batch` is pure (events + what is stored -> what to do); `CatalogProcessor` does the
 I/O around it: decode, dead-letter, look up stored items, embed only what changed, write.
@@ -15,8 +16,10 @@ from recstream.core.ports import Embedder
 from recstream.infra.dlq import DeadLetterWriter
 from recstream.infra.messages import Record
 from recstream.infra.metrics import PROCESSING_LAG
+from recstream.infra.vector_log import VectorLogWriter
 from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import CatalogEvent, EventDecoder
+from recstream.schemas.vectors import VectorRecord
 from recstream.streams.catalog_metrics import (
     CATALOG_EMBED_BATCH,
     CATALOG_EMBED_SECONDS,
@@ -121,8 +124,10 @@ class CatalogProcessor:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         *,
         tombstone_retention_ms: int,
+        vector_log: VectorLogWriter | None = None,
     ) -> None:
         self._index = index
+        self._vector_log = vector_log
         self._embedder = embedder
         self._dead_letters = dead_letters
         self._decoder = decoder or EventDecoder()
@@ -174,16 +179,24 @@ class CatalogProcessor:
         )
 
     def _write(self, plan: CatalogPlan, stored: Mapping[str, ItemRecord]) -> None:
+        """Every item the plan changes: to the vector topic first (acknowledged), then to this
+        processor's own index, which its next batches read."""
+        items: list[tuple[ItemPayload, Vector]] = []
         if plan.embed:
             started = time.perf_counter()
             vectors = self._embedder.embed([text for _, text in plan.embed])
             CATALOG_EMBED_SECONDS.observe(time.perf_counter() - started)
             CATALOG_EMBED_BATCH.observe(len(plan.embed))
-            self._index.upsert([(payload, vectors[i]) for i, (payload, _) in enumerate(plan.embed)])
+            items += [(payload, vectors[i]) for i, (payload, _) in enumerate(plan.embed)]
         rewrites = [(p, stored[p.item_id].vector) for p in plan.rewrite_payload]
-        self._index.upsert([(p, v) for p, v in rewrites if v is not None])
-        if plan.tombstones:
-            self._index.upsert([(p, self._vector_of(p, stored)) for p in plan.tombstones])
+        items += [(p, v) for p, v in rewrites if v is not None]
+        items += [(p, self._vector_of(p, stored)) for p in plan.tombstones]
+        if not items:
+            return
+        if self._vector_log is not None:
+            self._vector_log.publish([VectorRecord(p, v) for p, v in items])
+            self._vector_log.flush()
+        self._index.upsert(items)
 
     def _vector_of(self, payload: ItemPayload, stored: Mapping[str, ItemRecord]) -> Vector:
         record = stored.get(payload.item_id)

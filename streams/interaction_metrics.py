@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 INTERACTION_EVENTS = Counter(
     "recstream_interactions_events_total",
@@ -30,4 +30,15 @@ COLLAB_FOLD_IN_SECONDS = Histogram(
     "recstream_interactions_fold_in_seconds",
     "Fold-in time of one interaction batch (every changed user's ALS solve).",
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+INTERACTION_WAITING = Counter(
+    "recstream_interactions_waiting_total",
+    "Events whose item had no vector yet, by outcome: deferred (started waiting), released "
+    "(applied once the vector came, or once the user's earlier event was), expired (applied "
+    "without the vector: waited RECSTREAM_ITEM_WAIT_MS, or the room was full).",
+    ["outcome"],
+)
+INTERACTION_WAITING_EVENTS = Gauge(
+    "recstream_interactions_waiting_events",
+    "Events waiting for their item's vector (or for their user's earlier event) now.",
 )

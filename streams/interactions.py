@@ -16,12 +16,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from recstream.core.index import Vector, VectorIndex
+from recstream.core.index import ItemStore, Vector
 from recstream.core.ports import SessionWriter
 from recstream.core.pressure import QueryPressure
 from recstream.core.progress import RoleProgress
@@ -39,13 +40,25 @@ from recstream.streams.interaction_metrics import (
     INTERACTION_BATCH_SECONDS,
     INTERACTION_EVENTS,
     INTERACTION_VECTOR_MISSING,
+    INTERACTION_WAITING,
+    INTERACTION_WAITING_EVENTS,
 )
 from recstream.streams.isolation import PoisonIsolation, RetryPolicy, Stopped
 from recstream.streams.session import SessionConfig, apply_batch, popularity_landmark, user_groups
+from recstream.streams.waiting import Partition, WaitingRoom, WaitingUpdate
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-MISSING_ITEM_RETRY_S = 5.0  # how long an item found without a vector is not looked up again
+
+
+def as_item_precision(vector: Vector) -> Vector:
+    """Item vectors at the precision an interactions-only process keeps them (float16,
+    recstream.infra.stores.item_vectors), whatever store this one reads: a user's state is
+    the same whichever processes the roles run in."""
+    return vector.astype(np.float16).astype(np.float32)
+
+
+MISSING_ITEM_RETRY_S = 1.0  # how long an item found without a vector is not looked up again
 # While requests are in hand: wait for them at most this long per batch (so ingest never stops),
 # then take a batch short enough (tens of ms of Python) not to hold the next request up long.
 YIELD_WAIT_S = 0.2
@@ -82,6 +95,7 @@ class PreparedBatch:
     previous_landmark: int | None
     decoded: int
     started: float
+    waiting: WaitingUpdate = field(default_factory=WaitingUpdate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +115,7 @@ class InteractionProcessor:
     def __init__(
         self,
         config: SessionConfig,
-        index: VectorIndex,
+        index: ItemStore,
         store: SessionWriter,
         dead_letters: DeadLetterWriter,
         decoder: EventDecoder | None = None,
@@ -113,8 +127,10 @@ class InteractionProcessor:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         collab: CollabReader | None = None,
         pressure: QueryPressure | None = None,
+        waiting: WaitingRoom | None = None,
     ) -> None:
         self._config = config
+        self.waiting = waiting if waiting is not None else WaitingRoom(0.0, capacity=0)
         self._late = LateEventsLog(late_log_per_minute)
         self._write_chunk_events = write_chunk_events
         self._pressure = pressure
@@ -158,11 +174,14 @@ class InteractionProcessor:
 
     def prepare(self, messages: Sequence[Record]) -> PreparedBatch:
         """Decode and apply one batch in memory, ready for `store`. The next batch may be
-        prepared before this one is stored: its users' new states are served from memory."""
+        prepared before this one is stored: its users' new states are served from memory.
+        Events whose item has no vector yet wait (streams/waiting.py)."""
         started = time.perf_counter()
-        events = self._decode(messages)
+        decoded = self._decode(messages)
         try:
-            chunks, previous_landmark = self._apply(events)
+            items = self._item_infos({event.item_id for event, _ in decoded})
+            events, waiting = self.waiting.split(decoded, items.__contains__)
+            chunks, previous_landmark = self._apply(events, items)
             self._dead_letters.flush()
         except Exception:
             self.forget_users()  # the stored state is unknown now: reload it next time
@@ -174,7 +193,7 @@ class InteractionProcessor:
             for user, state in effects.states.items():
                 self._users.put(user, state)
             self._pinned |= effects.states
-        return PreparedBatch(chunks, previous_landmark, len(events), started)
+        return PreparedBatch(chunks, previous_landmark, len(events), started, waiting)
 
     def store(self, batch: PreparedBatch) -> None:
         """Write a prepared batch, one atomic script call per chunk, in the order batches were
@@ -189,33 +208,40 @@ class InteractionProcessor:
             self._step_back()
             self._store.write_batch(effects, previous)
             previous = effects.landmark  # the first chunk moved it (rebasing the counters)
+        self.waiting.commit(batch.waiting)
         self._observe(batch.chunks, batch.decoded, time.perf_counter() - batch.started)
+        for outcome, count in batch.waiting.outcomes.items():
+            INTERACTION_WAITING.labels(outcome).inc(count)
+        INTERACTION_WAITING_EVENTS.set(len(self.waiting))
 
-    def _decode(self, messages: Sequence[Record]) -> list[InteractionEvent]:
-        """The events, a slice at a time: at once where the whole slice is plainly valid, else
-        one by one, dead-lettering each refused message with its reason. (Slices, so that one
-        bad message sends only its slice down the slower path.)"""
+    def _decode(self, messages: Sequence[Record]) -> list[tuple[InteractionEvent, Record]]:
+        """The events with their records, a slice at a time: at once where the whole slice is
+        plainly valid, else one by one, dead-lettering each refused message with its reason.
+        (Slices, so that one bad message sends only its slice down the slower path.)"""
         now = self._clock_ms()
-        events: list[InteractionEvent] = []
+        decoded: list[tuple[InteractionEvent, Record]] = []
         for start in range(0, len(messages), DECODE_SLICE):
             part = messages[start : start + DECODE_SLICE]
-            decoded = self._decoder.interactions([m.value for m in part], now)
-            if decoded is None:
-                decoded = self._dead_letters.decode_all(
-                    part,
-                    lambda value: self._decoder.interaction(value, now),
-                    INTERACTION_EVENTS.labels("dead_lettered"),
-                )
-            events += decoded
-        return events
+            events = self._decoder.interactions([m.value for m in part], now)
+            if events is not None:
+                decoded += zip(events, part, strict=True)
+                continue
+            for message in part:
+                try:
+                    decoded.append((self._decoder.interaction(message.value, now), message))
+                except InvalidMessageError as error:
+                    self._dead_letters.dead_letter(message, error)
+                    INTERACTION_EVENTS.labels("dead_lettered").inc()
+        return decoded
 
-    def _apply(self, events: list[InteractionEvent]) -> tuple[list[BatchEffects], int | None]:
+    def _apply(
+        self, events: list[InteractionEvent], items: Mapping[str, _ItemInfo]
+    ) -> tuple[list[BatchEffects], int | None]:
         """The batch's effects, one per write chunk, and the landmark the store holds before
         them."""
         if not events:
             return [], self._landmark
         states = self._user_states({e.user_id for e in events})
-        items = self._item_infos({e.item_id for e in events})
         if not self._landmark_loaded:
             self._landmark, self._landmark_loaded = self._store.popularity_landmark(), True
         newest = max(e.event_time for e in events)
@@ -263,7 +289,7 @@ class InteractionProcessor:
         wanted = [i for i in item_ids - found.keys() if self._missing_until.get(i, 0.0) <= now]
         for item_id, record in self._index.retrieve(wanted, with_vectors=True).items():
             if record.vector is not None:  # hidden items keep a meaningful vector
-                info = _ItemInfo(record.vector, record.payload.category)
+                info = _ItemInfo(as_item_precision(record.vector), record.payload.category)
                 self._items.put(item_id, info)
                 found[item_id] = info
         for item_id in wanted:
@@ -369,7 +395,7 @@ class InteractionConsumer:
         )
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="interaction-writer")
         self._pending: _InFlight | None = None
-        self._uncommitted: dict[tuple[str, int], int] = {}  # offsets of failed commits
+        self._consumed: dict[Partition, int] = {}  # next offset per owned partition, stored
         self._uncommitted_records = 0
         self._committed = 0  # records committed since run_once last reported
         self._stop = threading.Event()
@@ -387,17 +413,17 @@ class InteractionConsumer:
             # Settle the batch in flight first: a reload from Redis must see its write.
             self._finish_pending()
             self._processor.forget_users()
-            for part in partitions:  # their new owner commits them now
-                self._uncommitted.pop((part.topic, part.partition), None)
-            if not self._uncommitted:
-                self._uncommitted_records = 0
+            gone = [(part.topic, part.partition) for part in partitions]
+            self._processor.waiting.drop(gone)  # their new owner reads them again
+            for key in gone:  # and commits them now
+                self._consumed.pop(key, None)
 
     def run_once(self) -> int:
         """Consume and apply one batch and start writing it; wait for the previous batch's write
         and commit it. The number of records committed (0 while the first batch is written)."""
         self.progress.beat()
         messages = poll_available(self._consumer, self._batch_limit(), self._batch_timeout_s)
-        raws = [KafkaRecord(m) for m in messages if _is_record(m)]
+        raws = self._waiting_records() + [KafkaRecord(m) for m in messages if _is_record(m)]
         if raws:
             self.progress.holding(id(raws))
         prepared = self._attempt(lambda: self._processor.prepare(raws)) if raws else None
@@ -410,6 +436,14 @@ class InteractionConsumer:
             self._pending = _InFlight(raws, self._writer.submit(self._processor.store, prepared))
         committed, self._committed = self._committed, 0
         return committed
+
+    def _waiting_records(self) -> list[Any]:
+        """Held records, fed into every batch until their item's vector has come: all of them
+        each time (a user's held events are decided together), so none may be in flight."""
+        if not len(self._processor.waiting):
+            return []
+        self._finish_pending()
+        return self._processor.waiting.records()
 
     def _batch_limit(self) -> int:
         """The batch size; while this process's query worker is answering requests, a short
@@ -449,15 +483,18 @@ class InteractionConsumer:
         INTERACTION_EVENTS.labels("dead_lettered").inc()
         self._processor.dead_letter(record, processing_failed(error))
 
-    def _commit(self, raws: list[KafkaRecord]) -> None:
-        """Commit the batch's offsets (and any a failed commit left); a failure is kept for the
-        next commit: the state is stored, so the users' cached states stay valid."""
+    def _commit(self, raws: list[Any]) -> None:
+        """Commit what is stored: per partition, past the batch's records but never past one
+        still waiting for its item (a failed commit is retried with the next one: the state is
+        stored, so the users' cached states stay valid)."""
         self.progress.released(id(raws))
-        offsets = self._uncommitted
+        before = dict(self._consumed)
         for raw in raws:
             key = (raw.topic, raw.partition)
-            offsets[key] = max(offsets.get(key, -1), raw.offset + 1)
-        self._uncommitted_records += len(raws)
+            self._consumed[key] = max(self._consumed.get(key, -1), raw.offset + 1)
+            self._uncommitted_records += raw.offset >= before.get(key, -1)  # not fed again
+        barrier = self._processor.waiting.barrier()
+        offsets = {key: min(o, barrier.get(key, o)) for key, o in self._consumed.items()}
         try:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
@@ -470,7 +507,7 @@ class InteractionConsumer:
             return
         self.progress.committed()
         self._committed += self._uncommitted_records
-        self._uncommitted, self._uncommitted_records = {}, 0
+        self._uncommitted_records = 0
 
     @staticmethod
     def _attempt(step: Callable[[], _T]) -> _T | None:

@@ -87,8 +87,9 @@ class CollabVersions:
             self._forget(superseded.version)  # (one being installed right now keeps its data)
         return info
 
-    def install_staged(self, index: VectorIndex) -> VersionInfo | None:
-        """Write the staged version into the free slot of `index` and switch readers to it.
+    def install_staged(self, index: VectorIndex | None) -> VersionInfo | None:
+        """Write the staged version into the free slot of `index` and switch readers to it
+        (index None: only switch; every embedded replica writes its own slot, LocalCollab).
         None when there is nothing to do yet: nothing staged, another worker installing, or
         readers may still be on the free slot's version. Raises CollabRejectedError (and drops
         the staged version) when it can never fit; any other error leaves it staged."""
@@ -119,8 +120,12 @@ class CollabVersions:
         return time.time() * 1000 - active.installed_ms >= 2000 * self._refresh_s
 
     def _install(
-        self, index: VectorIndex, staged: VersionInfo, active: VersionInfo | None
+        self, index: VectorIndex | None, staged: VersionInfo, active: VersionInfo | None
     ) -> VersionInfo:
+        if index is None:
+            switched = replace(staged, installed_ms=int(time.time() * 1000))
+            self._switch_to(switched, active)
+            return switched
         if index.collab_dimension != staged.dimension:
             self._redis.delete(self._keys.collab_staged())
             self._forget(staged.version)
@@ -136,15 +141,18 @@ class CollabVersions:
         )
         written = index.write_collab(slot, dict(zip(model.items, model.factors, strict=True)))
         installed = replace(staged, slot=slot, items=written, installed_ms=int(time.time() * 1000))
-        # The switch, and the staged pointer cleared only if it still names this version: a
-        # training run may have staged a newer one meanwhile, which must stay staged.
+        self._switch_to(installed, active)
+        return installed
+
+    def _switch_to(self, installed: VersionInfo, active: VersionInfo | None) -> None:
+        """The switch, and the staged pointer cleared only if it still names this version: a
+        training run may have staged a newer one meanwhile, which must stay staged."""
         self._switch(
             keys=[self._keys.collab_active(), self._keys.collab_staged()],
-            args=[orjson.dumps(asdict(installed)), str(staged.version)],
+            args=[orjson.dumps(asdict(installed)), str(installed.version)],
         )
         if active is not None:
             self._forget(active.version)
-        return installed
 
     def _forget(self, version: int) -> None:
         self._redis.delete(self._keys.collab_items(version), self._keys.collab_factors(version))
@@ -176,12 +184,17 @@ class CollabVersions:
 
 
 class CollabInstaller:
-    """Installs staged versions from inside a worker that holds the vector index (in embedded
-    mode nobody else can write it): a look every refresh period, on the caller's thread."""
+    """Installs staged versions from inside a worker: into a shared index (a Qdrant server's
+    slots), or, where every process holds its own replica (index None), only the switch of the
+    pointer, after which `local` writes this replica's slot. A look every refresh period, on
+    the caller's thread."""
 
-    def __init__(self, versions: CollabVersions, index: VectorIndex) -> None:
+    def __init__(
+        self, versions: CollabVersions, index: VectorIndex | None, local: LocalCollab | None = None
+    ) -> None:
         self._versions = versions
         self._index = index
+        self._local = local
 
     def run(self, stopping: threading.Event, every_s: float) -> None:
         """Look at once (a version may wait from before the worker started), then every every_s."""
@@ -190,6 +203,15 @@ class CollabInstaller:
             self.install_once()
 
     def install_once(self) -> VersionInfo | None:
+        installed = self._install_staged()
+        if self._local is not None:
+            try:
+                self._local.refresh()
+            except Exception:  # the index failed: the replica keeps serving the version it has
+                log.exception("collaborative version not installed in this replica; retrying")
+        return installed
+
+    def _install_staged(self) -> VersionInfo | None:
         try:
             installed = self._versions.install_staged(self._index)
         except CollabRejectedError as error:
@@ -200,9 +222,9 @@ class CollabInstaller:
             return None
         if installed is not None:
             log.info(
-                "collaborative version %d installed in slot %s (%d items)",
+                "collaborative version %d active%s (%d items)",
                 installed.version,
-                installed.slot,
+                "" if installed.slot is None else f" in slot {installed.slot}",
                 installed.items,
             )
         return installed
@@ -252,3 +274,47 @@ def wait_installed(versions: CollabVersions, version: int, timeout_s: float) -> 
         if staged is None or staged.version != version or time.monotonic() >= deadline:
             return None
         time.sleep(0.2)
+
+
+class LocalCollab:
+    """The active version as served by a process whose index is its own replica: each new
+    version is written into the slot of this index that no request of this process uses, and
+    served only then, so a request never pairs a version's user factor with another version's
+    item factors. `refresh` on one thread (the installer's); `current` from any."""
+
+    def __init__(self, versions: CollabVersions, index: VectorIndex, refresh_s: float) -> None:
+        self._reader = CollabReader(versions, refresh_s)
+        self._index = index
+        self._model: CollabModel | None = None
+        self._rejected: int | None = None
+
+    def current(self) -> CollabModel | None:
+        return self._model
+
+    def refresh(self) -> CollabModel | None:
+        """Install the active version here if it is new; the one now served."""
+        model = self._reader.current()
+        if model is None or model.version in (self._rejected, self._version()):
+            return self._model
+        if self._index.collab_dimension != model.dimension:
+            self._rejected = model.version
+            log.error(
+                "collab version %d has %d factors but %s has %d collaborative dimensions: "
+                "not installed here",
+                model.version,
+                model.dimension,
+                self._index.collection,
+                self._index.collab_dimension,
+            )
+            return self._model
+        used = self._model.slot if self._model else None
+        slot = COLLAB_SLOTS[1] if used == COLLAB_SLOTS[0] else COLLAB_SLOTS[0]
+        self._index.write_collab(slot, dict(zip(model.items, model.factors, strict=True)))
+        model.slot = slot  # the reader's own copy: nobody else holds it
+        self._model = model
+        COLLAB_INSTALLS.labels("installed").inc()
+        log.info("collaborative version %d in this replica's slot %d", model.version, slot)
+        return model
+
+    def _version(self) -> int | None:
+        return None if self._model is None else self._model.version

@@ -233,6 +233,9 @@ class InMemoryVectorIndex:
         """Every stored item (not tombstones), sorted."""
         return sorted(i for i, row in self._rows.items() if self._live[row])
 
+    def flush(self) -> None:
+        """Nothing to flush: the index lives only in this process."""
+
     def close(self) -> None:
         """Nothing to flush: the index lives only in this process."""
 

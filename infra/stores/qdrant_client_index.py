@@ -269,6 +269,9 @@ class QdrantClientIndex:
         live = models.Filter(must_not=[_DELETED])
         return int(self._client.count(self._collection, count_filter=live, exact=True).count)
 
+    def flush(self) -> None:
+        """Every write waits for the server's acknowledgement (wait=True): nothing to do."""
+
     def close(self) -> None:
         self._client.close()
 

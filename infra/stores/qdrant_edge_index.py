@@ -225,6 +225,10 @@ class QdrantEdgeIndex:
         with self._lock:
             return int(self._shard.count(qe.CountRequest(filter=qe.Filter(must_not=[_DELETED]))))
 
+    def flush(self) -> None:
+        with self._lock:
+            self._shard.flush()
+
     def close(self) -> None:
         with self._lock:
             self._shard.flush()

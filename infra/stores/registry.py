@@ -160,18 +160,3 @@ def open_vector_index(
             api_key,
         )
     )
-
-
-def stored_dimension(settings: Settings, model_id: str) -> int | None:
-    """The dimension of the one embedded collection of this model under the settings' Qdrant
-    path (its name carries it), so a process that does not embed need not load the model;
-    None when there is none, several, or the index is a server's."""
-    if settings.qdrant_url:
-        return None
-    prefix = collection_name(model_id, 0).removesuffix("0")
-    found = [p.name for p in settings.qdrant_embedded_path.glob(f"{prefix}*") if p.is_dir()]
-    dimensions = {name.removeprefix(prefix) for name in found}
-    if len(dimensions) != 1:
-        return None
-    text = dimensions.pop()
-    return int(text) if text.isdigit() else None

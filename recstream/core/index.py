@@ -149,20 +149,19 @@ class SearchFilter:
     exclude_item_ids: tuple[str, ...] = ()
 
 
-class VectorIndex(Protocol):
-    """Item vectors and payloads for one collection (one embedding model version)."""
+class ItemStore(Protocol):
+    """Item vectors and payloads by id: what an index replica keeps equal to the vector topic
+    (recstream.streams.replica) and the interaction processor reads."""
 
     @property
-    def collection(self) -> str: ...
+    def collection(self) -> str:
+        """The collection's name: it carries the model id and the dimension."""
 
     @property
     def dimension(self) -> int: ...
 
     def upsert(self, items: Sequence[tuple[ItemPayload, Vector]]) -> None:
         """Insert or replace items with their content vectors (collab vectors are kept)."""
-
-    def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
-        """Change availability without touching vectors."""
 
     def delete(self, item_ids: Sequence[str]) -> None:
         """Remove items; unknown ids are ignored."""
@@ -175,6 +174,22 @@ class VectorIndex(Protocol):
     ) -> dict[str, ItemRecord]:
         """The stored items among item_ids (missing ones are absent from the result); deleted
         items' tombstones only with include_deleted (the catalog processor's staleness test)."""
+
+    def count(self) -> int:
+        """Number of items stored (tombstones not counted)."""
+
+    def flush(self) -> None:
+        """Make every write so far durable (a replica checkpoints its offsets after this)."""
+
+    def close(self) -> None:
+        """Flush and release the store."""
+
+
+class VectorIndex(ItemStore, Protocol):
+    """Item vectors and payloads for one collection (one embedding model version), searched."""
+
+    def set_available(self, item_ids: Sequence[str], available: bool, updated_ms: int) -> None:
+        """Change availability without touching vectors."""
 
     def search(
         self, vector: Vector, limit: int, flt: SearchFilter, with_vectors: bool = False
@@ -206,12 +221,6 @@ class VectorIndex(Protocol):
         """In one query: the `limit` nearest items by content vector and the `limit` best by
         dot product with `collab` in the slot, both filtered, fused by reciprocal rank (best
         first; the score is the fused one). Vectors returned are the content vectors."""
-
-    def count(self) -> int:
-        """Number of items stored (tombstones not counted)."""
-
-    def close(self) -> None:
-        """Flush and release the index."""
 
 
 def placeholder_vector(dimension: int) -> Vector:

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     topic_interactions: str = Field("interactions", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     topic_requests: str = Field("reco.requests", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     topic_responses: str = Field("reco.responses", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # The catalog processor's output, one compacted topic per embedding model:
+    # `<prefix>.<model id>` (docs/architecture.md, "Topology").
+    topic_vectors_prefix: str = Field("items.vectors", pattern=r"^[A-Za-z0-9._-]{1,150}$")
+    # How long the interaction log is kept: what a new pipeline version can replay (docs/
+    # architecture.md says how to keep more with tiered storage).
+    interactions_retention_ms: int = Field(90 * 24 * 3600 * 1000, ge=3600 * 1000)
     partitions_catalog: int = Field(6, ge=1, le=1000)
     partitions_interactions: int = Field(12, ge=1, le=1000)
     partitions_requests: int = Field(6, ge=1, le=1000)
@@ -116,6 +122,10 @@ class Settings(BaseSettings):
     allowed_lateness_ms: int = Field(3600 * 1000, ge=0)
     # Events refused as too late (or as duplicates) beyond this many a minute are logged.
     late_events_log_per_minute: int = Field(100, ge=0)
+    # An interaction whose item has no vector yet waits (with its user's later events) this
+    # long for the vector, at most item_wait_max_events of them, then is applied without it.
+    item_wait_ms: int = Field(60_000, ge=0)
+    item_wait_max_events: int = Field(100_000, ge=0)
     # A batch that fails this many times in a row is split to find the records that fail it;
     # those are dead-lettered (with the error) and the rest applied. Store outages (Redis or
     # Kafka unreachable) are retried without end: they are not the records' fault.
@@ -249,6 +259,7 @@ class Settings(BaseSettings):
             "topic_interactions": f"{prefix}.interactions",
             "topic_requests": f"{prefix}.requests",
             "topic_responses": f"{prefix}.responses",
+            "topic_vectors_prefix": f"{prefix}.vectors",
             "redis_namespace": prefix,
             "consumer_group": prefix,
         }

@@ -20,6 +20,7 @@ from recstream.infra.clients import kafka_config
 from recstream.infra.dlq import REASON_HEADER, DeadLetterWriter
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import redis_session_store
+from recstream.infra.vector_log import publish_item_vectors
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
 from recstream.streams.interactions import InteractionConsumer
@@ -77,19 +78,25 @@ def open_index(settings: Settings) -> QdrantEdgeIndex:
     return QdrantEdgeIndex.open(path, name, DIM, collab_dimension=settings.collab_factors)
 
 
-def seed_items(index: QdrantEdgeIndex, count: int, seed: int = 5) -> dict[str, np.ndarray]:
-    """Items with random unit vectors (how vectors were made does not matter here)."""
+def seed_items(
+    index: QdrantEdgeIndex, count: int, seed: int = 5, settings: Settings | None = None
+) -> dict[str, np.ndarray]:
+    """Items with random unit vectors (how vectors were made does not matter here), in `index`
+    and, with settings, in the vector topic (where worker processes read them)."""
     rng = np.random.default_rng(seed)
     vectors = {}
     for n in range(count):
         v = rng.normal(size=DIM).astype(np.float32)
-        vectors[f"item{n}"] = v / np.linalg.norm(v)
-    index.upsert(
-        [
-            (ItemPayload(i, f"Item {i}", "Drama" if n % 2 else "Comedy", (), True, f"h{n}", 1), v)
-            for n, (i, v) in enumerate(vectors.items())
-        ]
-    )
+        # float16 values: the interaction processor's precision, so references computed from
+        # these vectors see exactly what it sees.
+        vectors[f"item{n}"] = (v / np.linalg.norm(v)).astype(np.float16).astype(np.float32)
+    items = [
+        (ItemPayload(i, f"Item {i}", "Drama" if n % 2 else "Comedy", (), True, f"h{n}", 1), v)
+        for n, (i, v) in enumerate(vectors.items())
+    ]
+    index.upsert(items)
+    if settings is not None:
+        publish_item_vectors(settings, items, MODEL_ID)
     return vectors
 
 

@@ -100,9 +100,16 @@ def test_help_shows_every_default_and_the_fields_a_file_may_hold() -> None:
 
 
 def test_status_as_json_for_scripts(infra: Settings) -> None:
-    result = _cli("status", "--json", RECSTREAM_KAFKA_PORT=str(infra.kafka_port))
-    services = {entry["service"]: entry["answering"] for entry in orjson.loads(result.stdout)}
+    result = _cli(
+        "status",
+        "--json",
+        RECSTREAM_KAFKA_PORT=str(infra.kafka_port),
+        RECSTREAM_METRICS_PORT=str(free_port()),  # where no role process runs
+    )
+    status = orjson.loads(result.stdout)
+    services = {entry["service"]: entry["answering"] for entry in status["services"]}
     assert services == {"kafka": True, "redis": True}
+    assert status["processes"] == []
 
 
 def test_the_client_refuses_an_event_before_sending_it(

@@ -55,6 +55,10 @@ def test_demo_prints_recommendations_with_reasons(
         assert f"Recommendations for user {user}:\nok (personalised), 10 items" in out
     assert "More like Toy Story (1995):\nok (more_like_this), 10 items" in out
     assert "similar to " in out
-    assert "(worker log:" in out
+    assert "(their log:" in out
+    table = out[out.index("processes") :]  # every process of the topology, each its own
+    for process in ("catalog.1", "interactions.1", "query.1", "query.2", "train.1"):
+        assert f"{process} " in table
+    assert table.count("ready") == 5
     # 60 ratings are too few to train the collaborative space: said, and the demo goes on
     assert "collaborative space not trained: too little data" in out

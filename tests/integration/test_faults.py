@@ -47,7 +47,7 @@ def env(infra: Settings, unique: str, tmp_path: Path) -> Iterator[tuple[Settings
     settings = isolated_settings(infra, unique, tmp_path, batch_max_attempts=2)
     names = create_topics(settings)
     index = open_index(settings)
-    seed_items(index, 30)
+    seed_items(index, 30, settings=settings)
     yield settings, index
     index.close()
     topics.delete_topics(settings, names)

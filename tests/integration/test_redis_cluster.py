@@ -59,7 +59,7 @@ def env(infra: Settings, redis_cluster: LocalCluster, unique: str, tmp_path: Pat
     )
     names = create_topics(on_cluster)
     index = open_index(on_cluster)
-    seed_items(index, len(ITEMS))
+    seed_items(index, len(ITEMS), settings=on_cluster)
     index.close()
     yield on_cluster, on_single
     topics.delete_topics(on_cluster, names)

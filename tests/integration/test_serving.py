@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from prometheus_client import REGISTRY
 
 from recstream.compose import query_config
 from recstream.consumers.client import AsyncRecClient, RecClient
@@ -177,6 +178,21 @@ def test_personalised_list_follows_the_session_skips_seen_and_explains(stack: St
         anchor = next(i for i, t in stack.titles.items() if t == title)
         records = stack.index.retrieve([item_id, anchor])
         assert float(records[item_id].vector @ records[anchor].vector) >= 0.4
+
+
+def test_a_personalised_answer_says_how_old_the_newest_event_it_reflects_is(
+    stack: Stack,
+) -> None:
+    _track(stack, "fresh", ["spa1", "spa2"])  # the newest at NOW + 1
+    observed = REGISTRY.get_sample_value("recstream_query_state_age_seconds_count") or 0.0
+    asked_ms = time.time() * 1000
+    response = stack.client.recommend("fresh", k=3)
+    answered_ms = time.time() * 1000
+    age_ms = response.timings_ms["state_age"]
+    assert asked_ms - (NOW + 1) - 1 <= age_ms <= answered_ms - (NOW + 1) + 1
+    assert REGISTRY.get_sample_value("recstream_query_state_age_seconds_count") == observed + 1
+    cold = stack.client.recommend("nobody-yet", k=3)  # no state: no age to report
+    assert "state_age" not in cold.timings_ms
 
 
 def test_filters_are_respected(stack: Stack) -> None:

@@ -16,7 +16,7 @@ from recstream.infra import topics
 from recstream.infra.clients import admin_client, kafka_config
 from recstream.infra.dlq import TRUNCATED_HEADER
 from recstream.infra.topics import dlq_topic
-from recstream.schemas.events import CatalogEvent
+from recstream.schemas.events import CatalogEvent, InteractionEvent
 from tests.integration.ingest_helpers import (
     T0,
     assert_same_state,
@@ -151,7 +151,7 @@ def test_a_worker_killed_mid_stream_resumes_to_the_state_of_a_clean_run(
     settings: Settings, infra: Settings, unique: str, tmp_path: Path
 ) -> None:
     index = open_index(settings)
-    seed_items(index, 30)
+    seed_items(index, 30, settings=settings)
     index.close()  # the worker process opens the shard itself
     events = random_events(20_000, users=200, seed=9)
     produce_events(settings, events)
@@ -160,13 +160,29 @@ def test_a_worker_killed_mid_stream_resumes_to_the_state_of_a_clean_run(
     worker.kill()  # SIGKILL: no clean shutdown, no final commit
     restarted = WorkerProcess(settings, tmp_path / "restarted.log", roles="interactions")
     try:
-        deadline = time.monotonic() + 120
-        while not _committed_everything(settings):
-            assert time.monotonic() < deadline, "worker did not catch up"
-            time.sleep(0.5)
+        _wait_committed(settings)
     finally:
         assert restarted.stop() == 0
 
+    _assert_same_as_a_clean_run(settings, infra, unique, tmp_path, events)
+
+
+def _wait_committed(settings: Settings) -> None:
+    deadline = time.monotonic() + 120
+    while not _committed_everything(settings):
+        assert time.monotonic() < deadline, "worker did not catch up"
+        time.sleep(0.5)
+
+
+def _assert_same_as_a_clean_run(
+    settings: Settings,
+    infra: Settings,
+    unique: str,
+    tmp_path: Path,
+    events: list[InteractionEvent],
+) -> None:
+    """The state `settings` hold equals that of the same events applied, with the items in
+    place and nothing going wrong, in a fresh namespace."""
     clean = isolated_settings(infra, unique + "clean", tmp_path, qdrant_path=settings.qdrant_path)
     names = create_topics(clean)
     index = open_index(clean)
@@ -182,6 +198,62 @@ def test_a_worker_killed_mid_stream_resumes_to_the_state_of_a_clean_run(
         index.close()
         topics.delete_topics(clean, names)
         delete_namespace(clean)
+
+
+def test_processes_joining_and_leaving_the_group_neither_lose_nor_double_apply_events(
+    settings: Settings, infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    """Two interaction processes: the second joins mid-stream, the first leaves (SIGTERM), each
+    a rebalance that moves partitions (and their waiting records) between them."""
+    index = open_index(settings)
+    seed_items(index, 30, settings=settings)
+    index.close()
+    events = random_events(12_000, users=200, seed=13)
+    parts = [events[:4_000], events[4_000:8_000], events[8_000:]]
+    produce_events(settings, parts[0])
+    first = WorkerProcess(settings, tmp_path / "first.log", roles="interactions")
+    second: WorkerProcess | None = None
+    try:
+        first.wait_for("recstream_interactions_events_total", 100, outcome="applied")
+        second = WorkerProcess(settings, tmp_path / "second.log", roles="interactions")
+        second.wait_for("recstream_replica_ready", 1, replica="items")
+        produce_events(settings, parts[1])
+        second.wait_for("recstream_interactions_events_total", 1, outcome="applied")
+        assert first.stop() == 0
+        produce_events(settings, parts[2])
+        _wait_committed(settings)
+    finally:
+        first.kill()
+        if second is not None:
+            assert second.stop() == 0
+    _assert_same_as_a_clean_run(settings, infra, unique, tmp_path, events)
+
+
+def test_events_before_their_items_end_in_the_state_of_events_after_them(
+    infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(infra, unique, tmp_path)
+    names = create_topics(settings)
+    events = random_events(3_000, users=100, seed=11)
+    produce_events(settings, events)  # before any item exists
+    worker = WorkerProcess(settings, tmp_path / "worker.log", roles="interactions")
+    try:
+        worker.wait_for("recstream_interactions_waiting_events", 1)
+        assert not _committed_everything(settings)  # held events are never committed past
+        index = open_index(settings)
+        seed_items(index, 30, settings=settings)  # the items come now, through the vector topic
+        index.close()
+        _wait_committed(settings)
+        assert worker.metric("recstream_interactions_waiting_total", outcome="released") > 0
+        assert worker.metric("recstream_interactions_waiting_total", outcome="expired") == 0
+        assert worker.metric("recstream_interactions_waiting_events") == 0
+    finally:
+        assert worker.stop() == 0
+    try:
+        _assert_same_as_a_clean_run(settings, infra, unique, tmp_path, events)
+    finally:
+        topics.delete_topics(settings, names)
+        delete_namespace(settings)
 
 
 def test_a_catalog_record_near_the_size_limit_is_dead_lettered_and_the_role_goes_on(

@@ -8,7 +8,7 @@ import pytest
 from recstream.core.settings import Settings, load_settings
 from recstream.infra import redis_server
 from recstream.infra.kafka_server import server_properties
-from recstream.infra.topics import dlq_topic, planned_topics
+from recstream.infra.topics import dlq_topic, planned_topics, vector_topic
 
 
 def test_server_properties_use_the_configured_ports_and_kraft_combined_mode() -> None:
@@ -25,15 +25,27 @@ def test_server_properties_use_the_configured_ports_and_kraft_combined_mode() ->
     assert lines["offsets.topic.replication.factor"] == "1"
 
 
-def test_every_topic_has_a_single_partition_dlq_with_retention() -> None:
+def test_every_input_topic_has_a_single_partition_dlq_with_retention() -> None:
     settings = load_settings({"RECSTREAM_DLQ_RETENTION_MS": "3600000"})
     specs = {spec.name: spec for spec in planned_topics(settings)}
-    assert len(specs) == 8
+    assert len(specs) == 9  # four main topics and their DLQs, and the vector topic
     assert specs["interactions"].partitions == 12
     dlq = specs[dlq_topic("interactions")]
     assert dlq.partitions == 1
     assert dlq.config == {"retention.ms": "3600000"}
-    assert "retention.ms" not in specs["interactions"].config
+    assert dlq_topic(vector_topic(settings)) not in specs
+
+
+def test_the_logs_state_is_rebuilt_from_are_compacted_or_kept_for_the_replay_window() -> None:
+    settings = load_settings({"RECSTREAM_INTERACTIONS_RETENTION_MS": "7200000"})
+    specs = {spec.name: spec for spec in planned_topics(settings)}
+    assert vector_topic(settings) == "items.vectors.all-minilm-l6-v2"
+    assert specs["catalog.events"].config == {"cleanup.policy": "compact"}
+    vectors = specs[vector_topic(settings)]
+    assert vectors.config == {"cleanup.policy": "compact"}
+    assert vectors.partitions == settings.partitions_catalog  # keyed by item, like the catalog
+    assert specs["interactions"].config == {"retention.ms": "7200000"}
+    assert specs["reco.requests"].config == {}
 
 
 def _settings_in(state_dir: Path, **env: str) -> Settings:
