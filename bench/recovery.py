@@ -38,6 +38,7 @@ from recstream.infra import topics
 from recstream.infra.clients import kafka_config
 from recstream.infra.embedder import DEFAULT_MODEL_ID
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
+from recstream.infra.vector_log import publish_item_vectors
 from recstream.metrics_probe import metric_total
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
@@ -58,13 +59,12 @@ def _seed_items(settings: Settings, items: int = 200) -> None:
     name = collection_name(DEFAULT_MODEL_ID, DIM)
     index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
     vectors = rng.normal(size=(items, DIM)).astype(np.float32)
-    index.upsert(
-        [
-            (ItemPayload(f"i{n}", f"Item {n}", "c", (), True, "h", 1), vectors[n])
-            for n in range(items)
-        ]
-    )
+    seeded = [
+        (ItemPayload(f"i{n}", f"Item {n}", "c", (), True, "h", 1), vectors[n]) for n in range(items)
+    ]
+    index.upsert(seeded)
     index.close()
+    publish_item_vectors(settings, seeded, DEFAULT_MODEL_ID)  # where worker processes read them
 
 
 def _stream(settings: Settings, rate: int, stop: threading.Event) -> None:

@@ -38,6 +38,7 @@ from recstream.infra.embedder import DEFAULT_MODEL_ID
 from recstream.infra.messages import poll_available
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import redis_session_store
+from recstream.infra.vector_log import publish_item_vectors
 from recstream.metrics_probe import metric_total
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
@@ -46,32 +47,35 @@ from recstream.schemas.requests import RecommendRequest, RequestCodec
 DIM = 384
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     array = np.array(values)
     return {f"p{q}": round(float(np.percentile(array, q)), 2) for q in (50, 95, 99)}
 
 
-def _seed_items(settings: Settings, items: int) -> np.ndarray:
+def seed_items(settings: Settings, items: int, shard: bool = True) -> np.ndarray:
+    """The catalog in the vector topic (where worker processes read it) and, with `shard`, in
+    an embedded shard at the settings' Qdrant path with its HNSW built."""
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(items, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    name = collection_name(DEFAULT_MODEL_ID, DIM)
-    index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
-    for start in range(0, items, 2000):
-        index.upsert(
-            [
-                (ItemPayload(f"i{n}", f"Item {n}", f"c{n % 20}", (), True, "h", 1), vectors[n])
-                for n in range(start, min(items, start + 2000))
-            ]
-        )
-    index.optimize()
-    index.close()
+    seeded = [
+        (ItemPayload(f"i{n}", f"Item {n}", f"c{n % 20}", (), True, "h", 1), vectors[n])
+        for n in range(items)
+    ]
+    publish_item_vectors(settings, seeded, DEFAULT_MODEL_ID)
+    if shard:
+        name = collection_name(DEFAULT_MODEL_ID, DIM)
+        index = QdrantEdgeIndex.open(settings.qdrant_embedded_path / name, name, DIM)
+        for start in range(0, items, 2000):
+            index.upsert(seeded[start : start + 2000])
+        index.optimize()
+        index.close()
     return vectors
 
 
-def _seed_users(settings: Settings, users: int, items: int) -> None:
+def seed_users(settings: Settings, users: int, items: int) -> None:
     rng = np.random.default_rng(4)
     start = int(time.time() * 1000) - 3600_000
     producer = Producer(kafka_config(settings) | {"linger.ms": 20})
@@ -87,7 +91,7 @@ def _seed_users(settings: Settings, users: int, items: int) -> None:
     producer.flush()
 
 
-def _wait_applied(settings: Settings, count: int) -> None:
+def wait_applied(settings: Settings, count: int) -> None:
     while (
         metric_total(
             settings.metrics_port, "recstream_interactions_events_total", outcome="applied"
@@ -97,7 +101,7 @@ def _wait_applied(settings: Settings, count: int) -> None:
         time.sleep(0.5)
 
 
-def _open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dict[str, Any]:
+def open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dict[str, Any]:
     codec = RequestCodec()
     sent: dict[str, float] = {}
     received: dict[str, tuple[float, str, float]] = {}
@@ -156,12 +160,12 @@ def _open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dic
             s: sum(1 for v in received.values() if v[1] == s)
             for s in {v[1] for v in received.values()}
         },
-        "end_to_end_ms": _percentiles([(v[0] - sent[k]) * 1000 for k, v in ok.items()]),
-        "service_ms": _percentiles([v[2] for v in ok.values()]),
+        "end_to_end_ms": percentiles([(v[0] - sent[k]) * 1000 for k, v in ok.items()]),
+        "service_ms": percentiles([v[2] for v in ok.values()]),
     }
 
 
-def _publish_burst(settings: Settings, events: int, users: int, items: int) -> None:
+def publish_burst(settings: Settings, events: int, users: int, items: int) -> None:
     """A backlog of interaction events (Zipf over the bench's users and items) for the worker
     to apply while requests keep coming."""
     rng = np.random.default_rng(6)
@@ -176,7 +180,7 @@ def _publish_burst(settings: Settings, events: int, users: int, items: int) -> N
     producer.flush()
 
 
-def _while_ingesting(
+def while_ingesting(
     settings: Settings, burst: int, rate: int, seconds: float, users: int, items: int
 ) -> dict[str, Any]:
     """The open loop at `rate` right after a backlog of `burst` events was published: the
@@ -185,8 +189,8 @@ def _while_ingesting(
     applied = "recstream_interactions_events_total"
     before = metric_total(settings.metrics_port, applied, outcome="applied")
     began = time.perf_counter()  # the worker starts on the backlog while it is published
-    _publish_burst(settings, burst, users, items)
-    load = _open_loop(settings, rate, seconds, users)
+    publish_burst(settings, burst, users, items)
+    load = open_loop(settings, rate, seconds, users)
     during = metric_total(settings.metrics_port, applied, outcome="applied") - before
     return load | {
         "burst_events": burst,
@@ -195,7 +199,7 @@ def _while_ingesting(
     }
 
 
-def _freshness(settings: Settings, samples: int, items: int) -> dict[str, float]:
+def freshness(settings: Settings, samples: int, items: int) -> dict[str, float]:
     results = []
     with RecClient(settings, timeout_s=10) as client:
         for n in range(samples):
@@ -215,7 +219,7 @@ def _freshness(settings: Settings, samples: int, items: int) -> dict[str, float]
                     results.append((time.perf_counter() - published) * 1000)
                     break
                 time.sleep(0.02)
-    return _percentiles(results) | {"samples": len(results)}
+    return percentiles(results) | {"samples": len(results)}
 
 
 def _brute_force_us(vectors: np.ndarray, queries: int = 200) -> float:
@@ -245,17 +249,17 @@ def bench_catalog(
         specs = topics.planned_topics(settings)
         topics.ensure_topics(settings, specs)
         seeded = time.perf_counter()
-        vectors = _seed_items(settings, items)
+        vectors = seed_items(settings, items)
         seed_s = time.perf_counter() - seeded
-        _seed_users(settings, users, items)
+        seed_users(settings, users, items)
         worker = start_worker(settings, Path(tmp) / "worker.log", "interactions,query")
         try:
-            _wait_applied(settings, users * 20)
+            wait_applied(settings, users * 20)
             with RecClient(settings, timeout_s=60) as client:
                 client.recommend("warm-up", 10)
-            loads = [_open_loop(settings, rate, seconds, users) for rate in rates]
-            fresh = _freshness(settings, 30, items)
-            ingesting = _while_ingesting(settings, burst, rates[0], seconds, users, items)
+            loads = [open_loop(settings, rate, seconds, users) for rate in rates]
+            fresh = freshness(settings, 30, items)
+            ingesting = while_ingesting(settings, burst, rates[0], seconds, users, items)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
