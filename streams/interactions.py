@@ -350,7 +350,7 @@ class LateEventsLog:
 
 @dataclass(slots=True)
 class _InFlight:
-    raws: list[KafkaRecord]
+    raws: list[Record]
     written: Future[None]
 
 
@@ -437,7 +437,7 @@ class InteractionConsumer:
         committed, self._committed = self._committed, 0
         return committed
 
-    def _waiting_records(self) -> list[Any]:
+    def _waiting_records(self) -> list[Record]:
         """Held records, fed into every batch until their item's vector has come: all of them
         each time (a user's held events are decided together), so none may be in flight."""
         if not len(self._processor.waiting):
@@ -467,7 +467,7 @@ class InteractionConsumer:
         self._commit(pending.raws)
         return error is not None
 
-    def _apply_again(self, raws: list[KafkaRecord]) -> None:
+    def _apply_again(self, raws: list[Record]) -> None:
         """Apply and store a batch synchronously: stored, or its failing records dead-lettered
         (retried meanwhile as long as the failure is an outage)."""
         self._isolation.apply(raws)
@@ -478,12 +478,12 @@ class InteractionConsumer:
         self._processor.forget_users()
         BATCH_RETRIES.labels("interactions", type(error).__name__).inc()
 
-    def _poisoned(self, record: KafkaRecord, error: BaseException) -> None:
+    def _poisoned(self, record: Record, error: BaseException) -> None:
         RECORDS_ISOLATED.labels("interactions").inc()
         INTERACTION_EVENTS.labels("dead_lettered").inc()
         self._processor.dead_letter(record, processing_failed(error))
 
-    def _commit(self, raws: list[Any]) -> None:
+    def _commit(self, raws: list[Record]) -> None:
         """Commit what is stored: per partition, past the batch's records but never past one
         still waiting for its item (a failed commit is retried with the next one: the state is
         stored, so the users' cached states stay valid)."""

@@ -113,7 +113,9 @@ class IndexReplica:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._consumer = Consumer(
-            consumer_config | {"enable.auto.commit": False, "enable.partition.eof": False}
+            # End-of-partition events: a partition whose last offsets compaction removed is
+            # caught up without a record at its end.
+            consumer_config | {"enable.auto.commit": False, "enable.partition.eof": True}
         )
         self._topic = topic
         self._store = store
@@ -148,11 +150,9 @@ class IndexReplica:
         saved_at = purged_at = time.monotonic()
         try:
             while not self._stopping.is_set():
-                was_ready = self.ready
                 applied = self.run_once()
                 now = time.monotonic()
-                caught_up = self.ready and not was_ready
-                if caught_up or (applied and now - saved_at >= CHECKPOINT_EVERY_S):
+                if applied and now - saved_at >= CHECKPOINT_EVERY_S:
                     self._save()
                     saved_at = now
                 if now - purged_at >= PURGE_EVERY_S:
@@ -192,9 +192,12 @@ class IndexReplica:
         records: list[tuple[str, VectorRecord | None]] = []
         for message in messages:
             error = message.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                partition, end = message.partition() or 0, message.offset() or 0
+                self._positions[partition] = max(self._positions.get(partition, 0), end)
+                continue
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("replica %s: %s", self._name, error)
+                log.warning("replica %s: %s", self._name, error)
                 continue
             self._positions[message.partition() or 0] = (message.offset() or 0) + 1
             decoded = self._decode(message.key(), message.value())
@@ -234,6 +237,7 @@ class IndexReplica:
         behind = sum(max(0, end - self._positions.get(p, 0)) for p, end in self._ends.items())
         if not self._ready.is_set():
             if behind == 0:
+                self._save()  # before anyone is told: a kill once ready resumes from here
                 self._ready.set()
                 REPLICA_READY.labels(self._name).set(1)
                 log.info("replica %s: caught up (%d items)", self._name, self._store.count())

@@ -78,15 +78,16 @@ def _similar(client: RecClient, item: str, k: int = 10, partition: int | None = 
 def _answers(
     client: RecClient, settings: Settings, a: WorkerProcess, b: WorkerProcess
 ) -> set[tuple[str, ...]]:
-    """The distinct answers to "more like i0" sent to every request partition; both replicas
-    must have answered some."""
+    """The distinct answers to "more like i0" sent to every request partition, round after
+    round until both replicas have answered some (the group may still be assigning them)."""
     metric = "recstream_query_requests_total"
     before = (a.metric(metric, status="ok"), b.metric(metric, status="ok"))
-    answers = {
-        tuple(_similar(client, "i0", partition=p)) for p in range(settings.partitions_requests)
-    }
-    assert a.metric(metric, status="ok") > before[0]
-    assert b.metric(metric, status="ok") > before[1]
+    answers: set[tuple[str, ...]] = set()
+    deadline = time.monotonic() + 60
+    while a.metric(metric, status="ok") == before[0] or b.metric(metric, status="ok") == before[1]:
+        assert time.monotonic() < deadline, "the requests never reached both replicas"
+        for partition in range(settings.partitions_requests):
+            answers.add(tuple(_similar(client, "i0", partition=partition)))
     return answers
 
 
