@@ -1,7 +1,7 @@
 """The baselines recstream must beat, trained on the same split: most popular, item-kNN over
-co-occurrence, implicit ALS (the `implicit` library) and EASE. Each excludes the user's training
-items, as the served recommender excludes seen items. Ties are broken by item id, so lists are
-deterministic."""
+co-occurrence, implicit ALS (the `implicit` library), EASE and RP3beta. Each excludes the user's
+training items, as the served recommender excludes seen items. Ties are broken by item id, so
+lists are deterministic."""
 
 from __future__ import annotations
 
@@ -160,6 +160,58 @@ class Ease:
             return self._popular.recommend(user, k)
         scores = np.asarray(self._binary[row] @ self.weights, dtype=np.float64).ravel()
         return self._data.top(scores, user, k)
+
+
+class RP3Beta:
+    """RP3beta (Paudel et al., 2017; as Dacrema et al. 2019 run it): a random walk user -> item
+    -> user -> item on the binary matrix X. With P_ui the user rows of X normalised to sum 1 and
+    P_iu the item rows of X^T likewise, both raised elementwise to `alpha`, the item x item
+    weights are W = P_iu P_ui with column j divided by item j's popularity to the power `beta`
+    (beta > 0 demotes popular items), the diagonal zeroed and each row cut to its
+    `neighbours` largest. A user's scores are their row of X times W."""
+
+    def __init__(
+        self, data: Interactions, alpha: float = 1.0, beta: float = 0.3, neighbours: int = 100
+    ) -> None:
+        self._data = data
+        binary = (data.matrix > 0).astype(np.float64).tocsr()
+        user_to_item = _rows_sum_to_one(binary).power(alpha)
+        item_to_user = _rows_sum_to_one(binary.T.tocsr()).power(alpha)
+        popularity = np.asarray(binary.sum(axis=0)).ravel()
+        demote = np.where(popularity > 0, np.maximum(popularity, 1.0) ** -beta, 0.0)
+        walks = (item_to_user @ user_to_item).tocsr() @ sparse.diags(demote)
+        walks = sparse.csr_matrix(walks)
+        walks.setdiag(0.0)
+        walks.eliminate_zeros()
+        self.weights = _top_per_row(walks, neighbours)
+        self._binary = binary
+        self._popular = MostPopular(data)
+
+    def recommend(self, user: str, k: int) -> list[str]:
+        row = self._data.row_of(user)
+        if row is None:
+            return self._popular.recommend(user, k)
+        scores = np.asarray((self._binary[row] @ self.weights).todense(), dtype=np.float64)
+        return self._data.top(scores.ravel(), user, k)
+
+
+def _rows_sum_to_one(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    sums = np.asarray(matrix.sum(axis=1)).ravel()
+    inverse = np.where(sums > 0, 1.0 / np.maximum(sums, 1e-300), 0.0)
+    return sparse.csr_matrix(sparse.diags(inverse) @ matrix)
+
+
+def _top_per_row(matrix: sparse.csr_matrix, keep: int) -> sparse.csr_matrix:
+    """Each row's `keep` largest entries (ties by column), the rest dropped."""
+    rows, cols, values = [], [], []
+    for row in range(matrix.shape[0]):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        columns, data = matrix.indices[start:end], matrix.data[start:end]
+        best = np.lexsort((columns, -data))[:keep]
+        rows += [row] * len(best)
+        cols += columns[best].tolist()
+        values += data[best].tolist()
+    return sparse.csr_matrix((values, (rows, cols)), shape=matrix.shape)
 
 
 def training_counts(events: Sequence[InteractionEvent]) -> Counter[str]:

@@ -24,6 +24,7 @@ from recstream.evaluation.baselines import (
     Interactions,
     ItemKNN,
     MostPopular,
+    RP3Beta,
     training_counts,
 )
 from recstream.evaluation.data import EvalDataset
@@ -47,6 +48,8 @@ WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)
 ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 10.0)}
 EASE_LAMBDAS = (100.0, 500.0, 2000.0)  # EASE's L2 regularisation (Steck's MovieLens range)
+# RP3beta's walk sharpening and popularity demotion (Dacrema et al.'s range), 100 neighbours.
+RP3_GRID = {"alpha": (0.5, 1.0), "beta": (0.0, 0.3, 0.6)}
 SplitFunction = Callable[[Sequence[Any]], Split]
 
 # The weights that ship: the settings' defaults (RECSTREAM_RANK_WEIGHT_*).
@@ -61,6 +64,7 @@ class Tuned:
     als: dict[str, float]
     validation_ndcg10: dict[str, float]
     ease: float = 500.0  # EASE's lambda
+    rp3beta: tuple[float, float] = (1.0, 0.3)  # RP3beta's alpha, beta
 
 
 @dataclass
@@ -129,6 +133,7 @@ def tune(ctx: Context, data: Interactions) -> Tuned:
     hybrid, score = _best(ctx, session, lambdas)
     als, als_score = _tune_als(ctx, data)
     ease, ease_score = _tune_ease(ctx, data)
+    rp3beta, rp3beta_score = _tune_rp3beta(ctx, data)
     ctx.collab = train_collab(ctx.split, ctx.session, als)
     blends = [
         _blend(hybrid, weight, least, f"b{weight}-{least}")
@@ -141,8 +146,15 @@ def tune(ctx: Context, data: Interactions) -> Tuned:
         replace(hybrid, name="hybrid"),
         replace(blended, name="blended"),
         als,
-        {"hybrid": score, "blended": blended_score, "als": als_score, "ease": ease_score},
+        {
+            "hybrid": score,
+            "blended": blended_score,
+            "als": als_score,
+            "ease": ease_score,
+            "rp3beta": rp3beta_score,
+        },
         ease,
+        rp3beta,
     )
 
 
@@ -191,6 +203,16 @@ def _tune_ease(ctx: Context, data: Interactions) -> tuple[float, float]:
     return best[1], best[0]
 
 
+def _tune_rp3beta(ctx: Context, data: Interactions) -> tuple[tuple[float, float], float]:
+    scored = []
+    for alpha, beta in itertools.product(*RP3_GRID.values()):
+        model = RP3Beta(data, alpha, beta)
+        lists = {u: model.recommend(u, ctx.k) for u in ctx.users}
+        scored.append((_score(lists, ctx.split.relevant, 10), (alpha, beta)))
+    best = max(scored, key=lambda pair: pair[0])  # the first of equals: the grid's order
+    return best[1], best[0]
+
+
 def _variants(tuned: Tuned) -> list[Variant]:
     """The tuned hybrid, its ablations and its MMR curve (all on the tuned session settings)."""
     hybrid = tuned.hybrid
@@ -232,6 +254,8 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists
     }
     ease = Ease(data, tuned.ease)
     lists["EASE"] = {u: ease.recommend(u, ctx.k) for u in ctx.users}
+    rp3beta = RP3Beta(data, *tuned.rp3beta)
+    lists["RP3beta"] = {u: rp3beta.recommend(u, ctx.k) for u in ctx.users}
     # Content-only and the shipped defaults run on the default session settings.
     untuned = [
         Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False),
@@ -318,6 +342,7 @@ def evaluate(
             },
             "als": tuned.als,
             "ease_lambda": tuned.ease,
+            "rp3beta_alpha_beta": list(tuned.rp3beta),
             "validation_ndcg@10": tuned.validation_ndcg10,
         },
         "methods": {name: measure(test, found, vectors) for name, found in lists.items()},

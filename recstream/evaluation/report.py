@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-BASELINES = ("popular", "item-kNN", "ALS", "EASE")
+BASELINES = ("popular", "item-kNN", "ALS", "EASE", "RP3beta")
 TABLE_METHODS = (
     *BASELINES,
     "content",
