@@ -10,8 +10,9 @@ interaction events is applied (query latency, answers by status, ingest rate ove
 freshness (a purchase published, the user asked every 20 ms until the list changes) idle and
 under a steady 10k events/s. Then, per role only: open-loop capacity with one query replica and
 with two. Then replica catch-up (time to ready and memory, from an empty shard and again from its
-checkpoint) for 10k and 100k items, and the interaction processor's float16 item-vector copy's
-memory for 100k and 1M items.
+checkpoint) for 10k and 100k items, the interaction processor's float16 item-vector copy's
+memory for 100k and 1M items, and a pipeline-version switch on the MovieLens logs `make demo`
+left: a new version's catch-up and the switch (the same model: the time is the rebuild's).
 """
 
 from __future__ import annotations
@@ -217,6 +218,45 @@ def catch_up(base: Settings, items: int, port: int) -> dict[str, Any]:
     }
 
 
+def model_switch(base: Settings, port: int) -> dict[str, Any]:
+    """A new pipeline version built beside the live one from the logs `make demo` left (the
+    MovieLens catalog and ratings): seconds until it has caught up and is ready, and the switch
+    (compare 200 users, move the pointer); then back, and the new version dropped."""
+    from recstream import versions
+
+    status = {row.info.version: row for row in versions.status(base)}
+    if "" not in status:
+        return {"skipped": "no live pipeline: run make demo first"}
+    with tempfile.TemporaryDirectory() as tmp:
+        began = time.perf_counter()
+        new = base.model_copy(update={"pipeline_version": "bench"})
+        worker = Process(new, Path(tmp), "bench", "catalog,interactions,query", port)
+        try:
+            worker.wait_ready()
+            while True:
+                row = {r.info.version: r for r in versions.status(base)}.get("bench")
+                if row is not None and row.catalog_lag == 0 and row.interactions_lag == 0:
+                    break
+                time.sleep(1)
+            caught_up_s = time.perf_counter() - began
+            started = time.perf_counter()
+            live, bench = status[""].info, row.info
+            comparison = versions.compare(base, live, bench, 200)
+            previous = versions.switch(base, "bench")
+            switch_s = time.perf_counter() - started
+            versions.switch(base, previous)
+        finally:
+            worker.stop()
+        versions.drop(base, "bench")
+    return {
+        "catch_up_s": round(caught_up_s, 1),
+        "compare_and_switch_s": round(switch_s, 1),
+        "overlap_at_10": round(comparison.overlap_at_10, 3),
+        "differing_lists": comparison.differing_lists,
+        "users": comparison.users,
+    }
+
+
 COPY_MEMORY = """
 import resource, sys, numpy as np
 from recstream.core.index import ItemPayload
@@ -303,6 +343,7 @@ def main() -> None:
         "per_role": per_role(base, args, port + 10),
         "catch_up": [catch_up(base, n, port + 20) for n in args.catch_up_items],
         "item_vector_copy": [copy_memory(n) for n in args.copy_items],
+        "model_switch_movielens": model_switch(base, port + 30),
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if args.plot:

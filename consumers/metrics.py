@@ -57,3 +57,13 @@ STATE_AGE_SECONDS = Histogram(
     "user's state reflected (event times are the producers' clocks).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
 )
+MODEL_MISMATCH = Counter(
+    "recstream_query_model_mismatch_total",
+    "Personalised requests whose stored session vector was built in another embedding model's "
+    "space than this worker's index (not used: the answer falls back to onboarding/popular).",
+)
+OTHER_VERSION = Counter(
+    "recstream_query_other_version_total",
+    "Requests read and left to another pipeline version's workers (the version active when "
+    "they were sent answers them; docs/architecture.md, 'Versioned pipelines').",
+)

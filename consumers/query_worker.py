@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -95,6 +96,7 @@ class QueryWorker:
         pressure: QueryPressure | None = None,
         reply_topics: frozenset[str] = frozenset(),
         progress: RoleProgress | None = None,
+        owned: Callable[[], Callable[[int, int], bool]] | None = None,
     ) -> None:
         self._recommender = recommender
         self._pressure = pressure or QueryPressure()
@@ -115,6 +117,10 @@ class QueryWorker:
             }
         )
         self._consumer.subscribe([requests_topic])
+        # Which requests this worker's pipeline version answers, read afresh for each batch
+        # (None: all of them). Every version's workers read every request in a group of their
+        # own, so a switch moves no partition: each request is answered by its owner.
+        self._owned = owned
         self._producer = Producer(producer_config | {"linger.ms": 0, "acks": 1})
         self._targets = ReplyTargets(self._producer, reply_topics | {responses_topic})
         self._stop = threading.Event()
@@ -137,11 +143,23 @@ class QueryWorker:
                 requests.append(message)
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error)
+        requests = self._owned_requests(requests)
         self._pressure.taken(len(requests))
         for message in requests:
             self._dispatch(message)
         self._producer.poll(0)
         return len(requests)
+
+    def _owned_requests(self, messages: list[Message]) -> list[Message]:
+        """The requests of the batch this pipeline version answers (the others belong to the
+        version active when they were sent, which answers them)."""
+        if self._owned is None or not messages:
+            return messages
+        owns = self._owned()
+        mine = [m for m in messages if owns(m.partition() or 0, m.offset() or 0)]
+        if len(mine) < len(messages):
+            metrics.OTHER_VERSION.inc(len(messages) - len(mine))
+        return mine
 
     def _dispatch(self, message: Message) -> None:
         if self._pool is None:

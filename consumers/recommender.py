@@ -141,6 +141,10 @@ class Recommender:
     ) -> tuple[list[Ranked], str]:
         state = view.state
         flt = self._filter(request, view.seen)
+        if state is not None and state.vector is not None and state.model != self._index.collection:
+            # A session vector of another model's space: never searched against this index.
+            metrics.MODEL_MISMATCH.inc()
+            state = None
         if state is not None and state.vector is not None and np.linalg.norm(state.vector) > 0:
             anchors = self._anchors(state.recent_items)
             collab = self._collab.for_user(user_id, state) if self._collab else None

@@ -39,10 +39,12 @@ class TopicReport:
 
 
 def vector_topic(settings: Settings, model_id: str | None = None) -> str:
-    """The item-vector topic of an embedding model (the settings' model by default)."""
+    """The item-vector topic of an embedding model (the settings' model by default) in the
+    settings' pipeline version."""
     model = model_id or model_id_for(settings.model_path)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower()
-    return f"{settings.topic_vectors_prefix}.{safe}"
+    version = f".{settings.pipeline_version}" if settings.pipeline_version else ""
+    return f"{settings.topic_vectors_prefix}.{safe}{version}"
 
 
 def _main_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:

@@ -5,16 +5,25 @@ batch is committed. Every process that needs item vectors reads them from that t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from recstream.core.index import ItemPayload, Vector
 from recstream.core.settings import Settings
 from recstream.infra.clients import kafka_config
 from recstream.infra.topics import vector_topic
-from recstream.schemas.vectors import VectorRecord
+from recstream.schemas.vectors import VectorRecord, decode_vector_record
 
 
 class VectorLogWriter:
@@ -74,3 +83,35 @@ def publish_item_vectors(
     for start in range(0, len(items), 10_000):
         writer.publish([VectorRecord(p, v) for p, v in items[start : start + 10_000]])
         writer.flush(120)
+
+
+def read_vector_topic(
+    settings: Settings, topic: str, timeout_s: float = 60.0
+) -> dict[str, VectorRecord]:
+    """Every item's latest record in the vector topic as it ends now (item id -> VectorRecord;
+    removed items absent): what a comparison of pipeline versions reads without a replica."""
+    consumer = Consumer(
+        kafka_config(settings)
+        | {"group.id": f"read-{topic}", "enable.auto.commit": False, "enable.partition.eof": True}
+    )
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            for p in partitions
+        }
+        pending = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        latest: dict[str, VectorRecord | None] = {}
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                partition, offset = message.partition() or 0, message.offset() or 0
+                key, value = message.key(), message.value()
+                if message.error() is None and key is not None:
+                    latest[key.decode()] = None if value is None else decode_vector_record(value)
+                if offset + 1 >= ends.get(partition, 0) or message.error() is not None:
+                    pending.discard(partition)
+        return {item: record for item, record in latest.items() if record is not None}
+    finally:
+        consumer.close()

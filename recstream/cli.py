@@ -85,6 +85,48 @@ def _run_roles(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # not reached: honcho replaces this process
 
 
+def _versions(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream import versions
+    from recstream.cli_format import print_json, print_table
+
+    _reachable(settings, redis=True)
+    if args.drop is not None:
+        for removed in versions.drop(settings, args.drop):
+            print(f"removed {removed}")
+        return 0
+    rows = versions.status(settings)
+    if args.json:
+        print_json([row.as_dict() for row in rows])
+    else:
+        columns = ["version", "model", "state", "catalog lag", "interactions lag"]
+        print_table("pipeline versions", columns, [row.row() for row in rows])
+    return 0
+
+
+def _switch(settings: Settings, args: argparse.Namespace) -> int:
+    from recstream import versions
+
+    _reachable(settings, redis=True)
+    rows = {row.info.version: row for row in versions.status(settings)}
+    new = rows.get(args.version)
+    if new is None:
+        raise RecstreamError(f"no pipeline version {args.version!r} has run (recstream versions)")
+    lags = [new.catalog_lag, new.interactions_lag]
+    if not args.force and any(lag is None or lag > args.max_lag for lag in lags):
+        raise RecstreamError(
+            f"version {args.version} has not caught up (catalog lag {new.catalog_lag}, "
+            f"interactions lag {new.interactions_lag}; --max-lag {args.max_lag}); "
+            "wait, or --force"
+        )
+    active = next((row for row in rows.values() if row.active), None)
+    if active is not None and args.users > 0:
+        comparison = versions.compare(settings, active.info, new.info, args.users)
+        print(comparison.describe(active.info.version, args.version))
+    previous = versions.switch(settings, args.version)
+    print(f"active pipeline version: {args.version} (was {previous or '(unversioned)'})")
+    return 0
+
+
 def _infra_fetch(settings: Settings, _: argparse.Namespace) -> int:
     from recstream.infra import kafka_server
 
@@ -134,7 +176,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(f"sent {report.sent}, invalid {report.invalid}, failed {report.failed} -> {topic}")
     if args.wait and report.ends:
-        group = settings.consumer_group + ("" if args.action == "catalog" else "-interactions")
+        group = settings.processing_group + ("" if args.action == "catalog" else "-interactions")
         print(f"waiting for a worker (group {group}) to apply them ...", flush=True)
         if not wait_applied(kafka_config(settings), topic, group, report.ends, args.wait):
             raise RecstreamError(
@@ -290,6 +332,26 @@ def _add_worker_and_tools(commands: Any) -> None:
     for role in ("catalog", "interactions", "query", "train"):
         run.add_argument(f"--{role}", type=int, default=1, metavar="N", help=f"{role} processes")
     run.set_defaults(handlers={None: _run_roles}, action=None)
+    listing = _command(
+        commands,
+        "versions",
+        "pipeline versions (RECSTREAM_PIPELINE_VERSION): model, active or standing by, lag",
+    )
+    listing.add_argument("--drop", metavar="VERSION", help="remove a version that is not active")
+    listing.add_argument("--json", action="store_true", help="JSON for scripts")
+    listing.set_defaults(handlers={None: _versions}, action=None)
+    switching = _command(
+        commands,
+        "switch",
+        "compare a caught-up version's lists with the active one's, then make it active",
+    )
+    switching.add_argument("version", help='the version to activate ("" for the unversioned)')
+    switching.add_argument("--users", type=int, default=200, help="users sampled (0: none)")
+    switching.add_argument(
+        "--max-lag", type=int, default=1000, help="input records it may still be behind"
+    )
+    switching.add_argument("--force", action="store_true", help="switch even if behind")
+    switching.set_defaults(handlers={None: _switch}, action=None)
     demo = _command(commands, "demo", "the whole job on MovieLens (what `make demo` runs)")
     demo.set_defaults(handlers={None: _demo}, action=None)
     training = _command(

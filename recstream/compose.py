@@ -41,6 +41,7 @@ from recstream.infra.stores.collab_store import (
 )
 from recstream.infra.stores.item_vectors import ItemVectorCopy
 from recstream.infra.stores.keys import KeySpace
+from recstream.infra.stores.pipelines import PipelineVersions, RequestOwnership
 from recstream.infra.stores.registry import (
     open_session_store,
     open_vector_index,
@@ -63,6 +64,11 @@ from recstream.streams.waiting import WaitingRoom
 
 ROLES = ("catalog", "interactions", "query", "train")
 EMBEDDING_ROLES = frozenset({"catalog", "query"})
+
+
+def pipeline_versions(settings: Settings) -> PipelineVersions:
+    """The versions and the active pointer (on the base namespace: one for every version)."""
+    return PipelineVersions(redis_client(settings), KeySpace(settings.redis_namespace))
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -88,7 +94,7 @@ def event_decoder(settings: Settings) -> EventDecoder:
 
 def collab_versions(settings: Settings) -> CollabVersions:
     client = redis_client(settings)
-    return CollabVersions(client, KeySpace(settings.redis_namespace), settings.collab_refresh_s)
+    return CollabVersions(client, KeySpace(settings.state_namespace), settings.collab_refresh_s)
 
 
 def session_store(settings: Settings) -> SessionStore:
@@ -221,7 +227,7 @@ def index_replica(settings: Settings, items: ItemStore) -> IndexReplica:
     durable = not isinstance(items, ItemVectorCopy)
     checkpoint = settings.qdrant_embedded_path / f"{items.collection}.offsets.json"
     return IndexReplica(
-        consumer_config(settings, f"{settings.consumer_group}-replica"),
+        consumer_config(settings, f"{settings.processing_group}-replica"),
         vector_topic(settings),
         items,
         Checkpoint(checkpoint if durable else None),
@@ -289,7 +295,7 @@ def interaction_consumer(
     progress: RoleProgress | None = None,
 ) -> InteractionConsumer:
     """The interaction processor and its Kafka loop, configured from the settings."""
-    group = f"{settings.consumer_group}-interactions"
+    group = f"{settings.processing_group}-interactions"
     return InteractionConsumer(
         interaction_processor(settings, index, store, dead_letters, collab, pressure),
         consumer_config(settings, group) | lag_statistics("interactions"),
@@ -358,7 +364,7 @@ def query_worker(runtime: Runtime) -> QueryWorker:
     settings = runtime.settings
     return QueryWorker(
         recommender(runtime),
-        consumer_config(settings, f"{settings.consumer_group}-query") | lag_statistics("query"),
+        consumer_config(settings, f"{settings.processing_group}-query") | lag_statistics("query"),
         kafka_config(settings),
         settings.topic_requests,
         settings.topic_responses,
@@ -368,6 +374,7 @@ def query_worker(runtime: Runtime) -> QueryWorker:
         pressure=runtime.pressure,
         reply_topics=settings.allowed_reply_topics,
         progress=runtime.progress("query"),
+        owned=RequestOwnership(pipeline_versions(settings), settings.pipeline_version).read,
     )
 
 

@@ -31,6 +31,7 @@ from recstream.compose import (
     collab_installer,
     interaction_consumer,
     migrate_state,
+    pipeline_versions,
     query_worker,
     retry_policy,
     with_instance_id,
@@ -40,6 +41,7 @@ from recstream.core.progress import RoleProgress, run_role
 from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import check_kafka, check_redis, faust_options, redact_url
+from recstream.infra.embedder import model_id_for
 from recstream.infra.errors import PortInUseError
 from recstream.infra.http import HealthChecks, serve
 from recstream.infra.messages import RawMessage
@@ -178,10 +180,10 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
     settings = runtime.settings
     # faust creates `<datadir>/v1/tables` even with in-memory tables: keep it under the state
     # directory, not in whatever directory the worker was started from.
-    datadir = settings.state_dir / "faust" / settings.consumer_group
+    datadir = settings.state_dir / "faust" / settings.processing_group
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.consumer_group,
+        settings.processing_group,
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
@@ -219,11 +221,12 @@ def build_app(runtime: Runtime, roles: Sequence[str]) -> faust.App:
 
 def banner(settings: Settings, roles: Sequence[str]) -> str:
     """The worker's start line: what it runs, what it reads, where its metrics are."""
-    group = settings.consumer_group
+    group = settings.processing_group
+    queries = f"{group}-query"
     reads = {
         "catalog": f"{settings.topic_catalog} (group {group})",
         "interactions": f"{settings.topic_interactions} (group {group}-interactions)",
-        "query": f"{settings.topic_requests} (group {group}-query) -> {settings.topic_responses}",
+        "query": f"{settings.topic_requests} (group {queries}) -> {settings.topic_responses}",
         "train": f"{settings.topic_interactions} every {settings.collab_train_every_s:g} s",
     }
     member = settings.kafka_instance_id or "dynamic"
@@ -287,6 +290,9 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     check_kafka(settings, settings.connect_timeout_s)  # refused: one line naming the setting
     check_redis(settings, settings.connect_timeout_s)
     migrate_state(settings)
+    pipeline_versions(settings).register(
+        settings.pipeline_version, model_id_for(settings.model_path)
+    )
     topics.ensure_topics(settings, topics.planned_topics(settings))
     health = HealthChecks({})
     if settings.metrics_port:

@@ -86,6 +86,16 @@ class KeySpace:
         """String with a TTL: held by the one worker writing a staged version into the index."""
         return f"{self._prefix}:{{collab}}:installing"
 
+    def pipeline_active(self) -> str:
+        """String: JSON, which pipeline version answers which request (absent: the unversioned
+        one answers all). On the base namespace, outside any version's keys (`pattern`): one
+        pointer for every version, kept when a version's keys are removed."""
+        return f"{self.namespace}:pipelines:active"
+
+    def pipeline_versions(self) -> str:
+        """Hash: version name -> JSON (model id, first seen); beside `pipeline_active`."""
+        return f"{self.namespace}:pipelines:versions"
+
     def untagged(self) -> dict[str, str]:
         """The global keys' names before they carried their cluster tags, each mapped to its
         name now (`RedisSessionStore.migrate_untagged_keys` renames a single Redis's); category

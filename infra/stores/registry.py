@@ -122,7 +122,7 @@ def redis_session_store(
     encoded write); store_class lets a benchmark substitute a subclass."""
     return store_class(
         redis_client(settings),
-        KeySpace(settings.redis_namespace),
+        KeySpace(settings.state_namespace),
         history_cap=settings.history_cap,
         covis_max_neighbours=settings.covis_max_neighbours,
         popularity_half_life_ms=settings.popularity_half_life_ms,

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1, le=4096)
     embed_threads: int = Field(2, ge=1, le=64)
     consumer_group: str = Field("recstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # A pipeline version (docs/architecture.md, "Versioned pipelines"): its derived state (Redis
+    # keys, vector topic, processing groups) is its own; "" is the unversioned pipeline.
+    pipeline_version: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,16}$")
     catalog_batch_timeout_ms: int = Field(200, ge=1, le=60_000)
     rank_weight_similarity: float = Field(0.6, ge=0)
     rank_weight_covisitation: float = Field(0.3, ge=0)
@@ -238,6 +241,18 @@ class Settings(BaseSettings):
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
+    def state_namespace(self) -> str:
+        """The Redis namespace of this pipeline version's derived state."""
+        return _versioned(self.redis_namespace, "-", self.pipeline_version)
+
+    @property
+    def processing_group(self) -> str:
+        """The consumer group (prefix) of this version's catalog and interaction processing;
+        query workers of every version share `<consumer_group>-query` (only the active version
+        consumes it)."""
+        return _versioned(self.consumer_group, "-", self.pipeline_version)
+
+    @property
     def qdrant_embedded_path(self) -> Path:
         """Where the embedded Qdrant shard persists when no server URL is set."""
         return self.qdrant_path or self.state_dir / "qdrant"
@@ -295,6 +310,10 @@ class Settings(BaseSettings):
             self.topic_requests: self.partitions_requests,
             self.topic_responses: self.partitions_responses,
         }
+
+
+def _versioned(name: str, separator: str, version: str) -> str:
+    return f"{name}{separator}{version}" if version else name
 
 
 def _unknown_variables(env: Mapping[str, str]) -> list[str]:

@@ -69,3 +69,15 @@ def test_switched_off_no_module_is_built(tmp_path: Path, monkeypatch: pytest.Mon
     settings = _settings_in(tmp_path, RECSTREAM_REDIS_WRITE_MODULE="false")
     monkeypatch.setattr(redis_server.shutil, "which", lambda _: pytest.fail("compiler looked up"))
     assert redis_server.write_module(settings) is None
+
+
+def test_a_pipeline_version_has_state_topics_and_groups_of_its_own_but_shares_the_requests() -> (
+    None
+):
+    base = load_settings({})
+    v2 = load_settings({"RECSTREAM_PIPELINE_VERSION": "v2"})
+    assert (base.state_namespace, base.processing_group) == ("rs", "recstream")
+    assert (v2.state_namespace, v2.processing_group) == ("rs-v2", "recstream-v2")
+    assert vector_topic(v2) == "items.vectors.all-minilm-l6-v2.v2"
+    inputs = {base.topic_catalog, base.topic_interactions, base.topic_requests}
+    assert inputs <= {spec.name for spec in planned_topics(v2)}  # the logs are shared
