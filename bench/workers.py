@@ -10,8 +10,11 @@ from pathlib import Path
 from recstream.core.settings import Settings
 
 
-def start_worker(settings: Settings, log: Path, roles: str) -> subprocess.Popen[bytes]:
-    """The worker process, its settings from the environment, its output into `log`."""
+def start_worker(
+    settings: Settings, log: Path, roles: str, nice: int = 0
+) -> subprocess.Popen[bytes]:
+    """The worker process, its settings from the environment, its output into `log`; `nice`
+    lowers its CPU priority (as `nice -n` would)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
     env |= settings.to_environment()
     with log.open("ab") as handle:
@@ -20,4 +23,5 @@ def start_worker(settings: Settings, log: Path, roles: str) -> subprocess.Popen[
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
