@@ -123,11 +123,13 @@ def report(settings: Settings, host: str = "127.0.0.1") -> list[ProcessReport]:
             health = _get(host, port, "/health")
             if health is None:
                 break
-            found.append(_report(f"{role}.{copy + 1}", port, health, _get(host, port, "/metrics")))
+            found.append(
+                process_report(f"{role}.{copy + 1}", port, health, _get(host, port, "/metrics"))
+            )
     return found
 
 
-def _report(name: str, port: int, health: bytes, metrics: bytes | None) -> ProcessReport:
+def process_report(name: str, port: int, health: bytes, metrics: bytes | None) -> ProcessReport:
     body = orjson.loads(health)
     problems = [f"{check} failing" for check, ok in body.get("checks", {}).items() if not ok]
     problems += [f"{role}: {say}" for role, say in body.get("roles", {}).items() if say != "ok"]

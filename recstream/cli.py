@@ -120,7 +120,7 @@ def _switch(settings: Settings, args: argparse.Namespace) -> int:
         )
     active = next((row for row in rows.values() if row.active), None)
     if active is not None and args.users > 0:
-        comparison = versions.compare(settings, active.info, new.info, args.users)
+        comparison = versions.compare(settings, active.info, new.info, args.users, args.shadow)
         print(comparison.describe(active.info.version, args.version))
     previous = versions.switch(settings, args.version)
     print(f"active pipeline version: {args.version} (was {previous or '(unversioned)'})")
@@ -351,6 +351,14 @@ def _add_worker_and_tools(commands: Any) -> None:
         "--max-lag", type=int, default=1000, help="input records it may still be behind"
     )
     switching.add_argument("--force", action="store_true", help="switch even if behind")
+    switching.add_argument(
+        "--shadow",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait this long and score both versions' lists (NDCG@10) on the sampled users' "
+        "new positive events (0: no score)",
+    )
     switching.set_defaults(handlers={None: _switch}, action=None)
     demo = _command(commands, "demo", "the whole job on MovieLens (what `make demo` runs)")
     demo.set_defaults(handlers={None: _demo}, action=None)

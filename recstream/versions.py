@@ -11,24 +11,28 @@ follow; `versions --drop` removes a version that is not active.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from recstream.compose import collab_versions, pipeline_versions, query_config
+from recstream.compose import collab_versions, event_decoder, pipeline_versions, query_config
 from recstream.consumers.client import new_request_id
 from recstream.consumers.recommender import Recommender
 from recstream.core.collab import FixedModel, StateCollab
 from recstream.core.errors import RecstreamError
 from recstream.core.index import collection_name
 from recstream.core.settings import Settings
+from recstream.evaluation.metrics import ndcg_at
 from recstream.infra import topics
 from recstream.infra.clients import admin_client, kafka_config
 from recstream.infra.stores.memory_index import InMemoryVectorIndex
 from recstream.infra.stores.pipelines import PipelineInfo
 from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.vector_log import read_vector_topic
+from recstream.schemas.errors import InvalidMessageError
+from recstream.schemas.events import InteractionEvent
 from recstream.schemas.requests import RecommendRequest
 
 K = 10
@@ -109,19 +113,36 @@ class Comparison:
     overlap_at_10: float  # mean share of one version's top 10 also in the other's
     differing_lists: int
     coverage_at_10: tuple[float, float]  # share of each version's catalog its lists show
+    shadow_s: float = 0.0
+    judged_users: int = 0  # sampled users with a positive event in the shadow period
+    ndcg_at_10: tuple[float, float] | None = None  # of each version's list on those events
 
     def describe(self, old: str, new: str) -> str:
-        return (
+        old = old or "(unversioned)"
+        text = (
             f"{self.users} sampled users: overlap@10 {self.overlap_at_10:.2f}, "
-            f"{self.differing_lists} lists differ; coverage@10 {old or '(unversioned)'} "
+            f"{self.differing_lists} lists differ; coverage@10 {old} "
             f"{self.coverage_at_10[0]:.3f}, {new} {self.coverage_at_10[1]:.3f}"
         )
+        if self.ndcg_at_10 is not None:
+            text += (
+                f"; NDCG@10 on the events of the next {self.shadow_s:g} s ({self.judged_users} "
+                f"users): {old} {self.ndcg_at_10[0]:.3f}, {new} {self.ndcg_at_10[1]:.3f}"
+            )
+        elif self.shadow_s:
+            text += f"; no sampled user had a positive event in the next {self.shadow_s:g} s"
+        return text
 
 
-def compare(settings: Settings, old: PipelineInfo, new: PipelineInfo, users: int) -> Comparison:
+def compare(
+    settings: Settings, old: PipelineInfo, new: PipelineInfo, users: int, shadow_s: float = 0.0
+) -> Comparison:
     """Both versions' lists for users sampled from the newest interactions, computed here from
-    each version's own state (its vector topic, Redis keys, collaborative version)."""
+    each version's own state (its vector topic, Redis keys, collaborative version); with
+    `shadow_s`, each list's NDCG@10 on the positive events those users send in the next
+    shadow_s seconds (events the lists could not have seen)."""
     sample = recent_users(settings, users)
+    asked_ms = int(time.time() * 1000)
     first, first_items = lists_of(settings, old, sample)
     second, second_items = lists_of(settings, new, sample)
     overlaps = [len(set(first[u]) & set(second[u])) / K for u in sample]
@@ -129,12 +150,69 @@ def compare(settings: Settings, old: PipelineInfo, new: PipelineInfo, users: int
         len({i for ids in first.values() for i in ids}) / max(1, first_items),
         len({i for ids in second.values() for i in ids}) / max(1, second_items),
     )
+    judged, ndcg = 0, None
+    if shadow_s > 0:
+        time.sleep(shadow_s)
+        relevant = positive_items_since(settings, set(sample), asked_ms)
+        judged = len(relevant)
+        if relevant:
+            ndcg = (
+                sum(ndcg_at(first[u], items, K) for u, items in relevant.items()) / judged,
+                sum(ndcg_at(second[u], items, K) for u, items in relevant.items()) / judged,
+            )
     return Comparison(
         len(sample),
         sum(overlaps) / max(1, len(overlaps)),
         sum(first[u] != second[u] for u in sample),
         shown,
+        shadow_s,
+        judged,
+        ndcg,
     )
+
+
+def positive_items_since(settings: Settings, users: set[str], since_ms: int) -> dict[str, set[str]]:
+    """Per user of `users`, the items of their positive events sent since since_ms."""
+    topic = settings.topic_interactions
+    consumer = Consumer(
+        kafka_config(settings) | {"group.id": "shadow", "enable.auto.commit": False}
+    )
+    decoder = event_decoder(settings)
+    found: dict[str, set[str]] = {}
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        starts = consumer.offsets_for_times(
+            [TopicPartition(topic, p, since_ms) for p in partitions], timeout=10
+        )
+        ends = {
+            p.partition: consumer.get_watermark_offsets(p, timeout=10)[1]
+            for p in starts
+            if p.offset >= 0
+        }
+        consumer.assign([p for p in starts if p.offset >= 0 and p.offset < ends[p.partition]])
+        pending = {p for p, end in ends.items() if end > 0}
+        while pending:
+            messages = consumer.consume(1000, 1.0)
+            if not messages:
+                break
+            for message in messages:
+                if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
+                    pending.discard(message.partition() or 0)
+                try:
+                    event = decoder.interaction(message.value(), int(time.time() * 1000))
+                except InvalidMessageError:
+                    continue
+                if event.user_id in users and _is_positive(settings, event):
+                    found.setdefault(event.user_id, set()).add(event.item_id)
+    finally:
+        consumer.close()
+    return found
+
+
+def _is_positive(settings: Settings, event: InteractionEvent) -> bool:
+    if event.event_type == "rating":
+        return (event.value or 0.0) > settings.rating_center
+    return settings.event_weights.get(event.event_type, 0.0) > 0
 
 
 def recent_users(settings: Settings, count: int, tail: int = 5000) -> list[str]:

@@ -28,12 +28,18 @@ from recstream.core.index import ItemPayload, ItemStore, Vector
 from recstream.infra.messages import poll_available
 from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.vectors import VectorRecord, decode_vector_record
-from recstream.streams.replica_metrics import REPLICA_LAG, REPLICA_READY, REPLICA_RECORDS
+from recstream.streams.replica_metrics import (
+    REPLICA_LAG,
+    REPLICA_READY,
+    REPLICA_RECORDS,
+    REPLICA_RETRIES,
+)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 5.0
 PURGE_EVERY_S = 3600.0
+RETRY_PAUSE_S = 1.0
 _BATCH = 2000
 _POLL_S = 0.5
 
@@ -134,11 +140,6 @@ class IndexReplica:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    @property
-    def resumed_from(self) -> dict[int, int]:
-        """The checkpoint it started from (partition -> next offset; empty: the beginning)."""
-        return dict(self._resumed_from)
-
     def wait_ready(self, timeout_s: float | None = None) -> bool:
         return self._ready.wait(timeout_s)
 
@@ -150,7 +151,13 @@ class IndexReplica:
         saved_at = purged_at = time.monotonic()
         try:
             while not self._stopping.is_set():
-                applied = self.run_once()
+                try:
+                    applied = self.run_once()
+                except Exception:
+                    log.exception("replica %s: batch not applied; retrying", self._name)
+                    REPLICA_RETRIES.labels(self._name).inc()
+                    self._stopping.wait(RETRY_PAUSE_S)
+                    continue
                 now = time.monotonic()
                 if applied and now - saved_at >= CHECKPOINT_EVERY_S:
                     self._save()
@@ -189,6 +196,7 @@ class IndexReplica:
     def run_once(self) -> int:
         """Apply what is there (waiting up to half a second for it); the records applied."""
         messages = poll_available(self._consumer, _BATCH, _POLL_S)
+        before = dict(self._positions)
         records: list[tuple[str, VectorRecord | None]] = []
         for message in messages:
             error = message.error()
@@ -204,9 +212,19 @@ class IndexReplica:
             if decoded is not None:
                 records.append(decoded)
         if records:
-            self._apply(records)
+            try:
+                self._apply(records)
+            except Exception:  # the copy failed (an index outage): read the batch again
+                self._rewind(before)
+                raise
         self._mark_ready_when_caught_up()
         return len(records)
+
+    def _rewind(self, positions: dict[int, int]) -> None:
+        for partition, offset in positions.items():
+            if self._positions.get(partition) != offset:
+                self._consumer.seek(TopicPartition(self._topic, partition, offset))
+        self._positions = positions
 
     def _decode(
         self, key: bytes | None, value: bytes | None

@@ -20,3 +20,9 @@ REPLICA_READY = Gauge(
     "1 once the copy has caught up with the vector topic as it was at start.",
     ["replica"],
 )
+REPLICA_RETRIES = Counter(
+    "recstream_replica_retries_total",
+    "Batches of the vector topic read again because the copy failed to take them (an index "
+    "outage): retried every second, never skipped.",
+    ["replica"],
+)

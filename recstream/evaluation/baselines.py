@@ -137,62 +137,62 @@ class ImplicitALS:
         return self._data.top(scores, user, k)
 
 
-class Ease:
-    """EASE (Steck, 2019): the item x item weights B that best rebuild the binary user x item
-    matrix X from itself with a zero diagonal, in closed form: P = (X^T X + lam I)^-1,
-    B_ij = -P_ij / P_jj, B_jj = 0; a user's scores are their row of X times B. Dense in the
-    catalog: n_items^2 doubles (9,742 MovieLens movies: 760 MB), one inversion per lambda."""
+class _ItemToItem:
+    """A user's scores are their row of the binary matrix X times an item x item weight matrix
+    (`weights`, dense or sparse); users without positive history get popularity."""
 
-    def __init__(self, data: Interactions, regularization: float = 500.0) -> None:
+    weights: Scores | sparse.csr_matrix
+
+    def __init__(self, data: Interactions) -> None:
         self._data = data
-        binary = (data.matrix > 0).astype(np.float64).tocsr()
-        gram = np.asarray((binary.T @ binary).todense())
-        gram[np.diag_indices_from(gram)] += regularization
-        inverse = np.linalg.inv(gram)
-        self.weights: Scores = -inverse / np.diag(inverse)
-        self.weights[np.diag_indices_from(self.weights)] = 0.0
-        self._binary = binary
+        self._binary = (data.matrix > 0).astype(np.float64).tocsr()
         self._popular = MostPopular(data)
 
     def recommend(self, user: str, k: int) -> list[str]:
         row = self._data.row_of(user)
         if row is None:
             return self._popular.recommend(user, k)
-        scores = np.asarray(self._binary[row] @ self.weights, dtype=np.float64).ravel()
-        return self._data.top(scores, user, k)
+        scores = self._binary[row] @ self.weights
+        dense = scores.toarray() if sparse.issparse(scores) else np.asarray(scores)
+        return self._data.top(dense.ravel().astype(np.float64), user, k)
 
 
-class RP3Beta:
+class Ease(_ItemToItem):
+    """EASE (Steck, 2019): the item x item weights B that best rebuild the binary user x item
+    matrix X from itself with a zero diagonal, in closed form: P = (X^T X + lam I)^-1,
+    B_ij = -P_ij / P_jj, B_jj = 0. Dense in the catalog: n_items^2 doubles (9,742 MovieLens
+    movies: 760 MB), one inversion per lambda."""
+
+    def __init__(self, data: Interactions, regularization: float = 500.0) -> None:
+        super().__init__(data)
+        gram = np.asarray((self._binary.T @ self._binary).todense())
+        gram[np.diag_indices_from(gram)] += regularization
+        inverse = np.linalg.inv(gram)
+        self.weights = -inverse / np.diag(inverse)
+        self.weights[np.diag_indices_from(self.weights)] = 0.0
+
+
+class RP3Beta(_ItemToItem):
     """RP3beta (Paudel et al., 2017; as Dacrema et al. 2019 run it): a random walk user -> item
     -> user -> item on the binary matrix X. With P_ui the user rows of X normalised to sum 1 and
     P_iu the item rows of X^T likewise, both raised elementwise to `alpha`, the item x item
     weights are W = P_iu P_ui with column j divided by item j's popularity to the power `beta`
     (beta > 0 demotes popular items), the diagonal zeroed and each row cut to its
-    `neighbours` largest. A user's scores are their row of X times W."""
+    `neighbours` largest."""
 
     def __init__(
         self, data: Interactions, alpha: float = 1.0, beta: float = 0.3, neighbours: int = 100
     ) -> None:
-        self._data = data
-        binary = (data.matrix > 0).astype(np.float64).tocsr()
+        super().__init__(data)
+        binary = self._binary
         user_to_item = _rows_sum_to_one(binary).power(alpha)
         item_to_user = _rows_sum_to_one(binary.T.tocsr()).power(alpha)
         popularity = np.asarray(binary.sum(axis=0)).ravel()
         demote = np.where(popularity > 0, np.maximum(popularity, 1.0) ** -beta, 0.0)
-        walks = (item_to_user @ user_to_item).tocsr() @ sparse.diags(demote)
-        walks = sparse.csr_matrix(walks)
+        walks = sparse.csr_matrix((item_to_user @ user_to_item).tocsr() @ sparse.diags(demote))
         walks.setdiag(0.0)
         walks.eliminate_zeros()
         self.weights = _top_per_row(walks, neighbours)
-        self._binary = binary
-        self._popular = MostPopular(data)
-
-    def recommend(self, user: str, k: int) -> list[str]:
-        row = self._data.row_of(user)
-        if row is None:
-            return self._popular.recommend(user, k)
-        scores = np.asarray((self._binary[row] @ self.weights).todense(), dtype=np.float64)
-        return self._data.top(scores.ravel(), user, k)
 
 
 def _rows_sum_to_one(matrix: sparse.csr_matrix) -> sparse.csr_matrix:

@@ -3,23 +3,27 @@ embedded shard, against the real Kafka and Redis."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from recstream.consumers.client import RecClient, new_request_id
 from recstream.core.index import ItemPayload
 from recstream.core.settings import Settings
 from recstream.infra import topics
-from recstream.infra.clients import kafka_config
+from recstream.infra.clients import consumer_config, kafka_config
 from recstream.infra.embedder import DEFAULT_MODEL_ID
+from recstream.infra.stores.item_vectors import ItemVectorCopy
 from recstream.infra.topics import vector_topic
 from recstream.infra.vector_log import VectorLogWriter, publish_item_vectors
 from recstream.schemas.requests import RecommendRequest
 from recstream.schemas.vectors import VectorRecord
+from recstream.streams.replica import Checkpoint, IndexReplica
 from tests.integration.ingest_helpers import DIM, create_topics, delete_namespace, isolated_settings
 from tests.integration.worker_process import WorkerProcess
 
@@ -146,3 +150,40 @@ def test_a_killed_replica_resumes_from_its_checkpoint_without_reading_the_topic_
             assert len(_similar(client, "i0")) == len(_similar(client, "i204")) == 10
     finally:
         assert again.stop() == 0
+
+
+class _FailingOnce(ItemVectorCopy):
+    """A copy whose first write fails, as an index outage would."""
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_MODEL_ID)
+        self.failed = False
+
+    def upsert(self, items: Sequence[tuple[ItemPayload, np.ndarray]]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("index away")
+        super().upsert(items)
+
+
+def test_a_batch_the_copy_fails_to_take_is_read_again_not_skipped(settings: Settings) -> None:
+    store = _FailingOnce()
+    replica = IndexReplica(
+        consumer_config(settings, f"{settings.consumer_group}-replica"),
+        vector_topic(settings),
+        store,
+        Checkpoint(None),
+        name="test",
+        tombstone_retention_ms=settings.tombstone_retention_ms,
+    )
+    thread = threading.Thread(target=replica.run)
+    thread.start()
+    try:
+        assert replica.wait_ready(60)
+    finally:
+        replica.stop()
+        thread.join(30)
+    assert store.failed
+    assert store.count() == ITEMS  # every item of the batch that failed came again
+    retries = REGISTRY.get_sample_value("recstream_replica_retries_total", {"replica": "test"})
+    assert retries == 1

@@ -69,6 +69,23 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _next_clicks() -> list[tuple[bytes, bytes]]:
+    now = int(time.time() * 1000)
+    events = [InteractionEvent(f"next-{user}", user, "m23", "click", now) for user in USERS]
+    return [(e.user_id.encode(), e.to_json()) for e in events]
+
+
+def _cli_in_background(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "recstream.cli", *args],
+        env=env | settings.to_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _ready(worker: WorkerProcess, applied: int) -> None:
     worker.wait_for("recstream_interactions_events_total", applied, outcome="applied")
     deadline = time.monotonic() + 120
@@ -132,12 +149,16 @@ def test_a_model_switch_under_steady_load_answers_every_request_and_never_mixes_
         assert "(unversioned)" in listed.stdout and "standing by" in listed.stdout, listed
         with _SteadyLoad(live) as load:
             time.sleep(3)
-            switched = _cli(live, "switch", "v2", "--users", "5")
-            assert switched.returncode == 0, switched.stdout + switched.stderr
+            switching = _cli_in_background(live, "switch", "v2", "--users", "5", "--shadow", "4")
+            time.sleep(2)  # while it scores both versions' lists: every user clicks once more
+            produce(live, live.topic_interactions, _next_clicks())
+            out, err = switching.communicate(timeout=180)
+            assert switching.returncode == 0, out + err
             switched_at = time.monotonic()
             time.sleep(6)
-        assert "5 sampled users: overlap@10" in switched.stdout
-        assert "active pipeline version: v2 (was (unversioned))" in switched.stdout
+        assert "5 sampled users: overlap@10" in out
+        assert "NDCG@10 on the events of the next 4 s (5 users)" in out
+        assert "active pipeline version: v2 (was (unversioned))" in out
         old_model = collection_name("all-MiniLM-L6-v2", 384)
         new_model = collection_name("minilm-v2", 384)
         assert load.answers and {status for _, status, _ in load.answers} == {"ok"}

@@ -65,7 +65,7 @@ def test_a_process_report_says_why_it_is_not_ready_and_sums_its_lag() -> None:
         b'recstream_replica_lag_records{replica="index"} 40.0\n'
         b'recstream_replica_lag_records{replica="index"} 2.0\n'
     )
-    report = topology._report("query.2", 9201, health, metrics)
+    report = topology.process_report("query.2", 9201, health, metrics)
     assert not report.ready
     assert report.problems == ("replica caught up failing", "replica: dead: boom")
     assert report.lag == {"query": 3.0, "index": 42.0}
