@@ -4,6 +4,7 @@ help, JSON for scripts, events checked before they are sent."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from recstream import InteractionEvent, InvalidMessageError, RecClient
 from recstream.core.settings import Settings
+from recstream.infra import topics
 from recstream.infra.clients import kafka_config
 from tests.conftest import MakeTopic
 from tests.integration.worker_process import free_port
@@ -131,3 +133,57 @@ def test_the_client_refuses_an_event_before_sending_it(
     finally:
         consumer.close()
     assert high - low == 1  # only the valid event was sent
+
+
+def test_run_starts_every_role_as_its_own_process_and_status_lists_them(
+    infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    settings = infra.isolated(
+        unique, metrics_port=free_port(), state_dir=tmp_path / "state", embed_threads=1
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env |= settings.to_environment()
+    roles = subprocess.Popen(
+        [sys.executable, "-m", "recstream.cli", "run", "--query", "2", "--train", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            status = subprocess.run(
+                [sys.executable, "-m", "recstream.cli", "status", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            processes = orjson.loads(status.stdout)["processes"]
+            if len(processes) == 4 and all(p["ready"] for p in processes):
+                break
+            assert roles.poll() is None, "recstream run exited"
+            assert time.monotonic() < deadline, processes
+            time.sleep(1)
+        assert status.returncode == 0
+        assert [p["process"] for p in processes] == [
+            "catalog.1",
+            "interactions.1",
+            "query.1",
+            "query.2",
+        ]
+        base = settings.metrics_port
+        assert [p["port"] for p in processes] == [base, base + 100, base + 200, base + 201]
+    finally:
+        os.killpg(roles.pid, signal.SIGTERM)  # honcho passes it to every role
+        roles.wait(60)
+        topics.delete_topics(settings, [spec.name for spec in topics.planned_topics(settings)])
+    after = subprocess.run(
+        [sys.executable, "-m", "recstream.cli", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert orjson.loads(after.stdout)["processes"] == []  # every role stopped with it
