@@ -44,12 +44,7 @@ class VectorLogWriter:
         for record in records:
             self._produce(record.payload.item_id, record.encode())
 
-    def remove(self, item_ids: Sequence[str]) -> None:
-        """Null records: the items are gone from the log once it is compacted."""
-        for item_id in item_ids:
-            self._produce(item_id, None)
-
-    def _produce(self, item_id: str, value: bytes | None) -> None:
+    def _produce(self, item_id: str, value: bytes) -> None:
         while True:
             try:
                 self._producer.produce(
