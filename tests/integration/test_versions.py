@@ -69,9 +69,11 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _next_clicks() -> list[tuple[bytes, bytes]]:
+def _next_clicks(round_: int) -> list[tuple[bytes, bytes]]:
     now = int(time.time() * 1000)
-    events = [InteractionEvent(f"next-{user}", user, "m23", "click", now) for user in USERS]
+    events = [
+        InteractionEvent(f"next-{round_}-{user}", user, "m23", "click", now) for user in USERS
+    ]
     return [(e.user_id.encode(), e.to_json()) for e in events]
 
 
@@ -150,8 +152,13 @@ def test_a_model_switch_under_steady_load_answers_every_request_and_never_mixes_
         with _SteadyLoad(live) as load:
             time.sleep(3)
             switching = _cli_in_background(live, "switch", "v2", "--users", "5", "--shadow", "4")
-            time.sleep(2)  # while it scores both versions' lists: every user clicks once more
-            produce(live, live.topic_interactions, _next_clicks())
+            # While it scores both versions' lists, every user keeps clicking (whenever its
+            # shadow period starts on this machine, it sees clicks).
+            round_ = 0
+            while switching.poll() is None:
+                produce(live, live.topic_interactions, _next_clicks(round_))
+                round_ += 1
+                time.sleep(0.5)
             out, err = switching.communicate(timeout=180)
             assert switching.returncode == 0, out + err
             switched_at = time.monotonic()
