@@ -25,7 +25,7 @@ from recstream.core.pressure import QueryPressure
 from recstream.core.progress import RoleProgress
 from recstream.infra.dlq import DeadLetterWriter
 from recstream.infra.errors import DeadLetterError
-from recstream.infra.messages import from_kafka, poll_available
+from recstream.infra.messages import from_kafka, poll_available, raise_if_fatal
 from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 
@@ -142,6 +142,7 @@ class QueryWorker:
             if error is None:
                 requests.append(message)
             elif error.code() != KafkaError._PARTITION_EOF:
+                raise_if_fatal(error)
                 log.warning("consumer error: %s", error)
         requests = self._owned_requests(requests)
         self._pressure.taken(len(requests))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 
 @dataclass(slots=True)  # not frozen: one per record consumed, and frozen init costs 4x
@@ -87,3 +87,15 @@ def poll_available(consumer: Consumer, limit: int, timeout_s: float) -> list[Mes
     if first is None:
         return []
     return [first, *consumer.consume(limit - 1, 0)]
+
+
+def raise_if_fatal(error: KafkaError) -> None:
+    """A fatal client error leaves the client unusable for good: raise it, so the role ends
+    and its process is started afresh. A fenced static member (another member took its
+    instance id; librdkafka also fences itself so when it rejoins a coordinator that moved
+    mid-join) is one; so is any later call on such a client (`_FATAL`), flagged fatal or not."""
+    if error.fatal() or error.code() in _FATAL_CODES:
+        raise KafkaException(error)
+
+
+_FATAL_CODES = (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)

@@ -14,6 +14,8 @@ import asyncio
 import errno
 import gc
 import logging
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,9 @@ from recstream.infra.messages import RawMessage
 from recstream.infra.metrics import export_role_health
 
 log = logging.getLogger(__name__)
+# A role's loop ended by an exception: the process exits 1 (after a clean shutdown of the rest)
+# instead of living on with a dead role, so systemd, Kubernetes or honcho start a fresh one.
+ROLE_DIED = threading.Event()
 
 
 def _add_catalog_agent(app: faust.App, runtime: Runtime, pool: ThreadPoolExecutor) -> None:
@@ -161,7 +166,18 @@ def _run_in_thread(
 ) -> None:
     """Start `run` in its own thread when the app starts; `stop` and join it on shutdown."""
     progress = runtime.progress(name, loops=name in ("interactions", "query"))
-    thread = threading.Thread(target=run_role, args=(progress, run), name=name, daemon=True)
+
+    def run_or_stop_worker() -> None:
+        try:
+            run_role(progress, run)
+        except BaseException:
+            log.exception(
+                "role %s died: the worker stops, for its process manager to restart", name
+            )
+            ROLE_DIED.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=run_or_stop_worker, name=name, daemon=True)
 
     async def start() -> None:
         thread.start()
@@ -303,5 +319,9 @@ def run_worker(settings: Settings, roles: Sequence[str]) -> int:
     export_role_health(runtime.role_problems)
     app = build_app(runtime, roles)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
-    worker.execute_from_commandline()
-    return 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if not ROLE_DIED.is_set():
+            raise
+    return 1 if ROLE_DIED.is_set() else 0

@@ -29,7 +29,7 @@ from recstream.core.progress import RoleProgress
 from recstream.core.state import BatchEffects, UserState
 from recstream.infra.clients import is_outage
 from recstream.infra.dlq import DeadLetterWriter
-from recstream.infra.messages import KafkaRecord, Record, poll_available
+from recstream.infra.messages import KafkaRecord, Record, poll_available, raise_if_fatal
 from recstream.infra.metrics import BATCH_RETRIES, PROCESSING_LAG, RECORDS_ISOLATED
 from recstream.infra.stores.collab_store import CollabReader
 from recstream.schemas.errors import InvalidMessageError
@@ -501,6 +501,7 @@ class InteractionConsumer:
                 asynchronous=False,
             )
         except KafkaException as error:
+            raise_if_fatal(error.args[0])
             # A replay of what is not committed is a no-op for the event-id guards.
             log.warning("commit failed, will be retried with the next one: %s", error)
             self.progress.commit_failed()
@@ -548,6 +549,7 @@ def _is_record(message: Message) -> bool:
     error = message.error()
     if error is None:
         return True
+    raise_if_fatal(error)
     if error.code() != KafkaError._PARTITION_EOF:
         log.warning("consumer error: %s", error)
     return False

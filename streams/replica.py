@@ -25,7 +25,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from recstream.core.index import ItemPayload, ItemStore, Vector
-from recstream.infra.messages import poll_available
+from recstream.infra.messages import poll_available, raise_if_fatal
 from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.vectors import VectorRecord, decode_vector_record
 from recstream.streams.replica_metrics import (
@@ -205,6 +205,7 @@ class IndexReplica:
                 self._positions[partition] = max(self._positions.get(partition, 0), end)
                 continue
             if error is not None:
+                raise_if_fatal(error)
                 log.warning("replica %s: %s", self._name, error)
                 continue
             self._positions[message.partition() or 0] = (message.offset() or 0) + 1

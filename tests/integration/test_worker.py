@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from recstream.core.settings import Settings
 from recstream.infra import topics
@@ -300,6 +300,14 @@ def test_every_group_member_of_a_worker_carries_its_instance_id(
     assert f"member {instance}" in start and f":{worker.metrics_port}/metrics" in start
 
 
+def _members_when_known(settings: Settings, group: str) -> list[str | None] | None:
+    """The group's members' instance ids; None while the coordinator is still loading."""
+    try:
+        return _instance_ids(settings, [group])[group]
+    except KafkaException:
+        return None
+
+
 def _instance_ids(settings: Settings, groups: list[str]) -> dict[str, list[str | None]]:
     admin = admin_client(settings)  # held until the futures are done: they need it
     described = admin.describe_consumer_groups(groups, request_timeout=10)
@@ -307,3 +315,29 @@ def _instance_ids(settings: Settings, groups: list[str]) -> dict[str, list[str |
         group: [member.group_instance_id for member in future.result().members]
         for group, future in described.items()
     }
+
+
+def test_a_worker_whose_consumer_is_fenced_exits_for_its_process_manager_to_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A fatal client error (here: a second member with the same static instance id fences the
+    first) leaves the consumer unusable for good; the worker must not live on with a dead role
+    but exit 1, so systemd, Kubernetes or `recstream staging`'s supervisor start a fresh one."""
+    instance = f"{settings.consumer_group}-same"
+    same = settings.model_copy(update={"kafka_instance_id": instance})
+    group = f"{settings.consumer_group}-interactions"
+    first = WorkerProcess(same, tmp_path / "first.log", roles="interactions")
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while _members_when_known(settings, group) != [instance]:
+            assert time.monotonic() < deadline and first.process.poll() is None
+            time.sleep(0.5)
+        second = WorkerProcess(same, tmp_path / "second.log", roles="interactions")
+        assert first.process.wait(timeout=120) == 1
+        log = first.log_path.read_text()
+        assert "role interactions died" in log and "Static consumer fenced" in log
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
