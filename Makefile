@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status run test test-unit test-integration lint format bench demo eval clean wheel-check
+.PHONY: help setup up down status run test test-unit test-integration lint format bench demo eval staging staging-smoke clean wheel-check
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,12 @@ bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative spac
 
 demo: up ## the main job on MovieLens: worker, catalog + ratings through Kafka, recommendations printed
 	$(BIN)/recstream demo
+
+staging: setup ## fault run: 3 secured brokers, Redis ACL user, Prometheus, roles as processes; load, faults, verdicts, report under reports/staging (docs/reliability.md)
+	$(BIN)/recstream staging
+
+staging-smoke: setup ## the short staging run (one of each fault, under a minute of load) that `make test` also runs
+	$(BIN)/recstream staging --smoke
 
 eval: up ## offline quality vs baselines on MovieLens + restaurants, with the live check (docs/evaluation.md)
 	$(BIN)/recstream eval --live 20 --out reports/eval

@@ -103,7 +103,7 @@ class BrokerSecurity:
     require_client_certificate: bool = True
 
 
-def _secured_listener(security: BrokerSecurity) -> dict[str, str]:
+def secured_listener(security: BrokerSecurity) -> dict[str, str]:
     prefix = "listener.name.clients."
     mechanism = security.mechanism.lower()
     return {
@@ -154,11 +154,11 @@ def server_properties(
             "listener.security.protocol.map": (
                 "CLIENTS:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
             ),
-        } | _secured_listener(security)
+        } | secured_listener(security)
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def _java_command(settings: Settings, libs: Path, main_class: str, *args: str) -> list[str]:
+def java_command(settings: Settings, libs: Path, main_class: str, *args: str) -> list[str]:
     java = require_tool("java", _JAVA_HINT)
     return [
         java,
@@ -174,45 +174,38 @@ def _java_command(settings: Settings, libs: Path, main_class: str, *args: str) -
     ]
 
 
-def _format_storage(
-    settings: Settings, kafka: KafkaLayout, security: BrokerSecurity | None = None
+def random_cluster_id(settings: Settings, libs: Path) -> str:
+    """A new KRaft cluster id from the storage tool."""
+    command = java_command(settings, libs, _STORAGE_TOOL, "random-uuid")
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def format_storage(
+    settings: Settings,
+    libs: Path,
+    config: Path,
+    cluster_id: str,
+    security: BrokerSecurity | None = None,
+    standalone: bool = True,
 ) -> None:
-    if (kafka.data / "meta.properties").exists():
-        return
-    uuid = (
-        subprocess.run(
-            _java_command(settings, kafka.libs, _STORAGE_TOOL, "random-uuid"),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    """Format a node's log dirs for `cluster_id` (a single node as its own quorum when
+    `standalone`; otherwise the config's static controller.quorum.voters)."""
+    arguments = ["format", "-t", cluster_id, "-c", str(config)]
+    arguments += ["--standalone"] if standalone else []
     result = subprocess.run(
-        _java_command(
-            settings,
-            kafka.libs,
-            _STORAGE_TOOL,
-            "format",
-            "-t",
-            uuid,
-            "-c",
-            str(kafka.config),
-            "--standalone",
-            *_scram_arguments(security),
-        ),
+        java_command(settings, libs, _STORAGE_TOOL, *arguments, *scram_arguments(security)),
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         raise ServiceStartError(
-            "kafka", f"storage format failed: {result.stderr or result.stdout}", str(kafka.config)
+            "kafka", f"storage format failed: {result.stderr or result.stdout}", str(config)
         )
 
 
-def _scram_arguments(security: BrokerSecurity | None) -> list[str]:
+def scram_arguments(security: BrokerSecurity | None) -> list[str]:
     """The storage tool's --add-scram arguments: SCRAM users exist from the first start
     (KIP-900), before any client can log in to create them."""
     if security is None:
@@ -270,10 +263,13 @@ def start_kafka(settings: Settings, security: BrokerSecurity | None = None) -> b
     for port, name in ports:
         if not port_is_free(port):
             raise PortInUseError("kafka", port, name)
-    command = _java_command(settings, fetch_jars(settings), _MAIN_CLASS, str(kafka.config))
+    command = java_command(settings, fetch_jars(settings), _MAIN_CLASS, str(kafka.config))
     kafka.data.mkdir(parents=True, exist_ok=True)
     kafka.config.write_text(server_properties(settings, kafka.data, security))
-    _format_storage(settings, kafka, security)
+    if not (kafka.data / "meta.properties").exists():
+        format_storage(
+            settings, kafka.libs, kafka.config, random_cluster_id(settings, kafka.libs), security
+        )
     child = kafka.process.spawn(command)
     wait_for_kafka(settings, settings.kafka_start_timeout_s, kafka.process, child)
     return True

@@ -120,11 +120,11 @@ def report(settings: Settings, host: str = "127.0.0.1") -> list[ProcessReport]:
     for role in ROLE_LINES:
         for copy in range(MAX_COPIES):
             port = role_port(settings, role, copy)
-            health = _get(host, port, "/health")
+            health = http_get(host, port, "/health")
             if health is None:
                 break
             found.append(
-                process_report(f"{role}.{copy + 1}", port, health, _get(host, port, "/metrics"))
+                process_report(f"{role}.{copy + 1}", port, health, http_get(host, port, "/metrics"))
             )
     return found
 
@@ -142,7 +142,7 @@ def process_report(name: str, port: int, health: bytes, metrics: bytes | None) -
     return ProcessReport(name, port, bool(body.get("ready")), tuple(problems), lag)
 
 
-def _get(host: str, port: int, path: str) -> bytes | None:
+def http_get(host: str, port: int, path: str) -> bytes | None:
     """The body (also of a 503), or None when nothing answers."""
     try:
         with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=2) as response:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -258,6 +261,32 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if live_ok else 1
 
 
+def _staging(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from recstream.staging.run import FULL, SMOKE, run_staging
+    from recstream.staging.workload import Rates
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the stack on SIGTERM too
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    plan = SMOKE if args.smoke else FULL
+    rates = Rates(
+        args.interactions_per_s or plan.rates.interactions_per_s,
+        args.requests_per_s or plan.rates.requests_per_s,
+        plan.rates.catalog_per_s,
+        plan.rates.malformed_share if args.malformed_share is None else args.malformed_share,
+    )
+    kills = args.kills or plan.kills_per_role
+    out = args.out / time.strftime("%Y%m%d-%H%M%S")
+    data = run_staging(settings, replace(plan, rates=rates, kills_per_role=kills), out)
+    for goal in data["goals"]:
+        print(f"{goal['goal']:>4} {'met' if goal['met'] else 'NOT met'}: {goal['measured']}")
+    print(f"report: {out / 'report.md'}")
+    verdicts = [data["replay"]["passed"], data["log"]["passed"]]
+    verdicts += [v["passed"] for v in data["dead_letters"]]
+    return 0 if all(verdicts) else 1
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Help that shows every default and keeps the epilogs' line breaks."""
 
@@ -417,6 +446,23 @@ def _add_eval(commands: Any) -> None:
         "and check their lists equal the offline ones",
     )
     evaluation.set_defaults(handlers={None: _eval}, action=None)
+    _add_staging(commands)
+
+
+def _add_staging(commands: Any) -> None:
+    staging = _command(
+        commands,
+        "staging",
+        "a secured 3-broker stack, the roles as processes, load, faults, verdicts, a report "
+        "(docs/reliability.md, 'Staging'); exits 1 when a verdict fails",
+    )
+    staging.add_argument("--smoke", action="store_true", help="one of each fault, ~1 min of load")
+    staging.add_argument("--out", type=Path, default=Path("reports/staging"), help="report folder")
+    staging.add_argument("--kills", type=int, help="SIGKILLs of each role (full: 20, smoke: 1)")
+    staging.add_argument("--interactions-per-s", type=float, help="steady ingest rate (500)")
+    staging.add_argument("--requests-per-s", type=float, help="steady request rate (20)")
+    staging.add_argument("--malformed-share", type=float, help="of every topic's records (0.05)")
+    staging.set_defaults(handlers={None: _staging}, action=None)
 
 
 def _add_ask(commands: Any) -> None:

@@ -23,6 +23,7 @@ from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.vector_log import publish_item_vectors
 from recstream.produce import send_waiting
 from recstream.schemas.events import InteractionEvent
+from recstream.staging.verdicts import Snapshot, state_differences
 from recstream.streams.interactions import InteractionConsumer
 
 HOUR = 3600 * 1000
@@ -143,56 +144,9 @@ def drain(
     return seen
 
 
-def state_snapshot(
-    settings: Settings, users: Sequence[str], items: Sequence[str], reference_ms: int
-) -> dict[str, object]:
-    """Everything the processor stores for these users and items, comparable across namespaces
-    (popularity is rescaled from the namespace's own landmark to reference_ms)."""
-    store = redis_session_store(settings)
-    try:
-        states = store.load_states(users)
-        landmark = store.popularity_landmark() or 0
-        half_life = settings.popularity_half_life_ms
-        scale = 2 ** ((landmark - reference_ms) / half_life)
-        popularity = {i: s * scale for i, s in store.popularity(10_000).items()}
-        return {
-            "vectors": {u: states[u].vector for u in users if u in states},
-            "counters": {
-                u: (
-                    states[u].count,
-                    states[u].last_time,
-                    states[u].floor,
-                    sorted(states[u].guard_ids),
-                    states[u].recent_items,
-                )
-                for u in users
-                if u in states
-            },
-            "seen": {u: store.seen(u) for u in users},
-            "covis": {i: store.covisitation(i, 1000) for i in items},
-            "popularity": popularity,
-        }
-    finally:
-        store.close()
-
-
-def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
-    ca, cb = a["counters"], b["counters"]
-    assert isinstance(ca, dict) and isinstance(cb, dict)
-    differing = {u: (ca.get(u), cb.get(u)) for u in ca.keys() | cb.keys() if ca.get(u) != cb.get(u)}
-    assert not differing, f"users whose state differs (this run, the other): {differing}"
-    assert a["seen"] == b["seen"]
-    assert a["covis"] == b["covis"]
-    pa, pb = a["popularity"], b["popularity"]
-    assert isinstance(pa, dict) and isinstance(pb, dict)
-    assert pa.keys() == pb.keys()
-    for item in pa:
-        assert abs(pa[item] - pb[item]) <= 1e-6 * max(1.0, abs(pa[item])), item
-    va, vb = a["vectors"], b["vectors"]
-    assert isinstance(va, dict) and isinstance(vb, dict)
-    assert va.keys() == vb.keys()
-    for user in va:
-        np.testing.assert_allclose(va[user], vb[user], atol=1e-5)
+def assert_same_state(a: Snapshot, b: Snapshot) -> None:
+    differences = state_differences(a, b)
+    assert not differences, f"this run's state differs from the other's: {differences}"
 
 
 def delete_namespace(settings: Settings) -> None:

@@ -21,6 +21,7 @@ from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import InteractionEvent
+from recstream.staging.verdicts import state_snapshot
 from tests.integration.ingest_helpers import (
     T0,
     assert_same_state,
@@ -36,7 +37,6 @@ from tests.integration.ingest_helpers import (
     random_events,
     read_dead_letters,
     seed_items,
-    state_snapshot,
 )
 
 ITEMS = [f"item{n}" for n in range(30)]

@@ -23,6 +23,7 @@ from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import redis_session_store
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import InteractionEvent
+from recstream.staging.verdicts import state_snapshot
 from recstream.streams.interactions import YIELDING_BATCH, InteractionConsumer
 from recstream.streams.reference import reference_vector
 from tests.integration.ingest_helpers import (
@@ -39,7 +40,6 @@ from tests.integration.ingest_helpers import (
     produce_events,
     random_events,
     seed_items,
-    state_snapshot,
 )
 
 

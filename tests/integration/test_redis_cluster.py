@@ -28,6 +28,7 @@ from recstream.infra.stores.memory_index import InMemoryVectorIndex
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import open_session_store, redis_session_store
 from recstream.schemas.requests import RecommendRequest
+from recstream.staging.verdicts import state_snapshot
 from tests.integration.ingest_helpers import (
     T0,
     assert_same_state,
@@ -40,7 +41,6 @@ from tests.integration.ingest_helpers import (
     produce_events,
     random_events,
     seed_items,
-    state_snapshot,
 )
 from tests.integration.worker_process import WorkerProcess
 

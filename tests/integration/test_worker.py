@@ -17,6 +17,7 @@ from recstream.infra.clients import admin_client, kafka_config
 from recstream.infra.dlq import TRUNCATED_HEADER
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import CatalogEvent, InteractionEvent
+from recstream.staging.verdicts import state_snapshot
 from tests.integration.ingest_helpers import (
     T0,
     assert_same_state,
@@ -33,7 +34,6 @@ from tests.integration.ingest_helpers import (
     random_events,
     read_dead_letters,
     seed_items,
-    state_snapshot,
 )
 from tests.integration.worker_process import WorkerProcess
 
