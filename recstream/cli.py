@@ -277,6 +277,7 @@ def _staging(settings: Settings, args: argparse.Namespace) -> int:
         plan.rates.malformed_share if args.malformed_share is None else args.malformed_share,
     )
     kills = args.kills or plan.kills_per_role
+    plan = replace(plan, one_process=args.one_process)
     out = args.out / time.strftime("%Y%m%d-%H%M%S")
     data = run_staging(settings, replace(plan, rates=rates, kills_per_role=kills), out)
     for goal in data["goals"]:
@@ -458,6 +459,11 @@ def _add_staging(commands: Any) -> None:
     )
     staging.add_argument("--smoke", action="store_true", help="one of each fault, ~1 min of load")
     staging.add_argument("--out", type=Path, default=Path("reports/staging"), help="report folder")
+    staging.add_argument(
+        "--one-process",
+        action="store_true",
+        help="every role in one process (the layout before the roles were split), to compare",
+    )
     staging.add_argument("--kills", type=int, help="SIGKILLs of each role (full: 20, smoke: 1)")
     staging.add_argument("--interactions-per-s", type=float, help="steady ingest rate (500)")
     staging.add_argument("--requests-per-s", type=float, help="steady request rate (20)")

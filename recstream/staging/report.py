@@ -25,6 +25,7 @@ _E2E, _AGE = "recstream_query_end_to_end_seconds", "recstream_query_state_age_se
 _APPLIED = 'recstream_interactions_events_total{{outcome="applied"}}'
 _SHED = 'recstream_query_requests_total{{status=~"overloaded|expired"}}'
 _RSS = "process_resident_memory_bytes"
+_QUERY_RSS = _RSS + '{{process=~"query.*|all.*"}}'  # the one process also answers queries
 # {d}: the phase's length in whole seconds; each is evaluated at the phase's end.
 PHASE_QUERIES = {
     "query_p50_ms": _quantile(0.5, _E2E, "1000 * "),
@@ -35,13 +36,13 @@ PHASE_QUERIES = {
     "lag_max": "max_over_time(sum(recstream_consumer_lag_records)[{d}s:2s])",
     "dead_letters": "sum(increase(recstream_dead_letters_total[{d}s]))",
     "shed_answers": f"sum(increase({_SHED}[{{d}}s]))",
-    "query_rss_max_mib": f'max(max_over_time({_RSS}{{{{process=~"query.*"}}}}[{{d}}s])) / 2^20',
+    "query_rss_max_mib": f"max(max_over_time({_QUERY_RSS}[{{d}}s])) / 2^20",
     "rss_max_mib": f"max(max_over_time({_RSS}[{{d}}s])) / 2^20",
 }
 SERIES_QUERIES = {
     "consumer_lag": "sum(recstream_consumer_lag_records)",
     "applied_per_s": 'sum(rate(recstream_interactions_events_total{outcome="applied"}[10s]))',
-    "query_rss_mib": 'max(process_resident_memory_bytes{process=~"query.*"}) / 2^20',
+    "query_rss_mib": 'max(process_resident_memory_bytes{process=~"query.*|all.*"}) / 2^20',
 }
 ALERTS_QUERY = "ALERTS"
 # A role exiting this soon after a broker or Redis fault is put down to it: e.g. a consumer
@@ -266,7 +267,7 @@ def markdown(data: dict[str, Any]) -> str:
         ("Goals", _goals_table(data)),
         ("Phases", [_phase_table(data["phase_figures"])]),
         ("Faults", _faults_table(data)),
-        ("Alerts (pending or firing)", _alerts_table(data)),
+        ("Alerts (pending or firing)", [*_alerts_summary(data), "", *_alerts_table(data)]),
         ("Dead letters", _dead_letters_table(data)),
     ):
         lines += [f"## {title}", "", *table, ""]
@@ -350,11 +351,25 @@ def _phase_table(figures: list[dict[str, Any]]) -> str:
 
 
 def _during(alert: dict[str, Any], data: dict[str, Any]) -> str:
-    """The fault this alert stretch followed: the last one to start before it began."""
+    """The fault this alert stretch followed: the last one to start before it began (of its
+    own process, when the alert names one)."""
     before = [f for f in data["timeline"]["faults"] if f["at"] <= alert["from"]]
+    process = alert["labels"].get("process")
+    own = [f for f in before if process and f["name"].endswith(f" {process}")]
     phase = [p["name"] for p in data["timeline"]["phases"] if p["start"] <= alert["from"]]
-    cause = before[-1]["name"] if before else "no fault yet"
+    cause = (own or before)[-1]["name"] if before else "no fault yet"
     return f"{cause} (phase {phase[-1] if phase else '-'})"
+
+
+def _alerts_summary(data: dict[str, Any]) -> list[str]:
+    rows = ["| alert | state | stretches | seconds in all |", "|---|---|---|---|"]
+    totals: dict[tuple[str, str], list[float]] = {}
+    for a in data["alerts"]:
+        totals.setdefault((a["alert"], a["state"]), []).append(a["to"] - a["from"] + 2)
+    return rows + [
+        f"| {alert} | {state} | {len(spans)} | {sum(spans):.0f} |"
+        for (alert, state), spans in sorted(totals.items())
+    ]
 
 
 def _round(value: Any) -> Any:

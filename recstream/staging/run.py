@@ -57,6 +57,7 @@ class Plan:
     copies: dict[str, int] = field(
         default_factory=lambda: {"catalog": 1, "interactions": 2, "query": 2, "train": 1}
     )
+    one_process: bool = False  # every role in one process instead (the layout before #18)
 
 
 FULL = Plan(
@@ -112,8 +113,9 @@ class Timeline:
 
 def run_staging(base: Settings, plan: Plan, out: Path) -> dict[str, Any]:
     """The whole staging run; the report's data (also written under `out`)."""
+    out = out.resolve()  # services that change directory read their certificates from here
     out.mkdir(parents=True, exist_ok=True)
-    stack = build_stack(out / "stack", base, plan.copies, STACK_SETTINGS)
+    stack = build_stack(out / "stack", base, plan.copies, STACK_SETTINGS, plan.one_process)
     settings = stack.settings
     timeline = Timeline()
     stack.start()
@@ -128,7 +130,7 @@ def run_staging(base: Settings, plan: Plan, out: Path) -> dict[str, Any]:
 
 
 def _run_roles(stack: StagingStack, plan: Plan, timeline: Timeline, out: Path) -> dict[str, Any]:
-    supervisor = Supervisor(stack.settings, plan.copies, out / "logs")
+    supervisor = Supervisor(stack.settings, None if plan.one_process else plan.copies, out / "logs")
     workload = Workload(stack.settings, plan.users, seed_item_ids(plan.items), plan.rates)
     try:
         with timeline.phase("start"):
@@ -180,17 +182,18 @@ def _phases(
 
 
 def _kill_roles(supervisor: Supervisor, plan: Plan, timeline: Timeline) -> None:
-    """Round after round, SIGKILL one process of each role (the copies in turn)."""
+    """Round after round, SIGKILL one process of each role (the copies in turn). A round
+    lasts as long in either layout: the one process is killed as often as each role is."""
     watchers = []
+    roles = supervisor.by_role()
+    gap_s = plan.kill_interval_s * sum(1 for n in plan.copies.values() if n) / len(roles)
     for round_number in range(plan.kills_per_role):
-        for role, copies in plan.copies.items():
-            if copies == 0:
-                continue
-            process = supervisor.of_role(role)[round_number % copies]
+        for processes in roles.values():
+            process = processes[round_number % len(processes)]
             fault = Fault(f"kill {process.name}", supervisor.kill(process.name))
             timeline.add(fault)
             watchers.append(_watch_recovery(process, fault))
-            time.sleep(plan.kill_interval_s)
+            time.sleep(gap_s)
     for watcher in watchers:
         watcher.join(300)
 

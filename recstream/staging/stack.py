@@ -17,7 +17,7 @@ from recstream.infra.kafka_cluster import LocalKafkaCluster, NodePorts, bootstra
 from recstream.infra.kafka_server import BrokerSecurity, fetch_jars
 from recstream.infra.prometheus_server import PrometheusServer
 from recstream.infra.redis_server import RedisTLS
-from recstream.infra.tls import create_local_ca
+from recstream.infra.tls import LocalCA, create_local_ca
 from recstream.infra.topology import ROLE_LINES, role_port
 
 KAFKA_USER = "recstream"
@@ -76,40 +76,57 @@ class StagingStack:
         redis_server.start_redis(self.settings, tls=self.redis_tls)
 
 
-def build_stack(
-    root: Path, base: Settings, copies: dict[str, int], overrides: dict[str, str]
-) -> StagingStack:
-    """Certificates, passwords, ports and settings for a staging stack under `root`."""
-    root.mkdir(parents=True, exist_ok=True)
-    ca = create_local_ca(root / "tls", clients=("recstream",))
-    client = ca.clients["recstream"]
-    ports = free_ports(11)
-    nodes = tuple(NodePorts(*ports[3 * n : 3 * n + 3]) for n in range(3))
-    kafka_password, redis_password = secrets.token_hex(16), secrets.token_hex(16)
-    redis_port, prometheus_port = ports[9], ports[10]
-    metrics_port = metrics_base_port(copies)
-    environment = {
-        "RECSTREAM_STATE_DIR": str(root),
-        "RECSTREAM_KAFKA_PORT": str(nodes[0].client),
-        "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers(nodes),
-        "RECSTREAM_KAFKA_REPLICATION_FACTOR": "3",
+def secured_client_environment(
+    ca: LocalCA, client: str, kafka_password: str, redis_password: str
+) -> dict[str, str]:
+    """A client's settings for a broker with SASL/SCRAM-SHA-512 over mTLS and a TLS Redis with
+    an ACL user (both users named KAFKA_USER), certificates from `ca`."""
+    pair = ca.clients[client]
+    return {
         "RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "RECSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "RECSTREAM_KAFKA_SASL_USERNAME": KAFKA_USER,
         "RECSTREAM_KAFKA_SASL_PASSWORD": kafka_password,
         "RECSTREAM_KAFKA_SSL_CA_LOCATION": str(ca.ca_certificate),
-        "RECSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION": str(client.certificate),
-        "RECSTREAM_KAFKA_SSL_KEY_LOCATION": str(client.key),
-        "RECSTREAM_REDIS_PORT": str(redis_port),
-        "RECSTREAM_REDIS_URL": f"rediss://127.0.0.1:{redis_port}/0",
-        "RECSTREAM_REDIS_USERNAME": "recstream",
+        "RECSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION": str(pair.certificate),
+        "RECSTREAM_KAFKA_SSL_KEY_LOCATION": str(pair.key),
+        "RECSTREAM_REDIS_USERNAME": KAFKA_USER,
         "RECSTREAM_REDIS_PASSWORD": redis_password,
         "RECSTREAM_REDIS_SSL_CA_LOCATION": str(ca.ca_certificate),
-        "RECSTREAM_REDIS_SSL_CERTIFICATE_LOCATION": str(client.certificate),
-        "RECSTREAM_REDIS_SSL_KEY_LOCATION": str(client.key),
-        "RECSTREAM_METRICS_PORT": str(metrics_port),
-        "RECSTREAM_METRICS_HOST": "127.0.0.1",
-    } | overrides
+        "RECSTREAM_REDIS_SSL_CERTIFICATE_LOCATION": str(pair.certificate),
+        "RECSTREAM_REDIS_SSL_KEY_LOCATION": str(pair.key),
+    }
+
+
+def build_stack(
+    root: Path,
+    base: Settings,
+    copies: dict[str, int],
+    overrides: dict[str, str],
+    one_process: bool = False,
+) -> StagingStack:
+    """Certificates, passwords, ports and settings for a staging stack under `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    ca = create_local_ca(root / "tls", clients=("recstream",))
+    ports = free_ports(11)
+    nodes = tuple(NodePorts(*ports[3 * n : 3 * n + 3]) for n in range(3))
+    kafka_password, redis_password = secrets.token_hex(16), secrets.token_hex(16)
+    redis_port, prometheus_port = ports[9], ports[10]
+    metrics_port = metrics_base_port(copies)
+    environment = (
+        {
+            "RECSTREAM_STATE_DIR": str(root),
+            "RECSTREAM_KAFKA_PORT": str(nodes[0].client),
+            "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers(nodes),
+            "RECSTREAM_KAFKA_REPLICATION_FACTOR": "3",
+            "RECSTREAM_REDIS_PORT": str(redis_port),
+            "RECSTREAM_REDIS_URL": f"rediss://127.0.0.1:{redis_port}/0",
+            "RECSTREAM_METRICS_PORT": str(metrics_port),
+            "RECSTREAM_METRICS_HOST": "127.0.0.1",
+        }
+        | secured_client_environment(ca, "recstream", kafka_password, redis_password)
+        | overrides
+    )
     settings = load_settings(base.to_environment() | environment)
     libs = fetch_jars(base)
     security = BrokerSecurity(ca.server.bundle, ca.ca_certificate, 0, {KAFKA_USER: kafka_password})
@@ -118,6 +135,8 @@ def build_stack(
         for role in ROLE_LINES
         for copy in range(copies[role])
     }
+    if one_process:
+        targets = {"all.1": settings.metrics_port}
     return StagingStack(
         settings,
         LocalKafkaCluster(root / "kafka-cluster", settings, nodes, security, libs),

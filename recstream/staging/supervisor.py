@@ -18,6 +18,12 @@ from recstream.core.settings import Settings
 from recstream.infra.topology import PROCFILE, ROLE_LINES, environment, http_get, process_report
 
 RESTART_DELAY_S = 0.5
+# Every role in one process, its index shard where the catalog's would be (the metrics port).
+ONE_PROCESS = (
+    "RECSTREAM_METRICS_PORT=$PORT "
+    "RECSTREAM_QDRANT_PATH=${RECSTREAM_STATE_DIR:-.state}/replicas/all-$PORT "
+    "recstream worker --roles catalog,interactions,query,train"
+)
 
 
 @dataclass
@@ -71,12 +77,18 @@ class Supervisor:
     """Starts every process of the topology and restarts any that exits (after
     RESTART_DELAY_S) until `stop`."""
 
-    def __init__(self, settings: Settings, copies: dict[str, int], logs: Path) -> None:
+    def __init__(self, settings: Settings, copies: dict[str, int] | None, logs: Path) -> None:
+        """`copies` of each Procfile role; None: every role in one process (`all.1`), the
+        layout before the roles were split, for comparison."""
         logs.mkdir(parents=True, exist_ok=True)
-        procfile = parse_procfile(PROCFILE.read_text())
-        wanted = {role: copies.get(role, 1) for role in ROLE_LINES}
+        if copies is None:
+            lines = {"all": ONE_PROCESS}
+            wanted = {"all": 1}
+        else:
+            lines = parse_procfile(PROCFILE.read_text()).processes
+            wanted = {role: copies.get(role, 1) for role in ROLE_LINES}
         expanded = expand_processes(
-            procfile.processes, wanted, environment(settings), port=settings.metrics_port
+            lines, wanted, environment(settings), port=settings.metrics_port
         )
         self.processes = {
             p.name: RoleProcess(p.name, p.cmd, dict(p.env), logs / f"{p.name}.log")
@@ -90,8 +102,11 @@ class Supervisor:
             process.spawn()
         self._watcher.start()
 
-    def of_role(self, role: str) -> list[RoleProcess]:
-        return [p for p in self.processes.values() if p.role == role]
+    def by_role(self) -> dict[str, list[RoleProcess]]:
+        found: dict[str, list[RoleProcess]] = {}
+        for process in self.processes.values():
+            found.setdefault(process.role, []).append(process)
+        return found
 
     def kill(self, name: str) -> float:
         """SIGKILL a process (the watcher starts it again); the kill's time."""

@@ -22,6 +22,7 @@ from recstream.infra import kafka_server, redis_server
 from recstream.infra.kafka_server import BrokerSecurity
 from recstream.infra.redis_server import RedisTLS
 from recstream.infra.tls import create_local_ca
+from recstream.staging.stack import KAFKA_USER, secured_client_environment
 from tests.integration.worker_process import WorkerProcess, free_port
 
 USERS = 25
@@ -33,7 +34,6 @@ def secured(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (root / "kafka").mkdir()
     (root / "kafka" / "libs").symlink_to(kafka_server.layout(infra).libs)  # no second fetch
     ca = create_local_ca(root / "tls", clients=("worker",))
-    client = ca.clients["worker"]
     kafka_password, redis_password = f"k-{uuid.uuid4().hex}", f"r-{uuid.uuid4().hex}"
     redis_port = free_port()
     settings = load_settings(
@@ -41,20 +41,8 @@ def secured(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "RECSTREAM_STATE_DIR": str(root),
             "RECSTREAM_KAFKA_PORT": str(free_port()),
             "RECSTREAM_KAFKA_CONTROLLER_PORT": str(free_port()),
-            "RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "RECSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "RECSTREAM_KAFKA_SASL_USERNAME": "recstream",
-            "RECSTREAM_KAFKA_SASL_PASSWORD": kafka_password,
-            "RECSTREAM_KAFKA_SSL_CA_LOCATION": str(ca.ca_certificate),
-            "RECSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION": str(client.certificate),
-            "RECSTREAM_KAFKA_SSL_KEY_LOCATION": str(client.key),
             "RECSTREAM_REDIS_PORT": str(redis_port),
             "RECSTREAM_REDIS_URL": f"rediss://127.0.0.1:{redis_port}/0",
-            "RECSTREAM_REDIS_USERNAME": "recstream",
-            "RECSTREAM_REDIS_PASSWORD": redis_password,
-            "RECSTREAM_REDIS_SSL_CA_LOCATION": str(ca.ca_certificate),
-            "RECSTREAM_REDIS_SSL_CERTIFICATE_LOCATION": str(client.certificate),
-            "RECSTREAM_REDIS_SSL_KEY_LOCATION": str(client.key),
             "RECSTREAM_COLLAB_MIN_USERS": "5",
             "RECSTREAM_COLLAB_MIN_ITEMS": "5",
             "RECSTREAM_COLLAB_MIN_EVENTS": "50",
@@ -62,9 +50,10 @@ def secured(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "RECSTREAM_PARTITIONS_INTERACTIONS": "2",
             "RECSTREAM_PARTITIONS_CATALOG": "1",
         }
+        | secured_client_environment(ca, "worker", kafka_password, redis_password)
     )
     security = BrokerSecurity(
-        ca.server.bundle, ca.ca_certificate, free_port(), {"recstream": kafka_password}
+        ca.server.bundle, ca.ca_certificate, free_port(), {KAFKA_USER: kafka_password}
     )
     redis_server.start_redis(
         settings, tls=RedisTLS(ca.server.certificate, ca.server.key, ca.ca_certificate)

@@ -17,6 +17,7 @@ from recstream.infra.kafka_server import BrokerSecurity
 from recstream.infra.messages import raise_if_fatal
 from recstream.infra.prometheus_server import PrometheusServer
 from recstream.staging import report
+from recstream.staging.supervisor import Supervisor
 from recstream.staging.verdicts import state_differences
 
 pytestmark = pytest.mark.unit
@@ -170,3 +171,26 @@ def test_a_fatal_client_error_is_raised_and_an_ordinary_one_is_not() -> None:
         raise_if_fatal(KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced"))
     with pytest.raises(KafkaException):  # a commit on a client already fenced
         raise_if_fatal(KafkaError(KafkaError._FATAL, "Commit failed: Local: Fatal error"))
+
+
+def test_the_supervisor_runs_the_procfile_roles_or_every_role_in_one_process(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings({"RECSTREAM_METRICS_PORT": "29000"})
+    split = Supervisor(
+        settings, {"catalog": 1, "interactions": 2, "query": 2, "train": 1}, tmp_path
+    )
+    ports = {name: process.port for name, process in split.processes.items()}
+    assert ports == {
+        "catalog.1": 29000,
+        "interactions.1": 29100,
+        "interactions.2": 29101,
+        "query.1": 29200,
+        "query.2": 29201,
+        "train.1": 29300,
+    }
+    assert [p.name for p in split.by_role()["query"]] == ["query.1", "query.2"]
+    assert "--roles query" in split.processes["query.2"].command
+    [whole] = Supervisor(settings, None, tmp_path).processes.values()
+    assert (whole.name, whole.port, whole.role) == ("all.1", 29000, "all")
+    assert whole.command.endswith("recstream worker --roles catalog,interactions,query,train")
