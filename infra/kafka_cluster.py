@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from confluent_kafka import KafkaException
 
 from recstream.core.settings import Settings
 from recstream.infra.errors import PortInUseError, ServiceUnreachableError
@@ -175,7 +176,7 @@ class LocalKafkaCluster:
             return 0
         try:
             return len(admin_client(self.settings).list_topics(timeout=2).brokers)
-        except Exception:  # noqa: BLE001 - a cluster mid-election answers with errors; ask again
+        except KafkaException:  # a cluster mid-election answers with errors: ask again
             return 0
 
     def _formatted(self, node_id: int) -> bool:

@@ -117,6 +117,7 @@ class PrometheusServer:
             with urllib.request.urlopen(url, timeout=30) as answer:
                 body = json.loads(answer.read())
         except urllib.error.HTTPError as error:
-            raise RecstreamError(f"prometheus refused {parameters['query']!r}: {error.read()!r}")
+            refusal = error.read().decode(errors="replace")
+            raise RecstreamError(f"prometheus refused {parameters['query']!r}: {refusal}") from None
         result: list[dict[str, Any]] = body["data"]["result"]
         return result

@@ -180,8 +180,9 @@ def _r2(data: dict[str, Any]) -> dict[str, Any]:
         "a broker, then the controller leader, killed -> 0 acknowledged events lost, "
         "resume <= 10 s",
         log["passed"] and bool(gaps) and all(g <= 10 for g in gaps),
-        f"{log['acknowledged']} acknowledged, {log['missing']} missing, {log['duplicated']} "
-        "duplicated; longest pause in acknowledgements " + ", ".join(f"{g:.1f} s" for g in gaps),
+        f"{log['acknowledged']} acknowledged ({log.get('not_acknowledged', 0)} refused to the "
+        f"producer), {log['missing']} missing, {log['duplicated']} duplicated; longest pause in "
+        "acknowledgements " + ", ".join(f"{g:.1f} s" for g in gaps),
     )
 
 

@@ -118,8 +118,8 @@ def run_staging(base: Settings, plan: Plan, out: Path) -> dict[str, Any]:
     stack = build_stack(out / "stack", base, plan.copies, STACK_SETTINGS, plan.one_process)
     settings = stack.settings
     timeline = Timeline()
-    stack.start()
     try:
+        stack.start()  # inside: a broker that fails to start must not leave Redis running
         topics.ensure_topics(settings, topics.planned_topics(settings))
         results = _run_roles(stack, plan, timeline, out)
         data = {"plan": asdict(plan), "timeline": _timeline_dict(timeline)} | results
@@ -229,9 +229,11 @@ def _kill_broker(
     kafka.restart(node)
     back = time.time()
     time.sleep(5)
+    with workload.ledger.lock:
+        acks = list(workload.ledger.ack_times)
     fault.detail = {
         "node": node,
-        "longest_ack_gap_s": _longest_gap(workload.ledger.ack_times, fault.at, time.time()),
+        "longest_ack_gap_s": _longest_gap(acks, fault.at, time.time()),
         "new_controller": kafka.controller_leader(),
         "restart_s": back - fault.at - plan.broker_down_s,
     }
@@ -333,7 +335,8 @@ def _verdicts(stack: StagingStack, workload: Workload, plan: Plan, out: Path) ->
         )
     replay = _replay(stack, plan, out, sorted(set(ledger.acked_events.values())))
     return {
-        "log": asdict(log_result) | {"passed": log_result.passed},
+        "log": asdict(log_result)
+        | {"passed": log_result.passed, "not_acknowledged": ledger.failed_events},
         "dead_letters": [asdict(v) | {"passed": v.passed} for v in dead_letters],
         "requests": statuses,
         "replay": replay,

@@ -53,7 +53,7 @@ def state_snapshot(
                 if u in states
             },
             "seen": {u: store.seen(u) for u in users},
-            "covis": {i: store.covisitation(i, 1000) for i in items},
+            "covis": {i: store.covisitation(i, 2 * settings.covis_max_neighbours) for i in items},
             "popularity": {i: s * scale for i, s in store.popularity(100_000).items()},
         }
     finally:
