@@ -33,9 +33,9 @@ STACK_SETTINGS = {
     # replay must match it exactly.
     "RECSTREAM_COVIS_MAX_NEIGHBOURS": "1000",
 }
-# The replay's catalog processor embeds every item again, in other batches: the same text may
-# come out a float16 step apart, which moves a session vector by up to ~1e-4 (the counters,
-# guards and histories still catch a lost or doubled event exactly).
+# The replay's catalog processor embeds every item again, so session vectors are compared
+# within a tolerance (the report gives the largest item-vector difference); the counters,
+# guards and histories catch a lost or doubled event exactly.
 REPLAY_VECTOR_TOLERANCE = 1e-4
 
 
