@@ -104,7 +104,7 @@ def _payload(sections: dict[str, list[Any]], ttl_ms: int) -> BatchWrite:
     return BatchWrite(**(sections | {"expire": expire}))
 
 
-LUA_WRITE = """
+_LUA_WRITE_BODY = """
 local b = cmsgpack.unpack(ARGV[1])
 local CHUNK = 2000
 local function expect(key, kind)
@@ -169,10 +169,17 @@ for _, r in ipairs(b[7]) do
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', '(' .. r[2])
 end
 for _, key in ipairs(b[8][2]) do redis.call('PEXPIRE', key, b[8][1]) end
-return #b[2]
 """
+LUA_WRITE = _LUA_WRITE_BODY + "return #b[2]\n"
 
 # The same write on a Redis Cluster, one call per node: the flag lets the script reach keys of
 # every slot its node serves (Redis refuses, before any write, a key of another node: the type
-# checks come first).
-LUA_WRITE_ON_NODE = "#!lua flags=allow-cross-slot-keys\n" + LUA_WRITE.lstrip("\n")
+# checks come first). ARGV[2] names the part's marker, which the script sets for ARGV[3] ms in
+# the same atomic call as the writes: a part sent again because its answer was lost (the node
+# ran it, then stopped) finds its marker and writes nothing (-1).
+LUA_WRITE_ON_NODE = (
+    "#!lua flags=allow-cross-slot-keys\n"
+    "if redis.call('EXISTS', ARGV[2]) == 1 then return -1 end"
+    + _LUA_WRITE_BODY
+    + "redis.call('SET', ARGV[2], '1', 'PX', ARGV[3])\nreturn #b[2]\n"
+)

@@ -62,6 +62,13 @@ class KeySpace:
         """Sorted set: other item id -> co-visit count with item_id, capped to the top N."""
         return f"{self._prefix}:covis:{{{item_id}}}"
 
+    def applied_part(self, routing_key: str, part_id: str) -> str:
+        """String with a TTL: a Redis Cluster write part that ran (session_store's
+        `write_by_node`); in the slot of the part's routing key (one of this layout's keys,
+        each of which has a {tag})."""
+        tag = routing_key[routing_key.index("{") + 1 : routing_key.index("}")]
+        return f"{self._prefix}:applied:{{{tag}}}:{part_id}"
+
     def collab_active(self) -> str:
         """String (JSON): the collaborative model version readers use (the atomic switch)."""
         return f"{self._prefix}:{{collab}}:active"

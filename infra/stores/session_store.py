@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -81,6 +82,8 @@ _NODE_AWAY = (
     redis.exceptions.AskError,
 )
 _WRITE_ON_NODE_SHA = hashlib.sha1(LUA_WRITE_ON_NODE.encode()).hexdigest()
+# A part's marker outlives every retry of its write.
+_MARKER_MS = int(2 * CLUSTER_WRITE_RETRY_S * 1000)
 _LOAD_CHUNK = 500  # users per load call: a script blocks Redis while it runs, so keep it short
 
 
@@ -223,8 +226,8 @@ class RedisSessionStore:
         """
         new_categories = {c for c, _ in effects.category_popularity} - self._known_categories
         if self.cluster:
-            write = self._batch_payload(effects, previous_landmark, new_categories)
-            self._write_by_node(write)
+            write = self.batch_payload(effects, previous_landmark, new_categories)
+            self.write_by_node(write, uuid.uuid4().hex)
         else:
             self.write_encoded(self.encode_batch(effects, previous_landmark, new_categories))
         # Only once stored: after a failed write the retry must register them again.
@@ -234,7 +237,7 @@ class RedisSessionStore:
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
     ) -> bytes:
         """The write call's payload for a batch: all of the client's work of a write."""
-        return self._batch_payload(effects, previous_landmark, new_categories).encode()
+        return self.batch_payload(effects, previous_landmark, new_categories).encode()
 
     def write_encoded(self, payload: bytes) -> None:
         """Store an `encode_batch` result (all of Redis's work of a write): with the native
@@ -253,14 +256,15 @@ class RedisSessionStore:
                 log.warning("Redis no longer has recstream's module: writing with the Lua script")
         self._write_script(args=[payload])
 
-    def _write_by_node(self, write: BatchWrite) -> None:
+    def write_by_node(self, write: BatchWrite, write_id: str) -> None:
         """One script call per node, each with the keys of every slot that node serves. A part
         whose node is away (restarting, failing over, its scripts lost) or no longer serves its
         keys is sent again, regrouped by the cluster's current map, until
-        CLUSTER_WRITE_RETRY_S, and only it: a part Redis acknowledged is not sent again, so a
-        node restart neither loses nor doubles a count. Any other error is raised at once.
-        (A node that ran a part and died before answering gets it again: with its AOF synced
-        every second, such a node may as well have lost it.)"""
+        CLUSTER_WRITE_RETRY_S, and only it: a part Redis acknowledged is not sent again. A part
+        a node ran but did not answer (it stopped in between) is sent again too, and finds the
+        marker its first run set (named by write_id and the part's bytes): it writes nothing
+        twice. So a node restart neither loses nor doubles a count. Any other error is raised
+        at once."""
         pending = [write]
         deadline = time.monotonic() + CLUSTER_WRITE_RETRY_S
         while pending:
@@ -268,7 +272,7 @@ class RedisSessionStore:
             errors: list[Exception] = []
             for part in pending:
                 for node, (keys, piece) in split_by(part, self._node_of).items():
-                    error = self._send_to_node(node, keys[0], piece)
+                    error = self._send_to_node(node, keys[0], piece, write_id)
                     if error is not None:
                         failed.append(piece)
                         errors.append(error)
@@ -286,7 +290,9 @@ class RedisSessionStore:
         node = self._cluster_client().nodes_manager.get_node_from_slot(_slot(key))  # type: ignore[arg-type]
         return str(node.name)
 
-    def _send_to_node(self, name: str, routing_key: str, part: BatchWrite) -> Exception | None:
+    def _send_to_node(
+        self, name: str, routing_key: str, part: BatchWrite, write_id: str
+    ) -> Exception | None:
         """Run one node's part; its error, if it failed."""
         cluster = self._cluster_client()
         node = cluster.get_node(node_name=name)
@@ -294,12 +300,14 @@ class RedisSessionStore:
             return redis.exceptions.ConnectionError(f"no node {name} in the cluster's map")
         client = cluster.get_redis_connection(node)
         payload = part.encode()
+        part_id = hashlib.sha1(write_id.encode() + payload).hexdigest()
+        args = (1, routing_key, payload, self.keys.applied_part(routing_key, part_id), _MARKER_MS)
         try:
             try:
-                client.evalsha(_WRITE_ON_NODE_SHA, 1, routing_key, payload)  # type: ignore[no-untyped-call]
+                client.evalsha(_WRITE_ON_NODE_SHA, *args)  # type: ignore[no-untyped-call]
             except redis.exceptions.NoScriptError:  # a restarted node: load it, once
                 client.script_load(LUA_WRITE_ON_NODE)  # type: ignore[no-untyped-call]
-                client.evalsha(_WRITE_ON_NODE_SHA, 1, routing_key, payload)  # type: ignore[no-untyped-call]
+                client.evalsha(_WRITE_ON_NODE_SHA, *args)  # type: ignore[no-untyped-call]
         except redis.RedisError as error:
             return error
         return None
@@ -348,9 +356,10 @@ class RedisSessionStore:
             return "wrong number of arguments" in str(error).lower()
         return False
 
-    def _batch_payload(
+    def batch_payload(
         self, effects: BatchEffects, previous_landmark: int | None, new_categories: set[str]
     ) -> BatchWrite:
+        """Everything a batch changed, section by section (infra/stores/batch_write.py)."""
         states = [
             [self.keys.user_state(user), *_state_fields(s)] for user, s in effects.states.items()
         ]

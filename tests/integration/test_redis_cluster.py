@@ -158,6 +158,32 @@ def test_a_write_while_a_node_is_away_waits_for_it_and_writes_each_part_once(
     store.close()
 
 
+def test_a_part_sent_again_after_its_answer_was_lost_is_written_once(
+    redis_cluster: LocalCluster, unique: str
+) -> None:
+    """A node that ran a part and stopped before answering gets the part again: the second
+    run must find the first's marker. A new write (a new id) with the same effects adds up."""
+    store = redis_session_store(redis_cluster.client_settings().isolated(unique))
+    users = [f"u{n}" for n in range(60)]  # spread over every node's slots
+    effects = BatchEffects(
+        states={u: UserState(count=1, last_time=T0) for u in users},
+        popularity={"a": 1.0},
+        covisits={f"i{n}": {"x": 1.0} for n in range(30)},
+        newest_time=T0,
+        landmark=T0,
+    )
+    write = store.batch_payload(effects, None, set())
+    store.write_by_node(write, "write-1")
+    store.write_by_node(write, "write-1")  # the same write again: each part finds its marker
+    assert store.popularity() == {"a": 1.0}
+    assert all(store.covisitation(f"i{n}") == {"x": 1.0} for n in range(30))
+    store.write_by_node(write, "write-2")
+    assert store.popularity() == {"a": 2.0}
+    assert all(store.covisitation(f"i{n}") == {"x": 2.0} for n in range(30))
+    store.delete_namespace()
+    store.close()
+
+
 def test_an_acl_users_credentials_reach_the_cluster_client(infra: Settings, unique: str) -> None:
     secured = infra.model_copy(
         update={"redis_username": "recstream", "redis_password": SecretStr("cluster-s3cret")}
