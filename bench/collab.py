@@ -23,13 +23,14 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from recstream.compose import session_config
+from recstream.compose import als_params, session_config
 from recstream.core.collab import CollabModel
 from recstream.core.index import ItemPayload, SearchFilter
 from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, load_settings
@@ -39,7 +40,7 @@ from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.movielens import rating_events
 from recstream.schemas.events import InteractionEvent
 from recstream.streams import kernels
-from recstream.streams.collab import AlsParams, fit_als, user_histories
+from recstream.streams.collab import fit_als, user_histories
 from recstream.streams.session import apply_batch
 
 DIM = 384
@@ -58,7 +59,7 @@ def bench_training(folder: Path, factors: int) -> dict[str, Any]:
     items = sorted({i for h in histories.values() for i in h})
     histories_s = time.perf_counter() - started
     started = time.perf_counter()
-    fit_als(histories, items, AlsParams(factors=factors), version=1)
+    fit_als(histories, items, replace(als_params(load_settings({})), factors=factors), version=1)
     return {
         "events": len(events),
         "users": len(histories),

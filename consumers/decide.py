@@ -168,6 +168,7 @@ class QueryConfig:
     # Hidden items are served only if the operator allows it and the request asks for them.
     serve_hidden_items: bool
     similar_reason_min_cosine: float  # "similar to X" only for items at least this close to X
+    diversity: float  # MMR lambda for requests that do not set one (1: plain score order)
     overfetch: int = 4  # ANN candidates fetched per requested item
     covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates (0: none)
     cache_ttl_s: int = 300

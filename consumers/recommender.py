@@ -157,7 +157,7 @@ class Recommender:
             context = self._around(request, query, (), flt, "onboarding")
             return self._decided(context, top_up=True), "onboarding"
         context = QueryContext(
-            request.k, request.diversity, "popular", flt, self._category_cap(request)
+            request.k, self._diversity(request), "popular", flt, self._category_cap(request)
         )
         return self._decided(context, top_up=True), "popular"
 
@@ -221,7 +221,7 @@ class Recommender:
         covisited_records = self._index.retrieve(outside, with_vectors=True)
         context = QueryContext(
             request.k,
-            request.diversity,
+            self._diversity(request),
             strategy,
             flt,
             self._category_cap(request),
@@ -239,6 +239,9 @@ class Recommender:
 
     def _category_cap(self, request: RecommendRequest) -> int:
         return request.max_per_category or self._config.max_per_category
+
+    def _diversity(self, request: RecommendRequest) -> float:
+        return self._config.diversity if request.diversity is None else request.diversity
 
     def _popular_items(self, context: QueryContext, ranked: list[Ranked]) -> TopUp:
         """The popular items a short list is filled from (in the one requested category, if

@@ -482,7 +482,10 @@ def _add_ask(commands: Any) -> None:
         ask.add_argument("--category", action="append", help="only this category (repeatable)")
         ask.add_argument("--not-category", action="append", help="never this category (repeatable)")
         ask.add_argument(
-            "--diversity", type=float, default=0.7, help="MMR lambda, 1 = no diversity"
+            "--diversity",
+            type=float,
+            default=None,
+            help="MMR lambda, 1 = no diversity (default: the worker's RECSTREAM_DIVERSITY)",
         )
         ask.add_argument(
             "--max-per-category", type=int, help="at most this many items of one category"

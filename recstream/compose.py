@@ -52,6 +52,7 @@ from recstream.infra.vector_log import VectorLogWriter
 from recstream.schemas.events import EventDecoder, TimeBounds
 from recstream.streams import kernels
 from recstream.streams.catalog import CatalogProcessor
+from recstream.streams.collab import AlsParams
 from recstream.streams.interactions import (
     InteractionConsumer,
     InteractionProcessor,
@@ -80,6 +81,17 @@ def session_config(settings: Settings) -> SessionConfig:
         allowed_lateness_ms=settings.allowed_lateness_ms,
         covis_window=settings.covis_window,
         popularity_half_life_ms=settings.popularity_half_life_ms,
+    )
+
+
+def als_params(settings: Settings) -> AlsParams:
+    """The collaborative model's training parameters (the `train` job's, and the shipped
+    configuration's in the evaluation)."""
+    return AlsParams(
+        settings.collab_factors,
+        settings.collab_regularization,
+        settings.collab_alpha,
+        settings.collab_iterations,
     )
 
 
@@ -324,6 +336,7 @@ def query_config(settings: Settings) -> QueryConfig:
         max_per_category=settings.max_per_category,
         serve_hidden_items=settings.serve_hidden_items,
         similar_reason_min_cosine=settings.similar_reason_min_cosine,
+        diversity=settings.diversity,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from recstream.compose import collab_versions, event_decoder
+from recstream.compose import als_params, collab_versions, event_decoder
 from recstream.core.collab import VersionInfo
 from recstream.core.errors import RecstreamError
 from recstream.core.index import VectorIndex
@@ -26,7 +26,7 @@ from recstream.infra.clients import kafka_config
 from recstream.infra.stores.collab_store import CollabVersions, wait_installed
 from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.events import InteractionEvent
-from recstream.streams.collab import AlsParams, fit_als, neighbour_drift, user_histories
+from recstream.streams.collab import fit_als, neighbour_drift, user_histories
 from recstream.streams.train_metrics import COLLAB_DRIFT
 
 
@@ -117,12 +117,7 @@ def train(settings: Settings, index: VectorIndex | None = None, wait_s: float = 
     versions = collab_versions(settings)
     previous = versions.active()
     _check_enough(settings, len(events), len(histories), len(items), previous)
-    params = AlsParams(
-        settings.collab_factors,
-        settings.collab_regularization,
-        settings.collab_alpha,
-        settings.collab_iterations,
-    )
+    params = als_params(settings)
     fit_started = time.monotonic()
     model = fit_als(histories, items, params, version=0)
     fit_s = time.monotonic() - fit_started

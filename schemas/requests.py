@@ -15,7 +15,6 @@ from recstream.schemas.events import (
 )
 
 STATUSES = ("ok", "error", "overloaded", "expired")
-DEFAULT_DIVERSITY = 0.7
 
 
 _OPTIONAL_REQUEST_FIELDS = (
@@ -25,6 +24,7 @@ _OPTIONAL_REQUEST_FIELDS = (
     "reply_partition",
     "deadline_ms",
     "max_per_category",
+    "diversity",
 )
 
 
@@ -38,7 +38,7 @@ class RecommendRequest:
     categories_out: tuple[str, ...] = ()
     available_only: bool = True
     exclude: tuple[str, ...] = ()
-    diversity: float = DEFAULT_DIVERSITY
+    diversity: float | None = None  # MMR lambda; None: the worker's RECSTREAM_DIVERSITY
     preference_text: str | None = None
     preference_categories: tuple[str, ...] = ()
     reply_to: str | None = None
@@ -51,7 +51,6 @@ class RecommendRequest:
             "schema_version": SCHEMA_VERSION,
             "request_id": self.request_id,
             "k": self.k,
-            "diversity": self.diversity,
         }
         for name in _OPTIONAL_REQUEST_FIELDS:
             if getattr(self, name) is not None:
@@ -139,7 +138,7 @@ class RequestCodec:
             categories_out=tuple(filters.get("categories_out", ())),
             available_only=filters.get("available_only", True),
             exclude=tuple(message.get("exclude", ())),
-            diversity=float(message.get("diversity", DEFAULT_DIVERSITY)),
+            diversity=_optional_float(message.get("diversity")),
             preference_text=preferences.get("text"),
             preference_categories=tuple(preferences.get("categories", ())),
             reply_to=message.get("reply_to"),
@@ -170,3 +169,7 @@ class RequestCodec:
             message.get("strategy"),
             message.get("timings_ms", {}),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -69,10 +69,13 @@ def user_histories(
 
 @dataclass(frozen=True)
 class AlsParams:
-    factors: int = 64
-    regularization: float = 0.1
-    alpha: float = 1.0
-    iterations: int = 15
+    """No defaults here: the settings' RECSTREAM_COLLAB_* are the one source
+    (recstream.compose.als_params)."""
+
+    factors: int
+    regularization: float
+    alpha: float
+    iterations: int
     seed: int = 3
 
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     state_dir: Path = Path(".state")
+    # A file of RECSTREAM_*=value lines (one written by `recstream eval`: the configuration it
+    # tuned) read under the environment: a variable set in the environment wins.
+    profile: Path | None = None
 
     kafka_port: int = Field(19092, ge=1, le=65535)
     kafka_controller_port: int = Field(19093, ge=1, le=65535)
@@ -162,6 +165,8 @@ class Settings(BaseSettings):
     query_threads: int = Field(1, ge=1, le=64)  # request handler threads per query worker
     vector_cache_items: int = Field(50_000, ge=0)  # decoded item vectors kept (index readers)
     covis_per_seed: int = Field(30, ge=1, le=1000)  # co-visited neighbours read per recent item
+    # MMR lambda for a request that does not set `diversity` (1: plain score order).
+    diversity: float = Field(0.7, ge=0.0, le=1.0)
     # "similar to X" is shown only for an item at least this close to X (cosine): about the top
     # 3 % of random MovieLens title pairs under all-MiniLM-L6-v2 (docs/serving.md).
     similar_reason_min_cosine: float = Field(0.6, ge=-1.0, le=1.0)
@@ -316,6 +321,32 @@ def _versioned(name: str, separator: str, version: str) -> str:
     return f"{name}{separator}{version}" if version else name
 
 
+def read_profile(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of the profile file RECSTREAM_PROFILE names (none when unset): KEY=VALUE
+    lines, blank lines and # comments allowed."""
+    path = env.get(ENV_PREFIX + "PROFILE")
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise SettingsError(
+            [f"{ENV_PREFIX}PROFILE: cannot read {path}: {error.strerror}"]
+        ) from error
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not equals or not key.strip().startswith(ENV_PREFIX):
+            raise SettingsError([f"{path}:{number}: not a RECSTREAM_*=value line: {line!r}"])
+        values[key.strip()] = value.strip()
+    if ENV_PREFIX + "PROFILE" in values:
+        raise SettingsError([f"{path}: a profile cannot name another profile"])
+    return values
+
+
 def _unknown_variables(env: Mapping[str, str]) -> list[str]:
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     problems = []
@@ -339,7 +370,8 @@ def _describe(error: ValidationError) -> list[str]:
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read the settings from the environment; raise SettingsError naming each bad variable."""
-    environ = os.environ if env is None else env
+    given = os.environ if env is None else env
+    environ = {**read_profile(given), **given}
     problems = _unknown_variables(environ)
     if problems:
         raise SettingsError(problems)

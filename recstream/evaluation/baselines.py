@@ -113,17 +113,8 @@ class ItemKNN:
 class ImplicitALS:
     """Hu, Koren and Volinsky's implicit-feedback ALS from `implicit`, confidence 1 + alpha * w."""
 
-    def __init__(
-        self,
-        data: Interactions,
-        factors: int = 64,
-        regularization: float = 0.05,
-        alpha: float = 10.0,
-        iterations: int = 15,
-        seed: int = 3,
-    ) -> None:
+    def __init__(self, data: Interactions, params: AlsParams) -> None:
         self._data = data
-        params = AlsParams(factors, regularization, alpha, iterations, seed)
         self._model = fit_implicit(data.matrix, params)
         self._popular = MostPopular(data)
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recstream.compose import ranking_weights
+from recstream.compose import als_params, ranking_weights, session_config
 from recstream.consumers.ranking import RankingWeights
 from recstream.core.collab import CollabModel
 from recstream.core.ports import Embedder
-from recstream.core.settings import load_settings
+from recstream.core.settings import ENV_PREFIX, Settings
 from recstream.evaluation import metrics
 from recstream.evaluation.baselines import (
     Ease,
@@ -46,14 +46,12 @@ COLLAB_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 COLLAB_MIN_HISTORY = (0, 5, 20)  # items a user needs before the collaborative space is used
 WEIGHT_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LAMBDAS = (0.3, 0.5, 0.7, 0.85, 1.0)
-ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 10.0)}
+# ALS's own grid: factors, regularisation, alpha (confidence 1 + alpha * weight).
+ALS_GRID = ((32, 64, 128, 256), (0.01, 0.1, 1.0), (1.0, 10.0, 40.0))
 EASE_LAMBDAS = (100.0, 500.0, 2000.0)  # EASE's L2 regularisation (Steck's MovieLens range)
 # RP3beta's walk sharpening and popularity demotion (Dacrema et al.'s range), 100 neighbours.
 RP3_GRID = {"alpha": (0.5, 1.0), "beta": (0.0, 0.3, 0.6)}
 SplitFunction = Callable[[Sequence[Any]], Split]
-
-# The weights that ship: the settings' defaults (RECSTREAM_RANK_WEIGHT_*).
-SHIPPED_WEIGHTS = ranking_weights(load_settings({}))
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class Tuned:
     session: SessionConfig  # half-life and co-visitation window
     hybrid: Variant  # weights, MMR lambda, neighbours per seed
     blended: Variant  # the hybrid plus the collaborative space
-    als: dict[str, float]
+    als: AlsParams
     validation_ndcg10: dict[str, float]
     ease: float = 500.0  # EASE's lambda
     rp3beta: tuple[float, float] = (1.0, 0.3)  # RP3beta's alpha, beta
@@ -113,11 +111,37 @@ def _weight_grid() -> list[RankingWeights]:
     return [RankingWeights(*w) for w in grid if abs(sum(w) - 1.0) < 1e-9]
 
 
-def tune(ctx: Context, data: Interactions) -> Tuned:
+def shipped(settings: Settings) -> Tuned:
+    """The configuration that ships: every value read from the settings (the one source of each
+    default), evaluated by name on every run. `shipped - collab` is it without the
+    collaborative space."""
+    weights = ranking_weights(settings)
+    hybrid = Variant(
+        "shipped - collab",
+        replace(weights, collab=0.0),
+        settings.diversity,
+        covis_per_seed=settings.covis_per_seed,
+    )
+    blended = replace(
+        hybrid, name="shipped", weights=weights, collab_min_history=settings.collab_min_history
+    )
+    return Tuned(session_config(settings), hybrid, blended, als_params(settings), {})
+
+
+def untuned(ship: Tuned) -> Tuned:
+    """Without tuning, the tuned rows are the shipped configuration's."""
+    return replace(
+        ship,
+        hybrid=replace(ship.hybrid, name="hybrid"),
+        blended=replace(ship.blended, name="blended"),
+    )
+
+
+def tune(ctx: Context, data: Interactions, ship: Tuned) -> Tuned:
     """Grid search on the validation context, one stage at a time: the session settings
     (half-life, co-visitation window), the score weights (plain score order), the co-visited
     neighbours read per seed, the MMR lambda; then ALS's own grid."""
-    default = Variant("default", SHIPPED_WEIGHTS, 0.7)
+    default = ship.hybrid
     sessions = [
         replace(ctx.session, half_life_ms=h, covis_window=w)
         for h in HALF_LIVES_MS
@@ -131,7 +155,7 @@ def tune(ctx: Context, data: Interactions) -> Tuned:
     best, _ = _best(ctx, session, reads)
     lambdas = [replace(best, name=f"l{x}", diversity=x) for x in LAMBDAS]
     hybrid, score = _best(ctx, session, lambdas)
-    als, als_score = _tune_als(ctx, data)
+    als, als_score = _tune_als(ctx, data, ship.als)
     ease, ease_score = _tune_ease(ctx, data)
     rp3beta, rp3beta_score = _tune_rp3beta(ctx, data)
     ctx.collab = train_collab(ctx.split, ctx.session, als)
@@ -168,28 +192,23 @@ def _blend(hybrid: Variant, collab_weight: float, min_history: int, name: str) -
     return replace(hybrid, name=name, weights=weights, collab_min_history=min_history)
 
 
-def train_collab(split: Split, session: SessionConfig, als: Mapping[str, float]) -> CollabModel:
+def train_collab(split: Split, session: SessionConfig, als: AlsParams) -> CollabModel:
     """ALS item factors on the split's training histories (the `recstream train` job's maths);
     the replay then folds users in against them as the interaction processor does."""
     histories = user_histories(split.train, session.weights)
     items = sorted({i for h in histories.values() for i in h})
-    params = AlsParams(int(als["factors"]), als["regularization"], als["alpha"])
-    return fit_als(histories, items, params, version=1)
+    return fit_als(histories, items, als, version=1)
 
 
-def _tune_als(ctx: Context, data: Interactions) -> tuple[dict[str, float], float]:
-    best: tuple[float, dict[str, float]] = (-1.0, {})
-    for values in itertools.product(*ALS_GRID.values()):
-        params = dict(zip(ALS_GRID, values, strict=True))
-        model = ImplicitALS(
-            data,
-            factors=int(params["factors"]),
-            regularization=params["regularization"],
-            alpha=params["alpha"],
-        )
-        score = _score({u: model.recommend(u, ctx.k) for u in ctx.users}, ctx.split.relevant, 10)
-        if score > best[0]:
-            best = (score, params)
+def _tune_als(ctx: Context, data: Interactions, ship: AlsParams) -> tuple[AlsParams, float]:
+    """ALS's grid around the shipped iterations and seed."""
+    scored = []
+    for factors, regularization, alpha in itertools.product(*ALS_GRID):
+        params = replace(ship, factors=factors, regularization=regularization, alpha=alpha)
+        model = ImplicitALS(data, params)
+        lists = {u: model.recommend(u, ctx.k) for u in ctx.users}
+        scored.append((_score(lists, ctx.split.relevant, 10), params))
+    best = max(scored, key=lambda pair: pair[0])  # the first of equals: the grid's order
     return best[1], best[0]
 
 
@@ -239,14 +258,9 @@ def _variants(tuned: Tuned) -> list[Variant]:
     ]
 
 
-def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists]:
+def all_lists(ctx: Context, data: Interactions, tuned: Tuned, ship: Tuned) -> dict[str, Lists]:
     popular, knn = MostPopular(data), ItemKNN(data)
-    als = ImplicitALS(
-        data,
-        factors=int(tuned.als["factors"]),
-        regularization=tuned.als["regularization"],
-        alpha=tuned.als["alpha"],
-    )
+    als = ImplicitALS(data, tuned.als)
     lists: dict[str, Lists] = {
         "popular": {u: popular.recommend(u, ctx.k) for u in ctx.users},
         "item-kNN": {u: knn.recommend(u, ctx.k) for u in ctx.users},
@@ -256,12 +270,10 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned) -> dict[str, Lists
     lists["EASE"] = {u: ease.recommend(u, ctx.k) for u in ctx.users}
     rp3beta = RP3Beta(data, *tuned.rp3beta)
     lists["RP3beta"] = {u: rp3beta.recommend(u, ctx.k) for u in ctx.users}
-    # Content-only and the shipped defaults run on the default session settings.
-    untuned = [
-        Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False),
-        Variant("hybrid (defaults)", SHIPPED_WEIGHTS, 0.7),
-    ]
-    lists |= system_lists(ctx, ctx.session, untuned)
+    # Content-only and the shipped configuration run on the shipped session settings.
+    content = Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False)
+    ctx.collab = train_collab(ctx.split, ship.session, ship.als)
+    lists |= system_lists(ctx, ship.session, [content, ship.blended, ship.hybrid])
     ctx.collab = train_collab(ctx.split, ctx.session, tuned.als)
     lists |= system_lists(ctx, tuned.session, _variants(tuned))
     return lists
@@ -301,24 +313,26 @@ def measure(ctx: Context, lists: Lists, vectors: Mapping[str, Any]) -> dict[str,
 def evaluate(
     dataset: EvalDataset,
     split_function: SplitFunction,
-    session: SessionConfig,
+    ship: Tuned,
     embedder: Embedder,
     cache_dir: Path,
     tune_on_validation: bool = True,
     caps: tuple[int, int] = (10_000, 200),  # the store's history cap and co-visit neighbours
 ) -> dict[str, Any]:
+    """Every method on one split; `ship` is the shipped configuration (`shipped`)."""
     started = time.monotonic()
     split = split_function(dataset.events)
     index = embed_catalog(dataset.catalog(split.visible), embedder, cache_dir)
     catalog = index.item_ids()
+    session = ship.session
     test = Context(split, index, session, 20, sorted(split.relevant), None, *caps)
-    tuned = _defaults(session)
+    tuned = untuned(ship)
     if tune_on_validation:
         validation = split_function(split.train)
         val_ctx = Context(validation, index, session, 20, sorted(validation.relevant), None, *caps)
-        tuned = tune(val_ctx, Interactions.build(validation.train, catalog, session.weights))
+        tuned = tune(val_ctx, Interactions.build(validation.train, catalog, session.weights), ship)
     data = Interactions.build(split.train, catalog, session.weights)
-    lists = all_lists(test, data, tuned)
+    lists = all_lists(test, data, tuned, ship)
     vectors = {i: r.vector for i, r in index.retrieve(catalog).items()}
     return {
         "dataset": dataset.name,
@@ -340,22 +354,33 @@ def evaluate(
                 "collab_weight": tuned.blended.weights.collab,
                 "min_history": tuned.blended.collab_min_history,
             },
-            "als": tuned.als,
+            "als": asdict(tuned.als),
             "ease_lambda": tuned.ease,
             "rp3beta_alpha_beta": list(tuned.rp3beta),
             "validation_ndcg@10": tuned.validation_ndcg10,
         },
+        "profile": profile(tuned),
         "methods": {name: measure(test, found, vectors) for name, found in lists.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def _defaults(session: SessionConfig) -> Tuned:
-    hybrid = Variant("hybrid", SHIPPED_WEIGHTS, 0.7)
-    return Tuned(
-        session,
-        hybrid,
-        _blend(hybrid, 0.5, 5, "blended"),
-        {"factors": 64, "regularization": 0.05, "alpha": 10.0},
-        {},
-    )
+def profile(tuned: Tuned) -> dict[str, str]:
+    """The tuned configuration as the RECSTREAM_* settings that serve it (a profile file the
+    worker loads through RECSTREAM_PROFILE). The blend's weights are the served weights."""
+    weights = tuned.blended.weights
+    values: dict[str, Any] = {
+        "session_half_life_ms": tuned.session.half_life_ms,
+        "covis_window": tuned.session.covis_window,
+        "rank_weight_similarity": weights.similarity,
+        "rank_weight_covisitation": weights.covisitation,
+        "rank_weight_popularity": weights.popularity,
+        "rank_weight_collab": weights.collab,
+        "collab_min_history": tuned.blended.collab_min_history or 0,
+        "covis_per_seed": tuned.blended.covis_per_seed,
+        "diversity": tuned.blended.diversity,
+        "collab_factors": tuned.als.factors,
+        "collab_regularization": tuned.als.regularization,
+        "collab_alpha": tuned.als.alpha,
+    }
+    return {ENV_PREFIX + name.upper(): str(value) for name, value in values.items()}

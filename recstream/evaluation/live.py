@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recstream.compose import collab_versions, ranking_weights, session_config
+from recstream.compose import collab_versions, session_config
 from recstream.consumers.client import RecClient
 from recstream.core.collab import CollabModel
 from recstream.core.errors import RecstreamError
@@ -26,8 +26,9 @@ from recstream.core.ports import Embedder
 from recstream.core.settings import Settings
 from recstream.demo import feed_worker, start_worker
 from recstream.evaluation.data import EvalDataset
+from recstream.evaluation.harness import shipped
 from recstream.evaluation.split import Split
-from recstream.evaluation.system import Variant, recommend_all, replay
+from recstream.evaluation.system import recommend_all, replay
 from recstream.infra import topics
 from recstream.infra.stores.memory_index import InMemoryVectorIndex
 from recstream.infra.stores.memory_store import InMemorySessionStore
@@ -102,16 +103,6 @@ def check_live(
     return LiveCheck(chosen, live, offline, collab.version if collab else None)
 
 
-def _served_variant(settings: Settings) -> Variant:
-    return Variant(
-        "served",
-        ranking_weights(settings),
-        0.7,
-        covis_per_seed=settings.covis_per_seed,
-        collab_min_history=settings.collab_min_history,
-    )
-
-
 def _train_live(settings: Settings) -> None:
     """A collaborative version on the sample, installed by the live worker, when the sample is
     big enough to train on (too little data is refused: then neither side blends)."""
@@ -145,12 +136,8 @@ def _run_live(
     try:
         feed_worker(settings, worker, log, items, events)
         _train_live(settings)
-        diversity = _served_variant(settings).diversity
-        with RecClient(settings, timeout_s=timeout_s) as client:
-            return {
-                u: [i.item_id for i in client.recommend(u, K, diversity=diversity).items]
-                for u in users
-            }
+        with RecClient(settings, timeout_s=timeout_s) as client:  # the worker's own defaults
+            return {u: [i.item_id for i in client.recommend(u, K).items] for u in users}
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
@@ -173,4 +160,4 @@ def _run_offline(
         settings.history_cap, settings.covis_max_neighbours, config.popularity_half_life_ms
     )
     replay(events, index, store, config)
-    return recommend_all(index, store, users, K, _served_variant(settings), collab)
+    return recommend_all(index, store, users, K, shipped(settings).blended, collab)

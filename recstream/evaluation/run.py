@@ -14,7 +14,7 @@ from recstream.core.ports import Embedder
 from recstream.core.settings import Settings
 from recstream.datasets import movielens_dir, restaurant_dir
 from recstream.evaluation import data, split
-from recstream.evaluation.harness import SplitFunction, evaluate
+from recstream.evaluation.harness import SplitFunction, evaluate, shipped
 from recstream.evaluation.live import check_live
 from recstream.evaluation.report import write_report
 
@@ -54,8 +54,6 @@ def run_eval(settings: Settings, options: EvalOptions, embedder: Embedder) -> tu
     """Evaluate, write the report; the report's path and whether the live check (if asked) held."""
     if options.data_dir is not None and len(options.datasets) != 1:
         raise RecstreamError("--data-dir names the folder of one dataset: pass one --dataset")
-    from recstream.compose import session_config
-
     results: list[dict[str, Any]] = []
     live_ok = True
     for name in options.datasets:
@@ -64,7 +62,7 @@ def run_eval(settings: Settings, options: EvalOptions, embedder: Embedder) -> tu
             result = evaluate(
                 dataset,
                 split_function,
-                session_config(settings),
+                shipped(settings),
                 embedder,
                 settings.state_dir / "eval-cache",
                 tune_on_validation=options.tune,

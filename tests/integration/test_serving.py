@@ -288,6 +288,21 @@ def test_lower_lambda_diversifies_the_list(stack: Stack) -> None:
     assert len(categories) >= len({i[:3] for i in focused})
 
 
+def test_a_request_without_diversity_gets_the_workers_setting(stack: Stack) -> None:
+    _track(stack, "cid", ["spa1", "rom1"])
+    unset = _ids(stack.client.recommend("cid", k=4))
+    assert unset == _ids(stack.client.recommend("cid", k=4, diversity=stack.settings.diversity))
+    store = redis_session_store(stack.settings)
+    diverse = replace(query_config(stack.settings), diversity=0.3)
+    recommender = Recommender(stack.index, store, None, diverse)
+    asked = [
+        recommender.recommend(RecommendRequest(f"d-{n}", 4, "cid", diversity=d))
+        for n, d in enumerate((None, 0.3, 1.0))
+    ]
+    store.close()
+    assert _ids(asked[0]) == _ids(asked[1]) != _ids(asked[2])
+
+
 def test_cold_start_with_and_without_preferences(stack: Stack) -> None:
     onboarding = stack.client.recommend(
         "newbie", k=3, preference_text="cooking and baking food", diversity=1.0

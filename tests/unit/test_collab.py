@@ -81,7 +81,7 @@ def test_user_histories_sum_weights_decay_and_drop_non_positive() -> None:
 
 def test_retraining_on_unchanged_data_keeps_neighbourhoods() -> None:
     histories = _histories(2)
-    params = AlsParams(factors=8, iterations=15)
+    params = AlsParams(factors=8, regularization=0.1, alpha=1.0, iterations=15)
     first, again = fit_als(histories, ITEMS, params, 1), fit_als(histories, ITEMS, params, 2)
     assert neighbour_drift(first, again, k=5) < 0.05
     other = fit_als(_histories(9), ITEMS, params, 3)  # other users, other neighbourhoods

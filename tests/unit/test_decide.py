@@ -27,6 +27,7 @@ POLICY = QueryConfig(
     max_per_category=0,
     serve_hidden_items=False,
     similar_reason_min_cosine=0.6,
+    diversity=0.7,
 )
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from recstream.compose import session_config
+from recstream.consumers.ranking import RankingWeights
 from recstream.core.index import Vector
 from recstream.core.settings import load_settings
 from recstream.evaluation.data import EvalDataset
-from recstream.evaluation.harness import evaluate
+from recstream.evaluation.harness import evaluate, profile, shipped, untuned
 from recstream.evaluation.split import Split
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 
@@ -73,14 +74,30 @@ def test_the_known_answer_ranks_first(tmp_path: Path) -> None:
     result = evaluate(
         dataset,
         lambda _events: split,
-        session_config(load_settings({})),
+        shipped(load_settings({})),
         GenreEmbedder(),
         tmp_path,
         tune_on_validation=False,
     )
     methods = result["methods"]
     assert result["test_users"] == 1
-    for name in ("hybrid", "hybrid (defaults)", "item-kNN", "content"):
+    for name in ("hybrid", "shipped", "shipped - collab", "item-kNN", "content"):
         assert methods[name]["@10"]["ndcg"] == 1.0, name  # b at the top
     assert methods["popular"]["@10"]["ndcg"] < 1.0  # p comes first there
     assert methods["hybrid"]["buckets"]["cold"]["users"] == 1
+
+
+def test_a_profile_loads_back_as_the_configuration_it_was_written_from(tmp_path: Path) -> None:
+    ship = shipped(load_settings({}))
+    weights = RankingWeights(0.5, 0.4, 0.0, 0.1)
+    tuned = replace(
+        untuned(ship),
+        session=replace(ship.session, covis_window=20),
+        blended=replace(ship.blended, weights=weights, diversity=1.0, collab_min_history=0),
+    )
+    path = tmp_path / "tuned.env"
+    path.write_text("".join(f"{key}={value}\n" for key, value in profile(tuned).items()))
+    loaded = shipped(load_settings({"RECSTREAM_PROFILE": str(path)}))
+    assert loaded.session == tuned.session
+    assert loaded.blended == replace(tuned.blended, name="shipped")
+    assert loaded.als == ship.als

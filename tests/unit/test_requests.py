@@ -41,7 +41,7 @@ def test_more_like_this_request_has_defaults() -> None:
     assert (decoded.item_id, decoded.user_id, decoded.diversity, decoded.available_only) == (
         "m1",
         None,
-        0.7,
+        None,  # the worker's RECSTREAM_DIVERSITY applies
         True,
     )
 

@@ -42,6 +42,34 @@ def test_unknown_variable_is_refused_with_a_suggestion() -> None:
     )
 
 
+def test_a_profile_file_sets_values_under_the_environment(tmp_path: Path) -> None:
+    profile = tmp_path / "tuned.env"
+    profile.write_text(
+        "# written by recstream eval\nRECSTREAM_COVIS_WINDOW=20\n\nRECSTREAM_DIVERSITY=1.0\n"
+    )
+    settings = load_settings({"RECSTREAM_PROFILE": str(profile), "RECSTREAM_DIVERSITY": "0.5"})
+    assert (settings.covis_window, settings.diversity) == (20, 0.5)  # the environment wins
+    assert load_settings({}).covis_window != 20  # the profile's value is not the default
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("RECSTREAM_COVIS_WINDW=20\n", "did you mean RECSTREAM_COVIS_WINDOW"),
+        ("RECSTREAM_COVIS_WINDOW=-1\n", "RECSTREAM_COVIS_WINDOW"),
+        ("covis_window 20\n", ":1: not a RECSTREAM_*=value line"),
+        ("RECSTREAM_PROFILE=/elsewhere\n", "cannot name another profile"),
+    ],
+)
+def test_a_bad_profile_is_refused_naming_the_line(tmp_path: Path, text: str, problem: str) -> None:
+    profile = tmp_path / "bad.env"
+    profile.write_text(text)
+    with pytest.raises(SettingsError, match=problem.replace("*", r"\*")):
+        load_settings({"RECSTREAM_PROFILE": str(profile)})
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings({"RECSTREAM_PROFILE": str(tmp_path / "missing.env")})
+
+
 def test_secrets_stay_out_of_repr_but_reach_the_client_config() -> None:
     settings = load_settings(
         {
