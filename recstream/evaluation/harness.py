@@ -28,6 +28,7 @@ from recstream.evaluation.baselines import (
     training_counts,
 )
 from recstream.evaluation.data import EvalDataset
+from recstream.evaluation.sequential import Gru4Rec, GruParams
 from recstream.evaluation.split import Split
 from recstream.evaluation.system import Variant, embed_catalog, recommend_all, replay
 from recstream.infra.stores.memory_index import InMemoryVectorIndex
@@ -51,6 +52,9 @@ ALS_GRID = ((32, 64, 128, 256), (0.01, 0.1, 1.0), (1.0, 10.0, 40.0))
 EASE_LAMBDAS = (100.0, 500.0, 2000.0)  # EASE's L2 regularisation (Steck's MovieLens range)
 # RP3beta's walk sharpening and popularity demotion (Dacrema et al.'s range), 100 neighbours.
 RP3_GRID = {"alpha": (0.5, 1.0), "beta": (0.0, 0.3, 0.6)}
+# GRU4Rec's size and epochs (each size trained once, scored after each number of epochs).
+GRU_SIZES = (64,)
+GRU_EPOCHS = (5, 10, 20)
 SplitFunction = Callable[[Sequence[Any]], Split]
 
 
@@ -63,6 +67,7 @@ class Tuned:
     validation_ndcg10: dict[str, float]
     ease: float = 500.0  # EASE's lambda
     rp3beta: tuple[float, float] = (1.0, 0.3)  # RP3beta's alpha, beta
+    gru: tuple[int, int] = (64, 10)  # GRU4Rec's size, epochs
 
 
 @dataclass
@@ -158,6 +163,7 @@ def tune(ctx: Context, data: Interactions, ship: Tuned) -> Tuned:
     als, als_score = _tune_als(ctx, data, ship.als)
     ease, ease_score = _tune_ease(ctx, data)
     rp3beta, rp3beta_score = _tune_rp3beta(ctx, data)
+    gru, gru_score = _tune_gru(ctx, data)
     ctx.collab = train_collab(ctx.split, ctx.session, als)
     blends = [
         _blend(hybrid, weight, least, f"b{weight}-{least}")
@@ -176,9 +182,11 @@ def tune(ctx: Context, data: Interactions, ship: Tuned) -> Tuned:
             "als": als_score,
             "ease": ease_score,
             "rp3beta": rp3beta_score,
+            "GRU4Rec": gru_score,
         },
         ease,
         rp3beta,
+        gru,
     )
 
 
@@ -232,6 +240,17 @@ def _tune_rp3beta(ctx: Context, data: Interactions) -> tuple[tuple[float, float]
     return best[1], best[0]
 
 
+def _tune_gru(ctx: Context, data: Interactions) -> tuple[tuple[int, int], float]:
+    scored = []
+    for size in GRU_SIZES:
+        model = Gru4Rec(data, ctx.split.train, GruParams(size=size))
+        for epochs in model.train(GRU_EPOCHS):
+            lists = {u: model.recommend(u, ctx.k) for u in ctx.users}
+            scored.append((_score(lists, ctx.split.relevant, 10), (size, epochs)))
+    best = max(scored, key=lambda pair: pair[0])  # the first of equals: the grid's order
+    return best[1], best[0]
+
+
 def _variants(tuned: Tuned) -> list[Variant]:
     """The tuned hybrid, its ablations and its MMR curve (all on the tuned session settings)."""
     hybrid = tuned.hybrid
@@ -270,6 +289,10 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned, ship: Tuned) -> di
     lists["EASE"] = {u: ease.recommend(u, ctx.k) for u in ctx.users}
     rp3beta = RP3Beta(data, *tuned.rp3beta)
     lists["RP3beta"] = {u: rp3beta.recommend(u, ctx.k) for u in ctx.users}
+    size, epochs = tuned.gru
+    gru = Gru4Rec(data, ctx.split.train, GruParams(size=size))
+    list(gru.train([epochs]))
+    lists["GRU4Rec"] = {u: gru.recommend(u, ctx.k) for u in ctx.users}
     # Content-only and the shipped configuration run on the shipped session settings.
     content = Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False)
     ctx.collab = train_collab(ctx.split, ship.session, ship.als)
@@ -357,6 +380,7 @@ def evaluate(
             "als": asdict(tuned.als),
             "ease_lambda": tuned.ease,
             "rp3beta_alpha_beta": list(tuned.rp3beta),
+            "gru4rec_size_epochs": list(tuned.gru),
             "validation_ndcg@10": tuned.validation_ndcg10,
         },
         "profile": profile(tuned),

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-BASELINES = ("popular", "item-kNN", "ALS", "EASE", "RP3beta")
+BASELINES = ("popular", "item-kNN", "ALS", "EASE", "RP3beta", "GRU4Rec")
 TABLE_METHODS = (
     *BASELINES,
     "shipped",
