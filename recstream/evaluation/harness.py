@@ -171,6 +171,8 @@ def tune(ctx: Context, data: Interactions, ship: Tuned) -> Tuned:
         for least in COLLAB_MIN_HISTORY
     ]
     blended, blended_score = _best(ctx, session, blends)
+    ctx.collab = train_collab(ctx.split, ship.session, ship.als)  # the shipped one, to compare
+    _, shipped_score = _best(ctx, ship.session, [ship.blended])
     return Tuned(
         session,
         replace(hybrid, name="hybrid"),
@@ -183,6 +185,7 @@ def tune(ctx: Context, data: Interactions, ship: Tuned) -> Tuned:
             "ease": ease_score,
             "rp3beta": rp3beta_score,
             "GRU4Rec": gru_score,
+            "shipped": shipped_score,
         },
         ease,
         rp3beta,
