@@ -81,6 +81,7 @@ def session_config(settings: Settings) -> SessionConfig:
         allowed_lateness_ms=settings.allowed_lateness_ms,
         covis_window=settings.covis_window,
         popularity_half_life_ms=settings.popularity_half_life_ms,
+        seen_hide_ms=settings.seen_hide_ms,
     )
 
 

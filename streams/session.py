@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from recstream.core.collab import CollabModel
 from recstream.core.index import Vector
-from recstream.core.state import BatchEffects, UserState
+from recstream.core.state import SEEN_FOR_A_WHILE, BatchEffects, UserState
 from recstream.schemas.events import InteractionEvent
 from recstream.streams.kernels import (
     APPLIED,
@@ -55,6 +55,7 @@ class SessionConfig:
     allowed_lateness_ms: int
     covis_window: int
     popularity_half_life_ms: int
+    seen_hide_ms: Mapping[str, int]  # event type -> how long it hides its item (absent: for good)
 
     def weight(self, event: InteractionEvent) -> float:
         """Session-vector weight: by event type, or by a rating's distance from the centre."""
@@ -114,6 +115,8 @@ def apply_batch(
     effects.outcomes = _outcome_counts(columns.outcomes)
     effects.newest_time, effects.vector_missing = result.newest_time, result.vector_missing
     batch.record(effects, applied, columns)
+    if config.seen_hide_ms:
+        _seen_for_a_while(events, applied, columns, pairs.columns.seen, config.seen_hide_ms)
     batch.record_pairs(effects, pairs)
     batch.settle(users, items.names, effects.new_guards, config)
     effects.popularity = items.popularity()
@@ -324,6 +327,22 @@ def _working_copy(state: UserState | None, model: str) -> UserState:
     if copy.model != model:
         copy.vector, copy.model = None, model
     return copy
+
+
+def _seen_for_a_while(
+    events: Sequence[InteractionEvent],
+    applied: npt.NDArray[np.intp],
+    columns: EventColumns,
+    seen: npt.NDArray[np.int64],
+    hide_ms: Mapping[str, int],
+) -> None:
+    """Each pair's seen score under the seen policy (core.state.SEEN_FOR_A_WHILE), in place of
+    the compiled pass's newest time: the largest of its applied events' scores."""
+    hide = np.array([hide_ms.get(events[i].event_type, 0) for i in applied.tolist()], np.int64)
+    times = columns.times[applied]
+    scores = np.where(hide > 0, times + hide - SEEN_FOR_A_WHILE, times)
+    seen[:] = np.iinfo(np.int64).min
+    np.maximum.at(seen, columns.pairs[applied], scores)
 
 
 def _weights(events: Sequence[InteractionEvent], config: SessionConfig) -> list[float]:

@@ -6,12 +6,13 @@ the same InteractionProcessor and Recommender code the services run.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from recstream.core.ports import UserView
-from recstream.core.state import BatchEffects, UserState
+from recstream.core.state import BatchEffects, UserState, hidden_above
 from recstream.infra.stores.session_store import covis_trim_above
 
 _SortedSet = dict[str, float]
@@ -69,8 +70,8 @@ class InMemorySessionStore:
             self._states[user] = state.copy()
         for user, items in effects.seen.items():
             seen = self._seen[user]
-            for item, time in items.items():
-                seen[item] = max(seen.get(item, time), time)
+            for item, score in items.items():
+                seen[item] = max(seen.get(item, score), score)
             _cut(seen, self._history_cap, self._history_cap)
         _increment(self._popularity, effects.popularity)
         for (category, item), boost in effects.category_popularity.items():
@@ -88,9 +89,10 @@ class InMemorySessionStore:
 
     def user_view(self, user_id: str) -> UserView:
         state = self._states.get(user_id)
+        above = hidden_above(int(time.time() * 1000))
         return UserView(
             None if state is None else replace(state, guard_ids={}, floor=0).copy(),
-            self.seen(user_id),
+            {item: t for item, t in self.seen(user_id).items() if t > above},
             self.last_response(user_id),
         )
 

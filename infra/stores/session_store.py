@@ -23,7 +23,7 @@ import redis
 from redis.crc import key_slot
 
 from recstream.core.ports import UserView
-from recstream.core.state import BatchEffects, UserState
+from recstream.core.state import BatchEffects, UserState, hidden_above
 from recstream.infra.metrics import CLUSTER_PARTS_RESENT
 from recstream.infra.stores.batch_write import (
     LUA_WRITE,
@@ -189,10 +189,12 @@ class RedisSessionStore:
             return self._load_on_node(name, slices, retry=False)
 
     def user_view(self, user_id: str) -> UserView:
-        """State (without guards), seen history and last response, one pipelined round trip."""
+        """State (without guards), the items seen and still hidden (RECSTREAM_SEEN_HIDE_MS) and
+        last response, one pipelined round trip."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.hmget(self.keys.user_state(user_id), _QUERY_FIELDS)
-        pipe.zrange(self.keys.user_seen(user_id), 0, -1, withscores=True)
+        above = hidden_above(int(time.time() * 1000))
+        pipe.zrangebyscore(self.keys.user_seen(user_id), f"({above}", "+inf", withscores=True)
         pipe.get(self.keys.user_last_recommendations(user_id))
         values, seen, last = pipe.execute()
         fields = dict(zip(_QUERY_FIELDS, values, strict=True))

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     rating_weight_per_point: float = 1.0
     history_cap: int = Field(10_000, ge=1, le=100_000)  # seen items kept (and never re-served)
     covis_window: int = Field(5, ge=0, le=100)
+    # Event type -> ms an item stays out of the user's lists after that event; a type not named
+    # hides its item for good (the default: every type). JSON, e.g. {"view": 604800000}.
+    seen_hide_ms: dict[str, int] = Field(default_factory=dict)
     covis_max_neighbours: int = Field(200, ge=1, le=10_000)
     popularity_half_life_ms: int = Field(7 * 24 * 3600 * 1000, gt=0)
     allowed_lateness_ms: int = Field(3600 * 1000, ge=0)
@@ -189,12 +192,24 @@ class Settings(BaseSettings):
     min_event_time_ms: int = Field(631_152_000_000, ge=0)
     max_clock_skew_ms: int = Field(5 * 60 * 1000, ge=0)
 
-    @field_validator("event_weights", mode="before")
+    @field_validator("event_weights", "seen_hide_ms", mode="before")
     @classmethod
     def _weights_from_json(cls, value: Any) -> Any:
         # From the environment the weights arrive as a JSON object string.
         if isinstance(value, str | bytes):
             return orjson.loads(value)
+        return value
+
+    @field_validator("seen_hide_ms")
+    @classmethod
+    def _hide_per_event_type(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(DEFAULT_EVENT_WEIGHTS))
+        if unknown:
+            raise ValueError(
+                f"unknown event types {unknown} (known: {sorted(DEFAULT_EVENT_WEIGHTS)})"
+            )
+        if any(ms <= 0 for ms in value.values()):
+            raise ValueError("a hide time must be > 0 ms (leave a type out to hide for good)")
         return value
 
     @field_validator("reply_topics", mode="before")

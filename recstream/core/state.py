@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 
 from recstream.core.index import Vector
 
+# A seen entry's score is the newest event time of an item hidden for good. An item hidden for a
+# while (RECSTREAM_SEEN_HIDE_MS) scores the end of that while minus SEEN_FOR_A_WHILE, below every
+# event time: the larger score is kept, so no later view shortens a purchase's "for good".
+SEEN_FOR_A_WHILE = 10**15
+
+
+def hidden_above(now_ms: int) -> int:
+    """Seen entries scoring above this hide their item at now_ms."""
+    return now_ms - SEEN_FOR_A_WHILE
+
 
 @dataclass(slots=True)
 class UserState:

@@ -8,6 +8,7 @@ also marked integration."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from recstream.core.ports import SessionStore
 from recstream.core.settings import Settings
-from recstream.core.state import BatchEffects, UserState
+from recstream.core.state import SEEN_FOR_A_WHILE, BatchEffects, UserState
 from recstream.infra.stores.memory_store import InMemorySessionStore
 from recstream.infra.stores.registry import redis_session_store
 
@@ -152,6 +153,19 @@ def test_seen_keeps_each_items_newest_time_and_the_newest_history_cap_items(
     store.write_batch(_effects(seen={"u1": {"a": T0 + 5, "b": T0 + 1}}), None)
     store.write_batch(_effects(seen={"u1": {"a": T0 + 2, "c": T0 + 7, "d": T0 + 8}}), T0)
     assert store.seen("u1") == {"a": T0 + 5, "c": T0 + 7, "d": T0 + 8}
+
+
+def test_a_user_view_leaves_out_items_whose_hiding_while_is_over(open_store: OpenStore) -> None:
+    store = open_store()
+    now = int(time.time() * 1000)
+    seen = {
+        "over": now - HOUR - SEEN_FOR_A_WHILE,  # hidden until an hour ago
+        "running": now + HOUR - SEEN_FOR_A_WHILE,  # hidden for another hour
+        "for-good": T0,  # an event time: hidden for good
+    }
+    store.write_batch(_effects(states={"u": _state()}, seen={"u": seen}), None)
+    assert set(store.user_view("u").seen) == {"running", "for-good"}
+    assert store.seen("u") == seen  # every entry is kept (the history cap trims them)
 
 
 def test_popularity_adds_up_per_item_and_per_category(open_store: OpenStore) -> None:

@@ -21,7 +21,7 @@ from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.recommender import Recommender
 from recstream.core.index import ItemPayload, collection_name
 from recstream.core.pressure import QueryPressure
-from recstream.core.settings import Settings
+from recstream.core.settings import Settings, load_settings
 from recstream.infra import topics
 from recstream.infra.clients import consumer_config, kafka_config
 from recstream.infra.dlq import TRUNCATED_HEADER, DeadLetterWriter
@@ -301,6 +301,18 @@ def test_a_request_without_diversity_gets_the_workers_setting(stack: Stack) -> N
     ]
     store.close()
     assert _ids(asked[0]) == _ids(asked[1]) != _ids(asked[2])
+
+
+def test_the_seen_policy_from_the_environment_lets_a_viewed_item_back(stack: Stack) -> None:
+    """RECSTREAM_SEEN_HIDE_MS={"view": 1}: a view hides its item for 1 ms, a click for good."""
+    environment = stack.settings.to_environment() | {"RECSTREAM_SEEN_HIDE_MS": '{"view": 1}'}
+    settings = load_settings(environment)
+    for n, (item, kind) in enumerate([("spa1", "view"), ("spa2", "click")]):
+        stack.client.track(InteractionEvent(f"hal-{n}", "hal", item, kind, NOW - 1000 + n))
+    stack.client.flush()
+    drain(make_consumer(settings, stack.index), 2)
+    ids = _ids(stack.client.recommend("hal", k=12, diversity=1.0))
+    assert "spa1" in ids and "spa2" not in ids
 
 
 def test_cold_start_with_and_without_preferences(stack: Stack) -> None:

@@ -9,7 +9,7 @@ import pytest
 from recstream.compose import session_config
 from recstream.core.collab import CollabModel
 from recstream.core.settings import DEFAULT_EVENT_WEIGHTS, load_settings
-from recstream.core.state import BatchEffects, UserState
+from recstream.core.state import SEEN_FOR_A_WHILE, BatchEffects, UserState, hidden_above
 from recstream.schemas.events import InteractionEvent
 from recstream.streams import session
 from recstream.streams.interactions import LateEventsLog
@@ -147,6 +147,27 @@ def test_seen_popularity_and_covisitation() -> None:
     positive = ("i0", "i1", "i3")
     assert effects.covisits == {a: {b: 1.0 for b in positive if b != a} for a in positive}
     assert effects.states["u"].recent_items == ["i0", "i1", "i3"]
+
+
+def test_the_seen_policy_scores_an_item_by_its_longest_hiding_event() -> None:
+    config = dataclasses.replace(CONFIG, seen_hide_ms={"view": HOUR, "purchase": 24 * HOUR})
+    events = [
+        _ev(1, "u", "i0", "view", T0),
+        _ev(2, "u", "i0", "view", T0 + 10),  # a later view hides i0 a little longer
+        _ev(3, "u", "i1", "view", T0 + 1),
+        _ev(4, "u", "i1", "click", T0 + 2),  # a click is not named: i1 is hidden for good
+        _ev(5, "u", "i1", "view", T0 + 3),  # and stays so
+        _ev(6, "u", "i2", "purchase", T0 + 4),
+    ]
+    effects = apply_batch(events, {}, _vectors(), {}, config, "model-a", DIM, landmark=T0)
+    assert effects.seen["u"] == {
+        "i0": T0 + 10 + HOUR - SEEN_FOR_A_WHILE,
+        "i1": T0 + 2,
+        "i2": T0 + 4 + 24 * HOUR - SEEN_FOR_A_WHILE,
+    }
+    assert hidden_above(T0 + 11 + HOUR) >= effects.seen["u"]["i0"]  # back an hour after
+    assert hidden_above(T0 + 9 + HOUR) < effects.seen["u"]["i0"]  # not before
+    assert _run(events).seen["u"] == {"i0": T0 + 10, "i1": T0 + 3, "i2": T0 + 4}  # no policy
 
 
 def test_a_new_model_version_resets_the_session_vector() -> None:

@@ -70,6 +70,18 @@ def test_a_bad_profile_is_refused_naming_the_line(tmp_path: Path, text: str, pro
         load_settings({"RECSTREAM_PROFILE": str(tmp_path / "missing.env")})
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [('{"glance": 1000}', "unknown event types"), ('{"view": 0}', "must be > 0 ms")],
+)
+def test_a_seen_policy_names_known_event_types_and_positive_times(value: str, problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        load_settings({"RECSTREAM_SEEN_HIDE_MS": value})
+    assert load_settings({"RECSTREAM_SEEN_HIDE_MS": '{"view": 60000}'}).seen_hide_ms == {
+        "view": 60_000
+    }
+
+
 def test_secrets_stay_out_of_repr_but_reach_the_client_config() -> None:
     settings = load_settings(
         {
