@@ -98,12 +98,13 @@ class RedisSessionStore:
         self,
         client: redis.Redis[bytes],
         keys: KeySpace,
-        history_cap: int = 10_000,
-        covis_max_neighbours: int = 200,
-        popularity_half_life_ms: int = 7 * 24 * 3600 * 1000,
-        native_write: bool | None = None,
-        user_ttl_s: int = 0,
+        history_cap: int,
+        covis_max_neighbours: int,
+        popularity_half_life_ms: int,
+        native_write: bool | None,
+        user_ttl_s: int,
     ) -> None:
+        """Built from the settings (registry.redis_session_store), which hold the defaults."""
         self._redis = client
         self._user_ttl_ms = user_ttl_s * 1000  # 0: per-user keys never expire
         # The native write command (infra/redis_module): None = find out at the first write.

@@ -79,9 +79,9 @@ class Context:
     session: SessionConfig
     k: int
     users: list[str]  # test users (with relevant items), sorted
-    collab: CollabModel | None = None  # set once ALS parameters are known
-    history_cap: int = 10_000  # seen items kept per user (the store's cap, as served)
-    covis_max_neighbours: int = 200
+    collab: CollabModel | None  # set once ALS parameters are known
+    history_cap: int  # seen items kept per user (the store's cap, as served)
+    covis_max_neighbours: int
 
 
 def _score(lists: Lists, relevant: Mapping[str, set[str]], k: int) -> float:
@@ -342,8 +342,8 @@ def evaluate(
     ship: Tuned,
     embedder: Embedder,
     cache_dir: Path,
+    caps: tuple[int, int],  # the store's history cap and co-visit neighbours (settings)
     tune_on_validation: bool = True,
-    caps: tuple[int, int] = (10_000, 200),  # the store's history cap and co-visit neighbours
 ) -> dict[str, Any]:
     """Every method on one split; `ship` is the shipped configuration (`shipped`)."""
     started = time.monotonic()

@@ -65,8 +65,8 @@ def run_eval(settings: Settings, options: EvalOptions, embedder: Embedder) -> tu
                 shipped(settings),
                 embedder,
                 settings.state_dir / "eval-cache",
+                (settings.history_cap, settings.covis_max_neighbours),
                 tune_on_validation=options.tune,
-                caps=(settings.history_cap, settings.covis_max_neighbours),
             )
             print(_summary(result), flush=True)
             if options.live_users and n == 0:  # once per dataset, on its first split

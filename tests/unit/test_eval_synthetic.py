@@ -71,12 +71,14 @@ def _dataset() -> tuple[EvalDataset, Split]:
 
 def test_the_known_answer_ranks_first(tmp_path: Path) -> None:
     dataset, split = _dataset()
+    settings = load_settings({})
     result = evaluate(
         dataset,
         lambda _events: split,
-        shipped(load_settings({})),
+        shipped(settings),
         GenreEmbedder(),
         tmp_path,
+        (settings.history_cap, settings.covis_max_neighbours),
         tune_on_validation=False,
     )
     methods = result["methods"]
