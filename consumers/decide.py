@@ -24,6 +24,7 @@ from recstream.consumers.ranking import (
     rank,
 )
 from recstream.core.index import ItemRecord, ScoredItem, SearchFilter, Vector
+from recstream.core.trending import TRENDING_AT_LEAST
 
 Found = ItemRecord | ScoredItem
 
@@ -63,6 +64,7 @@ class QueryContext:
     covisited_records: Mapping[str, ItemRecord] = field(default_factory=dict)  # outside the hits
     popularity: Mapping[str, float] = field(default_factory=dict)  # of every candidate
     collab: CollabView | None = None
+    trending: bool = False  # a short list is filled by velocity, not by decayed popularity
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,5 +248,14 @@ def top_up(context: QueryContext, ranked: list[Ranked], filling: TopUp) -> list[
             popularity=popularity,
         )
         score = popularity / top if top else 0.0
-        extra.append(Ranked(candidate, score, POPULAR_TOP_UP.reasons(candidate, "popular")))
+        extra.append(Ranked(candidate, score, _top_up_reasons(candidate, context.trending)))
     return ranked + extra
+
+
+def _top_up_reasons(candidate: Candidate, trending: bool) -> tuple[str, ...]:
+    """A top-up item is there for its popularity, or (trending) its velocity, alone."""
+    if not trending:
+        return POPULAR_TOP_UP.reasons(candidate, "popular")
+    if candidate.popularity >= TRENDING_AT_LEAST:  # the pool's value is the velocity here
+        return (f"trending: {candidate.popularity:.1f}x its usual rate",)
+    return ("popular lately",)

@@ -161,7 +161,7 @@ class ReasonRule:
 
     def reasons(self, candidate: Candidate, strategy: str) -> tuple[str, ...]:
         """Why this item: similar to X, often seen with Y, liked by people with your taste,
-        popular in C, trending. Never empty."""
+        popular (in C). Never empty."""
         weights, found = self.weights, []
         if (
             candidate.similar_to
@@ -178,9 +178,9 @@ class ReasonRule:
             and candidate.popularity > 0
             and candidate.popularity >= self.popular_at_least
         ):
-            found.append(f"popular in {candidate.category}" if candidate.category else "trending")
+            found.append(f"popular in {candidate.category}" if candidate.category else "popular")
         if not found:
-            found.append("trending" if strategy == "popular" else "matches your recent interests")
+            found.append("popular" if strategy == "popular" else "matches your recent interests")
         return tuple(found)
 
 

@@ -156,10 +156,16 @@ class Recommender:
                 flt = replace(flt, categories_in=request.preference_categories)
             context = self._around(request, query, (), flt, "onboarding")
             return self._decided(context, top_up=True), "onboarding"
+        strategy = "trending" if request.trending else "popular"
         context = QueryContext(
-            request.k, self._diversity(request), "popular", flt, self._category_cap(request)
+            request.k,
+            self._diversity(request),
+            strategy,
+            flt,
+            self._category_cap(request),
+            trending=request.trending,
         )
-        return self._decided(context, top_up=True), "popular"
+        return self._decided(context, top_up=True), strategy
 
     def _more_like_this(self, request: RecommendRequest, item_id: str) -> list[Ranked]:
         record = self._index.retrieve([item_id], with_vectors=True).get(item_id)
@@ -231,6 +237,7 @@ class Recommender:
             by_anchor,
             covisited_records,
             collab=collab,
+            trending=request.trending,
         )
         ids = list(candidate_records(context.hits, covisited_records, flt))
         popularity = self._store.popularity_of(ids) if ids else {}
@@ -248,7 +255,10 @@ class Recommender:
         one), and any eligible items when too few of them are."""
         skip = taken(context, ranked)
         limit = 4 * context.k + len(skip)
-        pool = self._store.popularity(limit=limit, category=top_up_category(context.flt))
+        if context.trending:
+            pool = self._store.trending(limit=limit)
+        else:
+            pool = self._store.popularity(limit=limit, category=top_up_category(context.flt))
         records = self._index.retrieve([i for i in pool if i not in skip], with_vectors=True)
         filling = TopUp(pool, records)
         if len(eligible(pool, records, context.flt, skip)) >= context.k - len(ranked):

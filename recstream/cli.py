@@ -196,7 +196,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from recstream.consumers.client import RecClient
 
     _reachable(settings)
-    options: dict[str, object] = {"diversity": args.diversity}
+    options: dict[str, object] = {"diversity": args.diversity, "trending": args.trending}
     if args.category:
         options["categories_in"] = tuple(args.category)
     if args.not_category:
@@ -489,6 +489,11 @@ def _add_ask(commands: Any) -> None:
         )
         ask.add_argument(
             "--max-per-category", type=int, help="at most this many items of one category"
+        )
+        ask.add_argument(
+            "--trending",
+            action="store_true",
+            help="cold-start and top-up items by velocity, not decayed popularity",
         )
         ask.add_argument(
             "--timeout", type=float, default=10.0, help="seconds to wait for the answer"

@@ -82,6 +82,7 @@ def session_config(settings: Settings) -> SessionConfig:
         covis_window=settings.covis_window,
         popularity_half_life_ms=settings.popularity_half_life_ms,
         seen_hide_ms=settings.seen_hide_ms,
+        trending_half_life_ms=settings.trending_half_life_ms,
     )
 
 

@@ -45,6 +45,7 @@ class RecommendRequest:
     reply_partition: int | None = None
     deadline_ms: int | None = None
     max_per_category: int | None = None  # None: the worker's default rule
+    trending: bool = False  # cold-start and top-up items by velocity (docs/serving.md)
 
     def to_json(self) -> bytes:
         message: dict[str, Any] = {
@@ -63,6 +64,8 @@ class RecommendRequest:
         message["filters"] = filters
         if self.exclude:
             message["exclude"] = list(self.exclude)
+        if self.trending:
+            message["trending"] = True
         preferences: dict[str, Any] = {}
         if self.preference_text:
             preferences["text"] = self.preference_text
@@ -145,6 +148,7 @@ class RequestCodec:
             reply_partition=message.get("reply_partition"),
             deadline_ms=message.get("deadline_ms"),
             max_per_category=message.get("max_per_category"),
+            trending=message.get("trending", False),
         )
 
     def response(self, raw: bytes | None) -> RecommendResponse:

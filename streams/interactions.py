@@ -245,7 +245,7 @@ class InteractionProcessor:
         if not self._landmark_loaded:
             self._landmark, self._landmark_loaded = self._store.popularity_landmark(), True
         newest = max(e.event_time for e in events)
-        landmark = popularity_landmark(self._landmark, newest, self._config.popularity_half_life_ms)
+        landmark = popularity_landmark(self._landmark, newest, self._config.landmark_half_life_ms)
         vectors = {i: info.vector for i, info in items.items()}
         categories = {i: info.category for i, info in items.items() if info.category}
         collab = self._collab.current() if self._collab else None

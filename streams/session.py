@@ -56,6 +56,12 @@ class SessionConfig:
     covis_window: int
     popularity_half_life_ms: int
     seen_hide_ms: Mapping[str, int]  # event type -> how long it hides its item (absent: for good)
+    trending_half_life_ms: int
+
+    @property
+    def landmark_half_life_ms(self) -> int:
+        """The half-life the landmark moves by: the shorter one, whose scores grow fastest."""
+        return min(self.popularity_half_life_ms, self.trending_half_life_ms)
 
     def weight(self, event: InteractionEvent) -> float:
         """Session-vector weight: by event type, or by a rating's distance from the centre."""
@@ -120,6 +126,9 @@ def apply_batch(
     batch.record_pairs(effects, pairs)
     batch.settle(users, items.names, effects.new_guards, config)
     effects.popularity = items.popularity()
+    effects.trending = _trending_boosts(
+        applied, columns, items.names, landmark, config.trending_half_life_ms
+    )
     effects.category_popularity = _category_popularity(effects.popularity, item_categories)
     effects.covisits = _covisit_counts(result.covisits, items.names)
     if collab is not None:
@@ -327,6 +336,23 @@ def _working_copy(state: UserState | None, model: str) -> UserState:
     if copy.model != model:
         copy.vector, copy.model = None, model
     return copy
+
+
+def _trending_boosts(
+    applied: npt.NDArray[np.intp],
+    columns: EventColumns,
+    names: list[str],
+    landmark: int,
+    half_life_ms: int,
+) -> dict[str, float]:
+    """Popularity over the trending half-life: the same events as popularity (applied, weight
+    not negative), forward-decayed against the same landmark (recstream.core.trending)."""
+    counted = applied[columns.weights[applied] >= 0]
+    boosts = np.zeros(len(names), dtype=np.float64)
+    exponents = (columns.times[counted] - landmark) / half_life_ms
+    np.add.at(boosts, columns.items[counted], np.exp2(exponents))
+    codes = np.unique(columns.items[counted]).tolist()
+    return {names[code]: float(boosts[code]) for code in codes}
 
 
 def _seen_for_a_while(

@@ -50,6 +50,11 @@ class KeySpace:
         """String: the landmark time (ms) of the forward-decayed popularity scores."""
         return f"{self._prefix}:{{pop}}:landmark"
 
+    def trending(self) -> str:
+        """Sorted set: item id -> popularity forward-decayed over the trending half-life, against
+        the same landmark (recstream.core.trending)."""
+        return f"{self._prefix}:{{pop}}:trend"
+
     def category_popularity(self, category: str) -> str:
         """Sorted set: item id -> forward-decayed popularity within one category."""
         return f"{self._prefix}:{{pop}}:cat:{category}"

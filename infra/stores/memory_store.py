@@ -12,7 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from recstream.core.ports import UserView
+from recstream.core.settings import Settings
 from recstream.core.state import BatchEffects, UserState, hidden_above
+from recstream.core.trending import TRENDING_POOL, velocities
 from recstream.infra.stores.session_store import covis_trim_above
 
 _SortedSet = dict[str, float]
@@ -33,13 +35,17 @@ def _cut(scores: _SortedSet, keep: int, above: int) -> None:
 class InMemorySessionStore:
     def __init__(
         self,
-        history_cap: int = 10_000,
-        covis_max_neighbours: int = 200,
-        popularity_half_life_ms: int = 7 * 24 * 3600 * 1000,
+        history_cap: int,
+        covis_max_neighbours: int,
+        popularity_half_life_ms: int,
+        trending: tuple[int, float],  # half-life (ms), least decayed recent events
     ) -> None:
+        """Built from the settings (`from_settings`), which hold the defaults."""
         self._history_cap = history_cap
         self._covis_max = covis_max_neighbours
         self._popularity_half_life_ms = popularity_half_life_ms
+        self._trending_half_life_ms, self._min_recent = trending
+        self._trending: _SortedSet = {}
         self._states: dict[str, UserState] = {}
         self._seen: dict[str, _SortedSet] = defaultdict(dict)
         self._popularity: _SortedSet = {}
@@ -47,6 +53,15 @@ class InMemorySessionStore:
         self._covis: dict[str, _SortedSet] = defaultdict(dict)
         self._landmark: int | None = None
         self._responses: dict[str, bytes] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InMemorySessionStore:
+        return cls(
+            settings.history_cap,
+            settings.covis_max_neighbours,
+            settings.popularity_half_life_ms,
+            (settings.trending_half_life_ms, settings.trending_min_recent),
+        )
 
     def ping(self) -> bool:
         return True
@@ -62,10 +77,7 @@ class InMemorySessionStore:
 
     def write_batch(self, effects: BatchEffects, previous_landmark: int | None) -> None:
         if previous_landmark is not None and previous_landmark != effects.landmark:
-            factor = 2.0 ** ((previous_landmark - effects.landmark) / self._popularity_half_life_ms)
-            for scores in [self._popularity, *self._category_popularity.values()]:
-                for member in scores:
-                    scores[member] *= factor
+            self._rebase(effects.landmark - previous_landmark)
         for user, state in effects.states.items():
             self._states[user] = state.copy()
         for user, items in effects.seen.items():
@@ -74,6 +86,7 @@ class InMemorySessionStore:
                 seen[item] = max(seen.get(item, score), score)
             _cut(seen, self._history_cap, self._history_cap)
         _increment(self._popularity, effects.popularity)
+        _increment(self._trending, effects.trending)
         for (category, item), boost in effects.category_popularity.items():
             _increment(self._category_popularity[category], {item: boost})
         for item, others in effects.covisits.items():
@@ -107,6 +120,27 @@ class InMemorySessionStore:
 
     def popularity_of(self, item_ids: list[str]) -> dict[str, float]:
         return {item: self._popularity.get(item, 0.0) for item in item_ids}
+
+    def trending(self, limit: int = 100) -> dict[str, float]:
+        if self._landmark is None:
+            return {}
+        short = dict(_top(self._trending, TRENDING_POOL))
+        half_lives = (self._trending_half_life_ms, self._popularity_half_life_ms)
+        now = int(time.time() * 1000)
+        found = velocities(
+            short, self._popularity, self._landmark, now, half_lives, self._min_recent
+        )
+        return dict(list(found.items())[:limit])
+
+    def _rebase(self, moved_ms: int) -> None:
+        """Every forward-decayed score rescaled to a landmark moved_ms later."""
+        factor = 2.0 ** (-moved_ms / self._popularity_half_life_ms)
+        for scores in [self._popularity, *self._category_popularity.values()]:
+            for member in scores:
+                scores[member] *= factor
+        factor = 2.0 ** (-moved_ms / self._trending_half_life_ms)
+        for member in self._trending:
+            self._trending[member] *= factor
 
     def remember_response(self, user_id: str, response: bytes, ttl_s: int) -> None:
         """Kept without expiry: offline there is no wall clock for a TTL to run on."""

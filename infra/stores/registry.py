@@ -126,6 +126,7 @@ def redis_session_store(
         history_cap=settings.history_cap,
         covis_max_neighbours=settings.covis_max_neighbours,
         popularity_half_life_ms=settings.popularity_half_life_ms,
+        trending=(settings.trending_half_life_ms, settings.trending_min_recent),
         native_write=None if settings.redis_write_module else False,
         user_ttl_s=settings.user_state_ttl_s,
     )

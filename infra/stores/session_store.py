@@ -24,6 +24,7 @@ from redis.crc import key_slot
 
 from recstream.core.ports import UserView
 from recstream.core.state import BatchEffects, UserState, hidden_above
+from recstream.core.trending import TRENDING_POOL, velocities
 from recstream.infra.metrics import CLUSTER_PARTS_RESENT
 from recstream.infra.stores.batch_write import (
     LUA_WRITE,
@@ -101,6 +102,7 @@ class RedisSessionStore:
         history_cap: int,
         covis_max_neighbours: int,
         popularity_half_life_ms: int,
+        trending: tuple[int, float],  # half-life (ms), least decayed recent events
         native_write: bool | None,
         user_ttl_s: int,
     ) -> None:
@@ -113,6 +115,7 @@ class RedisSessionStore:
         self._history_cap = history_cap
         self._covis_max = covis_max_neighbours
         self._popularity_half_life_ms = popularity_half_life_ms
+        self._trending_half_life_ms, self._min_recent = trending
         self._known_categories: set[str] = set()
         self._write_script = client.register_script(LUA_WRITE)
         # A cluster runs a script on one slot's keys: the batch goes as one call per slot, and
@@ -413,10 +416,14 @@ class RedisSessionStore:
             self.keys.category_popularity(c.decode())
             for c in self._redis.smembers(self.keys.categories())
         ]
-        return [[key, repr(factor)] for key in keys]
+        trending = 2.0 ** ((old - new) / self._trending_half_life_ms)
+        return [[key, repr(factor)] for key in keys] + [[self.keys.trending(), repr(trending)]]
 
     def _counter_increments(self, effects: BatchEffects) -> list[list[Any]]:
-        by_key: dict[str, dict[str, float]] = {self.keys.popularity(): effects.popularity}
+        by_key: dict[str, dict[str, float]] = {
+            self.keys.popularity(): effects.popularity,
+            self.keys.trending(): effects.trending,
+        }
         for (category, item), boost in effects.category_popularity.items():
             by_key.setdefault(self.keys.category_popularity(category), {})[item] = boost
         keep, above = self._covis_max, covis_trim_above(self._covis_max)
@@ -438,6 +445,21 @@ class RedisSessionStore:
     def popularity(self, limit: int = 100, category: str | None = None) -> dict[str, float]:
         key = self.keys.category_popularity(category) if category else self.keys.popularity()
         return _scores(self._redis.zrevrange(key, 0, limit - 1, withscores=True))
+
+    def trending(self, limit: int = 100) -> dict[str, float]:
+        """Items by velocity now: the TRENDING_POOL most engaged lately, ranked by velocity."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrevrange(self.keys.trending(), 0, TRENDING_POOL - 1, withscores=True)
+        pipe.get(self.keys.popularity_landmark())
+        recent, landmark = pipe.execute()
+        if landmark is None or not recent:
+            return {}
+        short = _scores(recent)
+        usual = self.popularity_of(list(short))
+        half_lives = (self._trending_half_life_ms, self._popularity_half_life_ms)
+        now = int(time.time() * 1000)
+        found = velocities(short, usual, int(landmark), now, half_lives, self._min_recent)
+        return dict(list(found.items())[:limit])
 
     def popularity_of(self, item_ids: list[str]) -> dict[str, float]:
         """Stored popularity of the given items (0 for items never engaged with)."""

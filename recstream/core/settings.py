@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     seen_hide_ms: dict[str, int] = Field(default_factory=dict)
     covis_max_neighbours: int = Field(200, ge=1, le=10_000)
     popularity_half_life_ms: int = Field(7 * 24 * 3600 * 1000, gt=0)
+    # Trending by velocity (docs/serving.md): popularity over this short half-life too, and the
+    # decayed recent events an item needs before its velocity counts.
+    trending_half_life_ms: int = Field(3600 * 1000, gt=0)
+    trending_min_recent: float = Field(3.0, ge=0)
     allowed_lateness_ms: int = Field(3600 * 1000, ge=0)
     # Events refused as too late (or as duplicates) beyond this many a minute are logged.
     late_events_log_per_minute: int = Field(100, ge=0)

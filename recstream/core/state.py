@@ -63,6 +63,7 @@ class BatchEffects:
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> time
     new_guards: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> event id -> time
     popularity: dict[str, float] = field(default_factory=dict)
+    trending: dict[str, float] = field(default_factory=dict)  # the short half-life's boosts
     category_popularity: dict[tuple[str, str], float] = field(default_factory=dict)
     covisits: dict[str, dict[str, float]] = field(default_factory=dict)  # item -> other -> n
     outcomes: Counter[str] = field(default_factory=Counter)

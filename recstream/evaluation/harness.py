@@ -82,6 +82,7 @@ class Context:
     collab: CollabModel | None  # set once ALS parameters are known
     history_cap: int  # seen items kept per user (the store's cap, as served)
     covis_max_neighbours: int
+    trending_min_recent: float
 
 
 def _score(lists: Lists, relevant: Mapping[str, set[str]], k: int) -> float:
@@ -94,7 +95,10 @@ def system_lists(
 ) -> dict[str, Lists]:
     """Replay the training events with these session settings, then every variant's lists."""
     store = InMemorySessionStore(
-        ctx.history_cap, ctx.covis_max_neighbours, session.popularity_half_life_ms
+        ctx.history_cap,
+        ctx.covis_max_neighbours,
+        session.popularity_half_life_ms,
+        (session.trending_half_life_ms, ctx.trending_min_recent),
     )
     replay(ctx.split.train, ctx.index, store, session, collab=ctx.collab)
     return {
@@ -342,7 +346,7 @@ def evaluate(
     ship: Tuned,
     embedder: Embedder,
     cache_dir: Path,
-    caps: tuple[int, int],  # the store's history cap and co-visit neighbours (settings)
+    caps: tuple[int, int, float],  # the store's history and co-visit caps, trending floor
     tune_on_validation: bool = True,
 ) -> dict[str, Any]:
     """Every method on one split; `ship` is the shipped configuration (`shipped`)."""

@@ -156,8 +156,6 @@ def _run_offline(
     records = served.retrieve(item_ids, with_vectors=True)
     index.upsert([(r.payload, r.vector) for r in records.values() if r.vector is not None])
     config = session_config(settings)
-    store = InMemorySessionStore(
-        settings.history_cap, settings.covis_max_neighbours, config.popularity_half_life_ms
-    )
+    store = InMemorySessionStore.from_settings(settings)
     replay(events, index, store, config)
     return recommend_all(index, store, users, K, shipped(settings).blended, collab)

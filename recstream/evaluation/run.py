@@ -65,7 +65,11 @@ def run_eval(settings: Settings, options: EvalOptions, embedder: Embedder) -> tu
                 shipped(settings),
                 embedder,
                 settings.state_dir / "eval-cache",
-                (settings.history_cap, settings.covis_max_neighbours),
+                (
+                    settings.history_cap,
+                    settings.covis_max_neighbours,
+                    settings.trending_min_recent,
+                ),
                 tune_on_validation=options.tune,
             )
             print(_summary(result), flush=True)

@@ -84,7 +84,7 @@ def replay(
         batch = events[start : start + batch_size]
         previous = store.popularity_landmark()
         newest = max(e.event_time for e in batch)
-        landmark = popularity_landmark(previous, newest, config.popularity_half_life_ms)
+        landmark = popularity_landmark(previous, newest, config.landmark_half_life_ms)
         users = {e.user_id for e in batch}
         effects = apply_batch(
             batch,

@@ -24,6 +24,7 @@ from recstream.infra.stores.registry import redis_session_store
 HOUR = 3600 * 1000
 T0 = 1_600_000_000_000
 HALF_LIFE_MS = 2 * HOUR
+TRENDING = (HOUR // 4, 1.0)  # half-life, least decayed recent events
 OpenStore = Callable[..., SessionStore]
 
 
@@ -53,7 +54,7 @@ def _backend(
     request: pytest.FixtureRequest, unique: str, history_cap: int, covis_max: int
 ) -> SessionStore:
     if request.param == "memory":
-        return InMemorySessionStore(history_cap, covis_max, HALF_LIFE_MS)
+        return InMemorySessionStore(history_cap, covis_max, HALF_LIFE_MS, TRENDING)
     infra: Settings = request.getfixturevalue("infra")
     if request.param == "redis-cluster":
         infra = request.getfixturevalue("redis_cluster").client_settings()
@@ -63,6 +64,8 @@ def _backend(
         history_cap=history_cap,
         covis_max_neighbours=covis_max,
         popularity_half_life_ms=HALF_LIFE_MS,
+        trending_half_life_ms=TRENDING[0],
+        trending_min_recent=TRENDING[1],
         redis_write_module=native,
     )
     store = redis_session_store(settings)
@@ -168,6 +171,19 @@ def test_a_user_view_leaves_out_items_whose_hiding_while_is_over(open_store: Ope
     assert store.seen("u") == seen  # every entry is kept (the history cap trims them)
 
 
+def test_trending_ranks_items_by_velocity_now(open_store: OpenStore) -> None:
+    store = open_store()
+    now = int(time.time() * 1000)
+    popularity = {"burst": 2.0, "steady": 40.0, "rare": 1.0}
+    trending = {"burst": 4.0, "steady": 5.0, "rare": 0.5}  # "rare": under the floor of 1
+    store.write_batch(_effects(landmark=now, popularity=popularity, trending=trending), None)
+    found = store.trending()
+    assert list(found) == ["burst", "steady"]
+    ratio = HALF_LIFE_MS / TRENDING[0]  # (recent / usual) * (long / short half-life)
+    assert found["burst"] == pytest.approx(4.0 / 2.0 * ratio, rel=1e-3)
+    assert found["steady"] == pytest.approx(5.0 / 40.0 * ratio, rel=1e-3)
+
+
 def test_popularity_adds_up_per_item_and_per_category(open_store: OpenStore) -> None:
     store = open_store()
     store.write_batch(
@@ -197,6 +213,16 @@ def test_moving_the_landmark_rescales_every_popularity_score(open_store: OpenSto
     assert store.popularity_landmark() == moved
     assert store.popularity() == pytest.approx({"x": 2.0, "y": 1.0})
     assert store.popularity(category="films") == pytest.approx({"x": 4.0})
+
+
+def test_moving_the_landmark_keeps_every_velocity(open_store: OpenStore) -> None:
+    store = open_store()
+    now = int(time.time() * 1000)
+    store.write_batch(_effects(landmark=now, popularity={"x": 4.0}, trending={"x": 4.0}), None)
+    before = store.trending()["x"]
+    moved = now + TRENDING[0]  # a trending half-life later: its scores halve, the others less
+    store.write_batch(_effects(landmark=moved, popularity={}, trending={}), now)
+    assert store.trending()["x"] == pytest.approx(before, rel=1e-3)
 
 
 def test_covisitation_adds_up_and_is_cut_to_its_top_once_a_quarter_over(

@@ -95,7 +95,7 @@ def test_memory_store_reads_like_redis_after_the_same_batches(
     vectors = {i: _unit(rng) for i in ITEMS}
     config = session_config(load_settings({}, covis_window=4, popularity_half_life_ms=2 * HOUR))
     redis_store = _redis_store(settings, write_path)
-    memory = InMemorySessionStore(6, 4, 2 * HOUR)
+    memory = InMemorySessionStore.from_settings(settings)
     try:
         _replay(redis_store, vectors, config)
         _replay(memory, vectors, config)
@@ -198,7 +198,7 @@ def both_stores(
     settings = isolated_settings(infra, unique, tmp_path)
     store = _redis_store(settings, write_path)
     try:
-        yield store, InMemorySessionStore()
+        yield store, InMemorySessionStore.from_settings(settings)
         _wrote_by(store, write_path)
     finally:
         delete_namespace(settings)

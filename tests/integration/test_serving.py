@@ -43,6 +43,7 @@ from tests.integration.ingest_helpers import (
 )
 
 NOW = int(time.time() * 1000)
+HOUR_MS = 3600 * 1000
 CATALOG = {
     "Space": [
         "Galaxy war among the stars",
@@ -313,6 +314,22 @@ def test_the_seen_policy_from_the_environment_lets_a_viewed_item_back(stack: Sta
     drain(make_consumer(settings, stack.index), 2)
     ids = _ids(stack.client.recommend("hal", k=12, diversity=1.0))
     assert "spa1" in ids and "spa2" not in ids
+
+
+def test_a_trending_request_gets_what_is_rising_not_what_was_popular(stack: Stack) -> None:
+    days_ago = NOW - 3 * 24 * HOUR_MS
+    old = [InteractionEvent(f"old-{n}", f"fan{n}", "rom3", "click", days_ago) for n in range(10)]
+    new = [InteractionEvent(f"new-{n}", f"hip{n}", "coo2", "click", NOW - n) for n in range(4)]
+    for event in old + new:
+        stack.client.track(event)
+    stack.client.flush()
+    drain(make_consumer(stack.settings, stack.index), len(old) + len(new))
+    popular = stack.client.recommend("newcomer", k=3, diversity=1.0)
+    assert (popular.strategy, _ids(popular)[:2]) == ("popular", ["rom3", "coo2"])
+    trending = stack.client.recommend("newcomer", k=3, diversity=1.0, trending=True)
+    assert (trending.strategy, _ids(trending)[0]) == ("trending", "coo2")
+    assert trending.items[0].reasons[0].startswith("trending: ")
+    assert "rom3" not in _ids(trending)  # no recent events: no velocity
 
 
 def test_cold_start_with_and_without_preferences(stack: Stack) -> None:

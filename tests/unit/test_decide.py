@@ -136,7 +136,7 @@ def test_a_short_list_is_filled_with_the_most_popular_eligible_items() -> None:
     assert [r.candidate.item_id for r in filled] == ["a", "p1", "p2"]
     assert [r.score for r in filled[1:]] == [4.0 / 9.0, 2.0 / 9.0]
     assert filled[1].reasons == ("popular in films",)
-    assert filled[2].reasons == ("trending",)
+    assert filled[2].reasons == ("popular",)
 
 
 def test_the_top_up_keeps_the_category_cap() -> None:

@@ -78,7 +78,7 @@ def test_the_known_answer_ranks_first(tmp_path: Path) -> None:
         shipped(settings),
         GenreEmbedder(),
         tmp_path,
-        (settings.history_cap, settings.covis_max_neighbours),
+        (settings.history_cap, settings.covis_max_neighbours, settings.trending_min_recent),
         tune_on_validation=False,
     )
     methods = result["methods"]

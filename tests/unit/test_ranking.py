@@ -121,7 +121,7 @@ def test_every_item_carries_reasons() -> None:
         "often seen with Ronin",
         "popular in Drama",
     )
-    assert rule.reasons(_cand("b", v), "popular") == ("trending",)
+    assert rule.reasons(_cand("b", v), "popular") == ("popular",)
     assert rule.reasons(_cand("c", v), "personalised") == ("matches your recent interests",)
     liked = replace(_cand("d", v), collab=0.8)
     assert replace(rule, liked_at_least=0.5).reasons(liked, "personalised") == (
