@@ -207,11 +207,7 @@ class Settings(BaseSettings):
     @field_validator("seen_hide_ms")
     @classmethod
     def _hide_per_event_type(cls, value: dict[str, int]) -> dict[str, int]:
-        unknown = sorted(set(value) - set(DEFAULT_EVENT_WEIGHTS))
-        if unknown:
-            raise ValueError(
-                f"unknown event types {unknown} (known: {sorted(DEFAULT_EVENT_WEIGHTS)})"
-            )
+        _refuse_unknown_event_types(value)
         if any(ms <= 0 for ms in value.values()):
             raise ValueError("a hide time must be > 0 ms (leave a type out to hide for good)")
         return value
@@ -234,11 +230,7 @@ class Settings(BaseSettings):
     @field_validator("event_weights")
     @classmethod
     def _weights_cover_known_types(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(DEFAULT_EVENT_WEIGHTS))
-        if unknown:
-            raise ValueError(
-                f"unknown event types {unknown}; known: {sorted(DEFAULT_EVENT_WEIGHTS)}"
-            )
+        _refuse_unknown_event_types(value)
         return dict(DEFAULT_EVENT_WEIGHTS) | value
 
     @classmethod
@@ -334,6 +326,12 @@ class Settings(BaseSettings):
             self.topic_requests: self.partitions_requests,
             self.topic_responses: self.partitions_responses,
         }
+
+
+def _refuse_unknown_event_types(by_type: Mapping[str, Any]) -> None:
+    unknown = sorted(set(by_type) - set(DEFAULT_EVENT_WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown event types {unknown}; known: {sorted(DEFAULT_EVENT_WEIGHTS)}")
 
 
 def _versioned(name: str, separator: str, version: str) -> str:

@@ -128,11 +128,9 @@ def test_a_node_restarted_mid_stream_loses_nothing_and_doubles_nothing(
     )
 
 
-def test_a_write_while_a_node_is_away_waits_for_it_and_writes_each_part_once(
-    redis_cluster: LocalCluster, unique: str
-) -> None:
-    store = redis_session_store(redis_cluster.client_settings().isolated(unique))
-    users = [f"u{n}" for n in range(60)]  # spread over every node's slots
+def _spread_over_every_node() -> tuple[list[str], BatchEffects]:
+    """A batch whose users and items fall in every node's slots."""
+    users = [f"u{n}" for n in range(60)]
     effects = BatchEffects(
         states={u: UserState(count=1, last_time=T0) for u in users},
         popularity={"a": 1.0},
@@ -140,6 +138,14 @@ def test_a_write_while_a_node_is_away_waits_for_it_and_writes_each_part_once(
         newest_time=T0,
         landmark=T0,
     )
+    return users, effects
+
+
+def test_a_write_while_a_node_is_away_waits_for_it_and_writes_each_part_once(
+    redis_cluster: LocalCluster, unique: str
+) -> None:
+    store = redis_session_store(redis_cluster.client_settings().isolated(unique))
+    users, effects = _spread_over_every_node()
     away = redis_cluster.ports[2]
     resent = REGISTRY.get_sample_value("recstream_redis_cluster_parts_resent_total") or 0.0
     redis_cluster.node(away).stop(timeout_s=30)
@@ -164,14 +170,7 @@ def test_a_part_sent_again_after_its_answer_was_lost_is_written_once(
     """A node that ran a part and stopped before answering gets the part again: the second
     run must find the first's marker. A new write (a new id) with the same effects adds up."""
     store = redis_session_store(redis_cluster.client_settings().isolated(unique))
-    users = [f"u{n}" for n in range(60)]  # spread over every node's slots
-    effects = BatchEffects(
-        states={u: UserState(count=1, last_time=T0) for u in users},
-        popularity={"a": 1.0},
-        covisits={f"i{n}": {"x": 1.0} for n in range(30)},
-        newest_time=T0,
-        landmark=T0,
-    )
+    _, effects = _spread_over_every_node()
     write = store.batch_payload(effects, None, set())
     store.write_by_node(write, "write-1")
     store.write_by_node(write, "write-1")  # the same write again: each part finds its marker
