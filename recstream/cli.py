@@ -485,7 +485,7 @@ def _add_ask(commands: Any) -> None:
             "--diversity",
             type=float,
             default=None,
-            help="MMR lambda, 1 = no diversity (default: the worker's RECSTREAM_DIVERSITY)",
+            help="MMR lambda, 1 = no diversity (None: the worker's RECSTREAM_DIVERSITY)",
         )
         ask.add_argument(
             "--max-per-category", type=int, help="at most this many items of one category"

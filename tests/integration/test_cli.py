@@ -95,7 +95,8 @@ def test_a_worker_on_a_taken_metrics_port_is_one_line_naming_the_setting(
 
 def test_help_shows_every_default_and_the_fields_a_file_may_hold() -> None:
     recommend = _cli("recommend", "--help").stdout
-    assert "(default: 10)" in recommend and "(default: 0.7)" in recommend
+    assert "(default: 10)" in recommend
+    assert "(None: the worker's RECSTREAM_DIVERSITY) (default: None)" in " ".join(recommend.split())
     produce = _cli("produce", "interactions", "--help").stdout
     for field in ("user_id", "item_id", "event_type", "event_time", "ISO-8601"):
         assert field in produce
