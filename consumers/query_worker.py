@@ -25,7 +25,7 @@ from recstream.core.pressure import QueryPressure
 from recstream.core.progress import RoleProgress
 from recstream.infra.dlq import DeadLetterWriter
 from recstream.infra.errors import DeadLetterError
-from recstream.infra.messages import from_kafka, poll_available, raise_if_fatal
+from recstream.infra.messages import from_kafka, is_fatal, poll_available, raise_if_fatal
 from recstream.schemas.errors import InvalidMessageError
 from recstream.schemas.requests import RecommendRequest, RecommendResponse, RequestCodec
 
@@ -270,17 +270,26 @@ class QueryWorker:
 
     def run(self) -> None:
         """Serve until `stop`; an error in one turn of the loop is logged and the loop goes on
-        (a query role never dies of one request)."""
+        (a query role never dies of one request). A fatal client error (a fenced static member)
+        ends the role instead: the client is unusable for good, and the worker exits for its
+        process manager to start a fresh one."""
         try:
             while not self._stop.is_set():
                 try:
                     self.run_once()
+                except KafkaException as error:
+                    if is_fatal(error.args[0]):
+                        raise
+                    self._turn_failed()
                 except Exception:
-                    log.exception("query loop turn failed")
-                    metrics.LOOP_ERRORS.inc()
-                    self._stop.wait(0.1)
+                    self._turn_failed()
         finally:
             self.close()
+
+    def _turn_failed(self) -> None:
+        log.exception("query loop turn failed")
+        metrics.LOOP_ERRORS.inc()
+        self._stop.wait(0.1)
 
     def stop(self) -> None:
         self._stop.set()

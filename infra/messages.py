@@ -94,8 +94,13 @@ def raise_if_fatal(error: KafkaError) -> None:
     and its process is started afresh. A fenced static member (another member took its
     instance id; librdkafka also fences itself so when it rejoins a coordinator that moved
     mid-join) is one; so is any later call on such a client (`_FATAL`), flagged fatal or not."""
-    if error.fatal() or error.code() in _FATAL_CODES:
+    if is_fatal(error):
         raise KafkaException(error)
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """Whether the client that reported `error` is unusable for good (`raise_if_fatal`)."""
+    return bool(error.fatal()) or error.code() in _FATAL_CODES
 
 
 _FATAL_CODES = (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)
