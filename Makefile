@@ -62,10 +62,11 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: up ## benchmarks (raw Kafka baseline, ingest, serving, collaborative space, model training, recovery, lateness, Redis Cluster, topology); record results in docs/benchmarks.md
+bench: up ## benchmarks (raw Kafka baseline, ingest, serving, filtered search, collaborative space, model training, recovery, lateness, Redis Cluster, topology); record results in docs/benchmarks.md
 	$(BIN)/python bench/kafka_baseline.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/filters.py
 	$(BIN)/python bench/collab.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/recovery.py --plot docs/benchmarks/recovery.png

@@ -129,7 +129,8 @@ class RecClient:
     def recommend(self, user_id: str, k: int = 10, **options: Any) -> RecommendResponse:
         """Recommendations for a user. Options: categories_in, categories_out, available_only,
         exclude, diversity, preference_text, preference_categories, deadline_ms,
-        max_per_category, trending."""
+        max_per_category, trending, tags_any, attributes (AttributeCondition, on the worker's
+        filterable attributes)."""
         return self.ask(RecommendRequest(new_request_id(), k, user_id=user_id, **options))
 
     def similar(self, item_id: str, k: int = 10, **options: Any) -> RecommendResponse:

@@ -23,6 +23,7 @@ from recstream.consumers.ranking import (
     RankingWeights,
     rank,
 )
+from recstream.core.attributes import AttributeType
 from recstream.core.index import ItemRecord, ScoredItem, SearchFilter, Vector
 from recstream.core.trending import TRENDING_AT_LEAST
 
@@ -77,16 +78,6 @@ class TopUp:
     any_items: tuple[ScoredItem, ...] = ()
 
 
-def passes(found: Found, flt: SearchFilter) -> bool:
-    """The filter's payload conditions, for items that did not come from a filtered search."""
-    payload = found.payload
-    if flt.available_only and not payload.available:
-        return False
-    if flt.categories_in and payload.category not in flt.categories_in:
-        return False
-    return not (flt.categories_out and payload.category in flt.categories_out)
-
-
 def covisited(
     anchors: Sequence[Anchor],
     by_anchor: Mapping[str, Mapping[str, float]],
@@ -118,7 +109,7 @@ def candidate_records(
         h.payload.item_id: (h, h.vector) for h in hits if h.vector is not None
     }
     for item_id, record in covisited_records.items():
-        if item_id not in records and record.vector is not None and passes(record, flt):
+        if item_id not in records and record.vector is not None and flt.admits(record.payload):
             records[item_id] = (record, record.vector)
     return records
 
@@ -171,6 +162,7 @@ class QueryConfig:
     serve_hidden_items: bool
     similar_reason_min_cosine: float  # "similar to X" only for items at least this close to X
     diversity: float  # MMR lambda for requests that do not set one (1: plain score order)
+    filter_attributes: Mapping[str, AttributeType]  # what requests may filter on (indexed)
     overfetch: int = 4  # ANN candidates fetched per requested item
     covis_seeds: int = 5  # recent items whose co-visited neighbours become candidates (0: none)
     cache_ttl_s: int = 300
@@ -208,7 +200,7 @@ def eligible(
     found = [
         (item_id, record)
         for item_id, record in records.items()
-        if item_id not in skip and record.vector is not None and passes(record, flt)
+        if item_id not in skip and record.vector is not None and flt.admits(record.payload)
     ]
     found.sort(key=lambda pair: -pool[pair[0]])
     return found

@@ -9,5 +9,13 @@ class RequestTimeoutError(RecstreamError):
     """No response arrived in time."""
 
 
-class UnknownItemError(RecstreamError):
+class BadRequestError(RecstreamError):
+    """A valid request that cannot be answered as asked: the response says why."""
+
+
+class UnknownItemError(BadRequestError):
     """More-like-this for an item the index does not hold."""
+
+
+class UnfilterableError(BadRequestError):
+    """A filter on an attribute that is not declared filterable, or of the wrong kind."""

@@ -19,7 +19,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from recstream.consumers import metrics
-from recstream.consumers.errors import UnknownItemError
+from recstream.consumers.errors import BadRequestError
 from recstream.consumers.recommender import Recommender
 from recstream.core.pressure import QueryPressure
 from recstream.core.progress import RoleProgress
@@ -220,7 +220,7 @@ class QueryWorker:
             )
         try:
             return self._recommender.recommend(request)
-        except UnknownItemError as error:
+        except BadRequestError as error:
             return RecommendResponse(request.request_id, "error", error=str(error))
         except Exception as error:  # an answer is owed even when a store fails
             log.exception("request %s failed", request.request_id)

@@ -34,8 +34,9 @@ from recstream.consumers.decide import (
     top_up_category,
 )
 from recstream.consumers.decide import top_up as fill_up
-from recstream.consumers.errors import UnknownItemError
+from recstream.consumers.errors import UnfilterableError, UnknownItemError
 from recstream.consumers.ranking import Ranked
+from recstream.core.attributes import check_filterable
 from recstream.core.index import SearchFilter, Vector, VectorIndex
 from recstream.core.ports import Embedder, SessionReader, UserView
 from recstream.core.state import UserState
@@ -71,7 +72,8 @@ class Recommender:
         self._codec = RequestCodec()
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
-        """Answer one request. Raises UnknownItemError for more-like-this on an unknown item."""
+        """Answer one request. Raises BadRequestError: more-like-this on an unknown item, a filter
+        on an attribute not declared filterable."""
         started = time.perf_counter()
         if request.deadline_ms is not None and self._clock_ms() > request.deadline_ms:
             return RecommendResponse(
@@ -129,11 +131,19 @@ class Recommender:
         return cached
 
     def _filter(self, request: RecommendRequest, exclude: Iterable[str]) -> SearchFilter:
+        """The request's filter; raises UnfilterableError for an attribute not declared
+        filterable (it has no index) or filtered by the wrong kind of condition."""
+        try:
+            check_filterable(request.attributes, self._config.filter_attributes)
+        except ValueError as error:
+            raise UnfilterableError(str(error)) from None
         return SearchFilter(
             available_only=request.available_only or not self._config.serve_hidden_items,
             categories_in=request.categories_in,
             categories_out=request.categories_out,
             exclude_item_ids=tuple(sorted(set(request.exclude) | set(exclude))),
+            tags_any=request.tags_any,
+            attributes=request.attributes,
         )
 
     def _for_user(

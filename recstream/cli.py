@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from recstream import __version__
+from recstream.core.attributes import parse_where
 from recstream.core.errors import RecstreamError
 from recstream.core.settings import Settings, load_settings
 from recstream.infra.clients import kafka_config
@@ -195,14 +196,8 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from recstream.cli_format import print_response
     from recstream.consumers.client import RecClient
 
+    options = _request_options(args)  # a bad --where is said before any connection is tried
     _reachable(settings)
-    options: dict[str, object] = {"diversity": args.diversity, "trending": args.trending}
-    if args.category:
-        options["categories_in"] = tuple(args.category)
-    if args.not_category:
-        options["categories_out"] = tuple(args.not_category)
-    if args.max_per_category is not None:
-        options["max_per_category"] = args.max_per_category
     with RecClient(settings, timeout_s=args.timeout) as client:
         if args.command == "recommend":
             response = client.recommend(args.target, args.k, **options)
@@ -210,6 +205,24 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
             response = client.similar(args.target, args.k, **options)
     print_response(response, as_json=args.json)
     return 0 if response.status == "ok" else 1
+
+
+def _request_options(args: argparse.Namespace) -> dict[str, object]:
+    options: dict[str, object] = {"diversity": args.diversity, "trending": args.trending}
+    if args.category:
+        options["categories_in"] = tuple(args.category)
+    if args.not_category:
+        options["categories_out"] = tuple(args.not_category)
+    if args.max_per_category is not None:
+        options["max_per_category"] = args.max_per_category
+    if args.tag:
+        options["tags_any"] = tuple(args.tag)
+    if args.where:
+        try:
+            options["attributes"] = parse_where(args.where)
+        except ValueError as error:
+            raise RecstreamError(f"--where: {error}") from None
+    return options
 
 
 def _demo(settings: Settings, _: argparse.Namespace) -> int:
@@ -481,6 +494,14 @@ def _add_ask(commands: Any) -> None:
         ask.add_argument("--k", type=int, default=10, help="how many (1..100)")
         ask.add_argument("--category", action="append", help="only this category (repeatable)")
         ask.add_argument("--not-category", action="append", help="never this category (repeatable)")
+        ask.add_argument("--tag", action="append", help="items with any of these tags (repeatable)")
+        ask.add_argument(
+            "--where",
+            action="append",
+            metavar="CONDITION",
+            help="a filterable attribute's condition: name=a,b or name>=x, name<y (repeatable; "
+            "the worker's RECSTREAM_FILTER_ATTRIBUTES)",
+        )
         ask.add_argument(
             "--diversity",
             type=float,

@@ -339,6 +339,7 @@ def query_config(settings: Settings) -> QueryConfig:
         serve_hidden_items=settings.serve_hidden_items,
         similar_reason_min_cosine=settings.similar_reason_min_cosine,
         diversity=settings.diversity,
+        filter_attributes=settings.filter_attributes,
     )
 
 
@@ -372,6 +373,7 @@ def catalog_processor(runtime: Runtime) -> CatalogProcessor:
         event_decoder(settings),
         tombstone_retention_ms=settings.tombstone_retention_ms,
         vector_log=VectorLogWriter(kafka_config(settings), vector_topic(settings)),
+        filter_attributes=settings.filter_attributes,
     )
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from recstream.cli_format import print_response, print_table
 from recstream.consumers.client import RecClient
+from recstream.core.attributes import AttributeCondition, AttributeType
 from recstream.core.errors import RecstreamError
 from recstream.core.settings import Settings
 from recstream.datasets import movielens_dir
@@ -37,6 +38,7 @@ from recstream.schemas.events import CatalogEvent, InteractionEvent
 DEMO_USERS = ("1", "414", "599")
 STALL_TIMEOUT_S = 180  # model loading and group joins fit well inside this
 DEMO_COPIES = {"query": 2}  # of each role (one of the others)
+DEMO_FILTER_ATTRIBUTES: dict[str, AttributeType] = {"year": "number"}
 CATALOG_DONE = ("embedded", "unchanged", "payload_updated", "stale", "superseded", "dead_lettered")
 INTERACTIONS_DONE = ("applied", "duplicate", "too_late", "too_late_guard_cap", "dead_lettered")
 
@@ -97,6 +99,12 @@ def _show(settings: Settings, client: RecClient, folder: Path) -> None:
     response = client.similar("m1", k=10)
     print(f"\nMore like {titles['m1']}:")
     print_response(response)
+    user, tag, since = DEMO_USERS[1], "Comedy", 2000
+    response = client.recommend(
+        f"u{user}", k=5, tags_any=(tag,), attributes=(AttributeCondition("year", gte=since),)
+    )
+    print(f"\nFor user {user}, comedies from {since} on (filters inside the index):")
+    print_response(response)
     processes = [r.row() for r in topology.report(settings)]
     print_table("\nprocesses", ["process", "metrics port", "state", "lag"], processes)
     print(f"(their log: {settings.state_dir.resolve() / 'demo-roles.log'})")
@@ -142,6 +150,9 @@ def _train_collab(settings: Settings) -> None:
 def run_demo(settings: Settings) -> int:
     if not settings.metrics_port:
         raise RecstreamError("the demo watches the roles' metrics: set RECSTREAM_METRICS_PORT")
+    # The release year (from each title) is filterable: every role gets this setting.
+    filterable = DEMO_FILTER_ATTRIBUTES | settings.filter_attributes
+    settings = settings.model_copy(update={"filter_attributes": filterable})
     started = time.monotonic()
     folder = movielens_dir(settings.dataset_dir, settings.state_dir / "datasets")
     print(f"MovieLens from {folder}")

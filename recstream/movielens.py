@@ -8,6 +8,7 @@ Ratings become event types (docs/demo.md): 4.5-5 like, 3.5-4 click, 2.5-3 view, 
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 
 CATALOG_TIME_MS = 1_537_920_000_000  # 2018-09-26, when the dataset was generated
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
 TagFilter = Callable[[dict[str, str]], bool]
 
 
@@ -57,10 +59,20 @@ def movie_events(folder: Path, keep_tag: TagFilter | None = None) -> list[Catalo
                 title=row["title"][:512],
                 category=genres[0] if genres else None,
                 tags=tuple(dict.fromkeys(genres + user_tags)),
-                attributes={"genres": ", ".join(genres)},
+                attributes=_attributes(row["title"], genres),
             )
         )
     return events
+
+
+def _attributes(title: str, genres: list[str]) -> dict[str, str | int]:
+    """Genres (a text attribute) and the release year from the title's "(1995)", where one is
+    (a filterable number when RECSTREAM_FILTER_ATTRIBUTES declares it, as the demo does)."""
+    attributes: dict[str, str | int] = {"genres": ", ".join(genres)}
+    year = _YEAR.search(title)
+    if year is not None:
+        attributes["year"] = int(year.group(1))
+    return attributes
 
 
 def rating_events(folder: Path) -> list[InteractionEvent]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from recstream.core.attributes import AttributeCondition
 from recstream.schemas.events import (
     SCHEMA_VERSION,
     Validator,
@@ -46,6 +47,8 @@ class RecommendRequest:
     deadline_ms: int | None = None
     max_per_category: int | None = None  # None: the worker's default rule
     trending: bool = False  # cold-start and top-up items by velocity (docs/serving.md)
+    tags_any: tuple[str, ...] = ()  # items with at least one of these tags
+    attributes: tuple[AttributeCondition, ...] = ()  # on filterable attributes (docs/serving.md)
 
     def to_json(self) -> bytes:
         message: dict[str, Any] = {
@@ -61,6 +64,10 @@ class RecommendRequest:
             filters["categories_in"] = list(self.categories_in)
         if self.categories_out:
             filters["categories_out"] = list(self.categories_out)
+        if self.tags_any:
+            filters["tags_any"] = list(self.tags_any)
+        if self.attributes:
+            filters["attributes"] = {c.name: _condition_json(c) for c in self.attributes}
         message["filters"] = filters
         if self.exclude:
             message["exclude"] = list(self.exclude)
@@ -149,6 +156,8 @@ class RequestCodec:
             deadline_ms=message.get("deadline_ms"),
             max_per_category=message.get("max_per_category"),
             trending=message.get("trending", False),
+            tags_any=tuple(filters.get("tags_any", ())),
+            attributes=_conditions(filters.get("attributes", {})),
         )
 
     def response(self, raw: bytes | None) -> RecommendResponse:
@@ -177,3 +186,24 @@ class RequestCodec:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _condition_json(condition: AttributeCondition) -> dict[str, Any]:
+    if not condition.is_range:
+        return {"any": list(condition.any)}
+    bounds = {"gt": condition.gt, "gte": condition.gte, "lt": condition.lt, "lte": condition.lte}
+    return {name: value for name, value in bounds.items() if value is not None}
+
+
+def _conditions(attributes: dict[str, dict[str, Any]]) -> tuple[AttributeCondition, ...]:
+    return tuple(
+        AttributeCondition(
+            name,
+            any=tuple(spec.get("any", ())),
+            gt=_optional_float(spec.get("gt")),
+            gte=_optional_float(spec.get("gte")),
+            lt=_optional_float(spec.get("lt")),
+            lte=_optional_float(spec.get("lte")),
+        )
+        for name, spec in sorted(attributes.items())
+    )

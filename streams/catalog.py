@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from recstream.core.attributes import AttributeType, typed_attributes
 from recstream.core.index import ItemPayload, ItemRecord, Vector, VectorIndex, placeholder_vector
 from recstream.core.ports import Embedder
 from recstream.infra.dlq import DeadLetterWriter
@@ -125,6 +126,7 @@ class CatalogProcessor:
         *,
         tombstone_retention_ms: int,
         vector_log: VectorLogWriter | None = None,
+        filter_attributes: Mapping[str, AttributeType] | None = None,
     ) -> None:
         self._index = index
         self._vector_log = vector_log
@@ -134,6 +136,7 @@ class CatalogProcessor:
         self._clock_ms = clock_ms
         self._tombstone_retention_ms = tombstone_retention_ms
         self._purged_at_ms = 0
+        self._filter_attributes = filter_attributes or {}
 
     def dead_letter(self, message: Record, error: InvalidMessageError) -> None:
         """Dead-letter one record (one isolated as failing its batch); `flush_dead_letters`
@@ -174,9 +177,20 @@ class CatalogProcessor:
         now = self._clock_ms()
         return self._dead_letters.decode_all(
             messages,
-            lambda value: self._decoder.catalog(value, now),
+            lambda value: self._typed(self._decoder.catalog(value, now)),
             CATALOG_EVENTS.labels("dead_lettered"),
         )
+
+    def _typed(self, event: CatalogEvent) -> CatalogEvent:
+        """The event with its filterable attributes typed as their index expects; one that
+        cannot be (a word where a number is declared) is refused with the reason."""
+        if not self._filter_attributes or not event.attributes:
+            return event
+        try:
+            attributes = typed_attributes(event.attributes, self._filter_attributes)
+        except ValueError as error:
+            raise InvalidMessageError("schema_violation", str(error), field="attributes") from None
+        return replace(event, attributes=attributes)
 
     def _write(self, plan: CatalogPlan, stored: Mapping[str, ItemRecord]) -> None:
         """Every item the plan changes: to the vector topic first (acknowledged), then to this

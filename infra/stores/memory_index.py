@@ -224,6 +224,10 @@ class InMemoryVectorIndex:
             allowed &= ~np.isin(categories, list(flt.categories_out))
         excluded = [row for i in flt.exclude_item_ids if (row := self._rows.get(i)) is not None]
         allowed[excluded] = False
+        if flt.tags_any or flt.attributes:  # a scan of the payloads: this index is exact, not fast
+            for index in np.flatnonzero(allowed):
+                payload = self._payloads[int(index)]
+                allowed[index] = payload is not None and flt.admits(payload)
         return allowed
 
     def count(self) -> int:

@@ -8,12 +8,11 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from recstream.core.attributes import AttributeCondition, AttributeType, payload_key
 from recstream.core.index import (
     COLLAB_SLOTS,
     COLLAB_VECTORS,
     CONTENT_VECTOR,
-    INTEGER_FIELDS,
-    KEYWORD_FIELDS,
     RRF_K,
     Distance,
     ItemPayload,
@@ -23,6 +22,7 @@ from recstream.core.index import (
     Vector,
     collab_vector,
     collab_vector_of,
+    payload_indexes,
     point_chunks,
     point_id,
 )
@@ -42,6 +42,7 @@ class QdrantClientIndex:
         distance: Distance = "cosine",
         cache_vectors: int = 0,
         collab_dimension: int = 0,
+        filter_attributes: Mapping[str, AttributeType] | None = None,
     ) -> None:
         self._client = client
         self._read = RecordReader(cache_vectors)
@@ -50,6 +51,7 @@ class QdrantClientIndex:
         self._distance = models.Distance.DOT if distance == "dot" else models.Distance.COSINE
         self._collab_dimension = collab_dimension
         self._ensure_collection()
+        self._ensure_payload_indexes(filter_attributes or {})
 
     @classmethod
     def connect(
@@ -61,9 +63,18 @@ class QdrantClientIndex:
         distance: Distance = "cosine",
         cache_vectors: int = 0,
         collab_dimension: int = 0,
+        filter_attributes: Mapping[str, AttributeType] | None = None,
     ) -> QdrantClientIndex:
         client = QdrantClient(url=url, api_key=api_key)
-        return cls(client, collection, dimension, distance, cache_vectors, collab_dimension)
+        return cls(
+            client,
+            collection,
+            dimension,
+            distance,
+            cache_vectors,
+            collab_dimension,
+            filter_attributes,
+        )
 
     @classmethod
     def local(
@@ -74,14 +85,24 @@ class QdrantClientIndex:
         distance: Distance = "cosine",
         cache_vectors: int = 0,
         collab_dimension: int = 0,
+        filter_attributes: Mapping[str, AttributeType] | None = None,
     ) -> QdrantClientIndex:
-        """qdrant-client's local mode: ':memory:' or a folder path."""
+        """qdrant-client's local mode: ':memory:' or a folder path (it keeps no payload
+        indexes: it filters by scanning)."""
         client = (
             QdrantClient(location=location)
             if location == ":memory:"
             else QdrantClient(path=location)
         )
-        return cls(client, collection, dimension, distance, cache_vectors, collab_dimension)
+        return cls(
+            client,
+            collection,
+            dimension,
+            distance,
+            cache_vectors,
+            collab_dimension,
+            filter_attributes,
+        )
 
     def _ensure_collection(self) -> None:
         """Create the collection on first use; an existing one keeps its own vectors."""
@@ -101,14 +122,15 @@ class QdrantClientIndex:
                     size=self._collab_dimension, distance=models.Distance.DOT
                 )
         self._client.create_collection(self._collection, vectors_config=config)
-        for name in KEYWORD_FIELDS:
-            self._client.create_payload_index(
-                self._collection, name, models.PayloadSchemaType.KEYWORD
-            )
-        for name in INTEGER_FIELDS:
-            self._client.create_payload_index(
-                self._collection, name, models.PayloadSchemaType.INTEGER
-            )
+
+    def _ensure_payload_indexes(self, filter_attributes: Mapping[str, AttributeType]) -> None:
+        """Create the payload indexes the collection lacks (an attribute declared filterable
+        later gets its index over the items already stored). Local mode keeps none: it warns
+        and filters by scanning."""
+        present = set(self._client.get_collection(self._collection).payload_schema)
+        for name, kind in payload_indexes(filter_attributes):
+            if name not in present:
+                self._client.create_payload_index(self._collection, name, _SCHEMA_TYPES[kind])
 
     @property
     def collection(self) -> str:
@@ -277,6 +299,11 @@ class QdrantClientIndex:
 
 
 _DELETED = models.FieldCondition(key="deleted", match=models.MatchValue(value=1))
+_SCHEMA_TYPES = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "integer": models.PayloadSchemaType.INTEGER,
+    "float": models.PayloadSchemaType.FLOAT,
+}
 
 
 def _client_filter(flt: SearchFilter) -> models.Filter:
@@ -298,4 +325,16 @@ def _client_filter(flt: SearchFilter) -> models.Filter:
         )
     if flt.exclude_item_ids:
         must_not.append(models.HasIdCondition(has_id=[point_id(i) for i in flt.exclude_item_ids]))
+    if flt.tags_any:
+        tags = models.MatchAny(any=list(flt.tags_any))
+        must.append(models.FieldCondition(key="tags", match=tags))
+    must += [_attribute_condition(c) for c in flt.attributes]
     return models.Filter(must=must or None, must_not=must_not)
+
+
+def _attribute_condition(condition: AttributeCondition) -> models.FieldCondition:
+    key = payload_key(condition.name)
+    if not condition.is_range:
+        return models.FieldCondition(key=key, match=models.MatchAny(any=list(condition.any)))
+    bounds = models.Range(gt=condition.gt, gte=condition.gte, lt=condition.lt, lte=condition.lte)
+    return models.FieldCondition(key=key, range=bounds)

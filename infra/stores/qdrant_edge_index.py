@@ -10,13 +10,12 @@ from typing import Any
 import orjson
 import qdrant_edge as qe
 
+from recstream.core.attributes import AttributeCondition, AttributeType, payload_key
 from recstream.core.errors import RecstreamError
 from recstream.core.index import (
     COLLAB_SLOTS,
     COLLAB_VECTORS,
     CONTENT_VECTOR,
-    INTEGER_FIELDS,
-    KEYWORD_FIELDS,
     RRF_K,
     Distance,
     ItemPayload,
@@ -26,6 +25,7 @@ from recstream.core.index import (
     Vector,
     collab_vector,
     collab_vector_of,
+    payload_indexes,
     point_chunks,
     point_id,
 )
@@ -62,9 +62,11 @@ class QdrantEdgeIndex:
         distance: Distance = "cosine",
         cache_vectors: int = 0,
         collab_dimension: int = 0,
+        filter_attributes: Mapping[str, AttributeType] | None = None,
     ) -> QdrantEdgeIndex:
-        """Open the shard at path, creating it (with payload indexes and, when collab_dimension
-        is set, the collaborative slots) on first use; an existing shard keeps its own vectors.
+        """Open the shard at path, creating it (when collab_dimension is set, with the
+        collaborative slots) on first use; an existing shard keeps its own vectors. Payload
+        indexes (the fixed fields and every filterable attribute) are created where missing.
         With cache_vectors, that many decoded vectors are remembered (vector_cache)."""
         try:
             if (path / "edge_config.json").exists():
@@ -78,7 +80,7 @@ class QdrantEdgeIndex:
                 shard = qe.EdgeShard.create(
                     str(path), _edge_config(dimension, distance, collab_dimension)
                 )
-                _create_payload_indexes(shard)
+            _create_payload_indexes(shard, filter_attributes or {})
         except Exception as error:  # the binding raises plain exceptions (e.g. shard locked)
             raise RecstreamError(f"cannot open embedded Qdrant shard at {path}: {error}") from error
         return cls(shard, collection, dimension, cache_vectors, collab_dimension)
@@ -94,6 +96,12 @@ class QdrantEdgeIndex:
     @property
     def collab_dimension(self) -> int:
         return self._collab_dimension
+
+    def payload_index_types(self) -> dict[str, str]:
+        """The shard's payload indexes: field -> type ("keyword", "integer", "float")."""
+        with self._lock:
+            schema = self._shard.info().payload_schema
+        return {name: str(i.data_type).rsplit(".", 1)[-1].lower() for name, i in schema.items()}
 
     def upsert(self, items: Sequence[tuple[ItemPayload, Vector]]) -> None:
         ids: list[qe.PointId] = [point_id(p.item_id) for p, _ in items]
@@ -253,11 +261,22 @@ def _stored_collab_dimension(path: Path) -> int:
     return int(slot["size"]) if slot else 0
 
 
-def _create_payload_indexes(shard: qe.EdgeShard) -> None:
-    for name in KEYWORD_FIELDS:
-        shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
-    for name in INTEGER_FIELDS:
-        shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
+_SCHEMA_TYPES = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "float": qe.PayloadSchemaType.Float,
+}
+
+
+def _create_payload_indexes(
+    shard: qe.EdgeShard, filter_attributes: Mapping[str, AttributeType]
+) -> None:
+    """The payload indexes the shard lacks (an attribute declared filterable later gets its
+    index over the items already stored)."""
+    present = set(shard.info().payload_schema)
+    for name, kind in payload_indexes(filter_attributes):
+        if name not in present:
+            shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA_TYPES[kind]))
 
 
 _DELETED = qe.FieldCondition("deleted", match=qe.MatchValue(1))
@@ -280,4 +299,15 @@ def _edge_filter(flt: SearchFilter) -> qe.Filter:
         must_not.append(qe.FieldCondition("category", match=qe.MatchAny(list(flt.categories_out))))
     if flt.exclude_item_ids:
         must_not.append(qe.HasIdCondition({point_id(i) for i in flt.exclude_item_ids}))
+    if flt.tags_any:
+        must.append(qe.FieldCondition("tags", match=qe.MatchAny(list(flt.tags_any))))
+    must += [_attribute_condition(c) for c in flt.attributes]
     return qe.Filter(must=must or None, must_not=must_not)
+
+
+def _attribute_condition(condition: AttributeCondition) -> qe.FieldCondition:
+    key = payload_key(condition.name)
+    if not condition.is_range:
+        return qe.FieldCondition(key, match=qe.MatchAny(list(condition.any)))
+    bounds = qe.RangeFloat(gt=condition.gt, gte=condition.gte, lt=condition.lt, lte=condition.lte)
+    return qe.FieldCondition(key, range=bounds)

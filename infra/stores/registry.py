@@ -10,13 +10,14 @@ registration, not another branch in every role.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from recstream.core.attributes import AttributeType
 from recstream.core.errors import SettingsError
 from recstream.core.index import Distance, VectorIndex, collection_name
 from recstream.core.ports import SessionStore
@@ -37,6 +38,8 @@ class IndexSpec:
     cache_vectors: int = 0  # decoded vectors remembered (recstream.infra.stores.vector_cache)
     collab_dimension: int = 0  # collaborative slots of a collection created now (0: none)
     api_key: str | None = None
+    # Filterable attributes: each gets a payload index (created where missing).
+    filter_attributes: Mapping[str, AttributeType] = field(default_factory=dict)
 
 
 Opener = TypeVar("Opener", bound=Callable[..., Any])
@@ -91,6 +94,7 @@ def _qdrant_server(spec: IndexSpec) -> VectorIndex:
         spec.distance,
         spec.cache_vectors,
         spec.collab_dimension,
+        spec.filter_attributes,
     )
 
 
@@ -106,6 +110,7 @@ def _qdrant_embedded(spec: IndexSpec) -> VectorIndex:
         spec.distance,
         spec.cache_vectors,
         spec.collab_dimension,
+        spec.filter_attributes,
     )
 
 
@@ -159,5 +164,6 @@ def open_vector_index(
             cache_vectors,
             collab_dimension,
             api_key,
+            settings.filter_attributes,
         )
     )

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from recstream.core.attributes import AttributeCondition, AttributeType, admits, payload_key
 from recstream.core.errors import RecstreamError
 
 Vector = npt.NDArray[np.float32]
@@ -34,7 +35,19 @@ KEYWORD_FIELDS = ("item_id", "category", "tags")
 # Availability and deletion are stored as 0/1: qdrant-edge-py 0.9 does not match boolean
 # payload values.
 INTEGER_FIELDS = ("available", "updated_ms", "deleted")
+IndexKind = Literal["keyword", "integer", "float"]
 _ID_NAMESPACE = uuid.UUID("9d3c1a52-6c1e-4f55-a0a1-1f1a8bb2b7e4")
+
+
+def payload_indexes(filter_attributes: Mapping[str, AttributeType]) -> list[tuple[str, IndexKind]]:
+    """Every payload index a collection has: the fixed fields, and one per filterable attribute
+    (numbers as floats: an integer value matches a float range too)."""
+    fixed: list[tuple[str, IndexKind]] = [(n, "keyword") for n in KEYWORD_FIELDS]
+    fixed += [(n, "integer") for n in INTEGER_FIELDS]
+    return fixed + [
+        (payload_key(name), "keyword" if kind == "keyword" else "float")
+        for name, kind in sorted(filter_attributes.items())
+    ]
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -147,6 +160,18 @@ class SearchFilter:
     categories_in: tuple[str, ...] = ()
     categories_out: tuple[str, ...] = ()
     exclude_item_ids: tuple[str, ...] = ()
+    tags_any: tuple[str, ...] = ()  # the item has at least one of these tags
+    attributes: tuple[AttributeCondition, ...] = ()  # on declared attributes only
+
+    def admits(self, payload: ItemPayload) -> bool:
+        """The payload conditions, for an item that did not come from a filtered search."""
+        if self.available_only and not payload.available:
+            return False
+        if self.categories_in and payload.category not in self.categories_in:
+            return False
+        if self.categories_out and payload.category in self.categories_out:
+            return False
+        return admits(payload.attributes, payload.tags, self.tags_any, self.attributes)
 
 
 class ItemStore(Protocol):

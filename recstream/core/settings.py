@@ -13,10 +13,13 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from recstream.core.attributes import AttributeType
 from recstream.core.errors import SettingsError
 
 ENV_PREFIX = "RECSTREAM_"
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+# No dot: the index reads `attributes.<name>` as a path, and a dot would nest it further.
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Variables the environment may carry that are read by other tools, not by the settings model.
 _NOT_SETTINGS = frozenset({"RECSTREAM_TEST_KEEP_INFRA"})
 
@@ -124,6 +127,9 @@ class Settings(BaseSettings):
     # hides its item for good (the default: every type). JSON, e.g. {"view": 604800000}.
     seen_hide_ms: dict[str, int] = Field(default_factory=dict)
     covis_max_neighbours: int = Field(200, ge=1, le=10_000)
+    # Filterable item attributes, name -> "keyword" or "number" (JSON): each is indexed in the
+    # vector index and typed by the catalog processor; requests may filter on these only.
+    filter_attributes: dict[str, AttributeType] = Field(default_factory=dict)
     # A year: chosen on the validation splits (docs/evaluation.md); what is hot now is trending's.
     popularity_half_life_ms: int = Field(365 * 24 * 3600 * 1000, gt=0)
     # Trending by velocity (docs/serving.md): popularity over this short half-life too, and the
@@ -197,7 +203,7 @@ class Settings(BaseSettings):
     min_event_time_ms: int = Field(631_152_000_000, ge=0)
     max_clock_skew_ms: int = Field(5 * 60 * 1000, ge=0)
 
-    @field_validator("event_weights", "seen_hide_ms", mode="before")
+    @field_validator("event_weights", "seen_hide_ms", "filter_attributes", mode="before")
     @classmethod
     def _weights_from_json(cls, value: Any) -> Any:
         # From the environment the weights arrive as a JSON object string.
@@ -211,6 +217,14 @@ class Settings(BaseSettings):
         _refuse_unknown_event_types(value)
         if any(ms <= 0 for ms in value.values()):
             raise ValueError("a hide time must be > 0 ms (leave a type out to hide for good)")
+        return value
+
+    @field_validator("filter_attributes")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, AttributeType]) -> dict[str, AttributeType]:
+        bad = [name for name in value if not _ATTRIBUTE_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"not attribute names (letters, digits, _ or -, up to 64): {bad}")
         return value
 
     @field_validator("reply_topics", mode="before")

@@ -93,7 +93,8 @@ def _restaurant_catalog(folder: Path) -> list[CatalogEvent]:
                     category=kinds[0] if kinds else "Restaurant",
                     tags=tuple(kinds),
                     description="; ".join(f"{k}: {v}" for k, v in details.items()),
-                    attributes={"cuisine": ", ".join(kinds)} if kinds else {},
+                    attributes=({"cuisine": ", ".join(kinds)} if kinds else {})
+                    | ({"price": details["price"]} if "price" in details else {}),
                 )
             )
     return items

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recstream.core.attributes import AttributeCondition
 from recstream.core.errors import RecstreamError
 from recstream.core.index import (
     Distance,
@@ -144,6 +145,39 @@ def test_filters_availability_categories_and_excluded_ids(
     assert {h.payload.category for h in outside} == {"b"}
 
 
+def _fill_with_attributes(index: VectorIndex, vectors: dict[str, Vector]) -> None:
+    index.upsert(
+        [
+            (
+                replace(
+                    _payload(i, available=n % 5 != 0),
+                    tags=("even",) if n % 2 == 0 else ("odd", "prime") if n in (3, 5, 7) else (),
+                    attributes={"year": 1980 + n, "price": ("low", "high")[n % 2]},
+                ),
+                v,
+            )
+            for n, (i, v) in enumerate(vectors.items())
+        ]
+    )
+
+
+def test_filters_tags_and_attributes_inside_the_search(
+    index: VectorIndex, vectors: dict[str, Vector]
+) -> None:
+    _fill_with_attributes(index, vectors)
+    nineties = AttributeCondition("year", gte=1990, lt=2000)
+    cheap = AttributeCondition("price", any=("low",))
+    flt = SearchFilter(attributes=(nineties, cheap), tags_any=("even", "prime"))
+    found = {h.payload.item_id for h in index.search(vectors["i3"], 40, flt)}
+    assert found == {f"i{n}" for n in range(10, 20) if n % 2 == 0 and n % 5}
+    odd = SearchFilter(available_only=False, tags_any=("prime",))
+    assert {h.payload.item_id for h in index.search(vectors["i3"], 40, odd)} == {"i3", "i5", "i7"}
+    ranged = SearchFilter(available_only=False, attributes=(AttributeCondition("year", gt=2018),))
+    assert {h.payload.item_id for h in index.search(vectors["i3"], 40, ranged)} == {"i39"}
+    for hit in index.search(vectors["i3"], 40, flt):
+        assert flt.admits(hit.payload)  # the index and the payload check agree
+
+
 def test_set_available_and_delete(index: VectorIndex, vectors: dict[str, Vector]) -> None:
     _fill(index, vectors)
     index.set_available(["i1"], False, 2000)
@@ -216,6 +250,29 @@ def test_reopening_keeps_the_data(tmp_path: Path, vectors: dict[str, Vector]) ->
     try:
         assert again.count() == 40
         assert again.retrieve(["i5"])["i5"].payload.item_id == "i5"
+    finally:
+        again.close()
+
+
+def test_filterable_attributes_are_indexed_also_when_declared_after_creation(
+    tmp_path: Path, vectors: dict[str, Vector]
+) -> None:
+    name = collection_name("test-model", DIM)
+    first = QdrantEdgeIndex.open(tmp_path / name, name, DIM)
+    _fill_with_attributes(first, vectors)
+    assert "attributes.year" not in first.payload_index_types()
+    first.close()
+    again = QdrantEdgeIndex.open(
+        tmp_path / name, name, DIM, filter_attributes={"year": "number", "price": "keyword"}
+    )
+    try:
+        indexes = again.payload_index_types()
+        assert indexes["attributes.year"] == "float"
+        assert indexes["attributes.price"] == "keyword"
+        assert indexes["category"] == "keyword" and indexes["deleted"] == "integer"
+        flt = SearchFilter(attributes=(AttributeCondition("year", lte=1981),))
+        found = {h.payload.item_id for h in again.search(vectors["i1"], 40, flt)}
+        assert found == {"i1"}  # i0 is unavailable; the items stored before are in the index
     finally:
         again.close()
 

@@ -93,6 +93,11 @@ def test_a_worker_on_a_taken_metrics_port_is_one_line_naming_the_setting(
     assert str(port) in line and "RECSTREAM_METRICS_PORT" in line
 
 
+def test_a_where_condition_it_cannot_read_is_one_line_before_connecting() -> None:
+    line = _one_line(_cli("recommend", "u1", "--where", "year~1990"))
+    assert line.startswith("recstream: error: --where: cannot read 'year~1990'"), line
+
+
 def test_help_shows_every_default_and_the_fields_a_file_may_hold() -> None:
     recommend = _cli("recommend", "--help").stdout
     assert "(default: 10)" in recommend

@@ -4,6 +4,7 @@ worker process, through the real topics."""
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,13 @@ def test_demo_prints_recommendations_with_reasons(
     for user in DEMO_USERS:
         assert f"Recommendations for user {user}:\nok (personalised), 10 items" in out
     assert "More like Toy Story (1995):\nok (more_like_this), 10 items" in out
+    filtered = out[
+        out.index(f"For user {DEMO_USERS[1]}, comedies from 2000 on") : out.index("processes")
+    ]
+    assert "ok (personalised), 5 items" in filtered
+    shown = [int(n) for n in re.findall(r"│\s*\d+\s*│\s*m(\d+)\s*│", filtered)]
+    assert len(shown) == 5  # each a comedy of 2000 or later (the seeded movie n is of 1990 + n)
+    assert all(1990 + n >= 2000 and "Comedy" in (GENRES[n % 5], GENRES[(n + 2) % 5]) for n in shown)
     assert "similar to " in out
     assert "(their log:" in out
     table = out[out.index("processes") :]  # every process of the topology, each its own

@@ -19,6 +19,7 @@ from recstream.consumers.client import AsyncRecClient, RecClient
 from recstream.consumers.errors import RequestTimeoutError
 from recstream.consumers.query_worker import QueryWorker
 from recstream.consumers.recommender import Recommender
+from recstream.core.attributes import AttributeCondition
 from recstream.core.index import ItemPayload, collection_name
 from recstream.core.pressure import QueryPressure
 from recstream.core.settings import Settings, load_settings
@@ -97,7 +98,16 @@ def _seed(index: QdrantEdgeIndex, embedder: SentenceTransformerEmbedder) -> dict
     index.upsert(
         [
             (
-                ItemPayload(item, title, category[item[:3]], (), item != "hidden", "h", NOW),
+                ItemPayload(
+                    item,
+                    title,
+                    category[item[:3]],
+                    ("short",) if n % 2 else (),
+                    item != "hidden",
+                    "h",
+                    NOW,
+                    _attributes(n),
+                ),
                 vectors[n],
             )
             for n, (item, title) in enumerate(titles.items())
@@ -106,17 +116,34 @@ def _seed(index: QdrantEdgeIndex, embedder: SentenceTransformerEmbedder) -> dict
     return titles
 
 
+def _attributes(n: int) -> dict[str, object]:
+    """The n-th seeded item's filterable attributes."""
+    return {"minutes": 80 + 5 * n, "audience": "kids" if n % 3 == 0 else "adults"}
+
+
 @pytest.fixture
 def stack(
     infra: Settings, unique: str, tmp_path: Path, embedder: SentenceTransformerEmbedder
 ) -> Iterator[Stack]:
     # Short titles without genres or tags: related ones reach a cosine of about 0.45 (the
     # default bar, 0.6, is measured on MovieLens's fuller texts).
-    settings = isolated_settings(infra, unique, tmp_path, similar_reason_min_cosine=0.4)
+    settings = isolated_settings(
+        infra,
+        unique,
+        tmp_path,
+        similar_reason_min_cosine=0.4,
+        filter_attributes={"minutes": "number", "audience": "keyword"},
+    )
     names = create_topics(settings)
     name = collection_name(embedder.model_id, embedder.dimension)
     path = settings.qdrant_embedded_path / name
-    index = QdrantEdgeIndex.open(path, name, embedder.dimension, cache_vectors=1000)
+    index = QdrantEdgeIndex.open(
+        path,
+        name,
+        embedder.dimension,
+        cache_vectors=1000,
+        filter_attributes=settings.filter_attributes,
+    )
     titles = _seed(index, embedder)
     store = redis_session_store(settings)
     pressure = QueryPressure()
@@ -202,6 +229,40 @@ def test_filters_are_respected(stack: Stack) -> None:
     assert only and all(i.startswith("coo") for i in only)
     never = _ids(stack.client.recommend("bob", k=10, categories_out=("Space",), exclude=("rom0",)))
     assert never and not any(i.startswith("spa") or i == "rom0" for i in never)
+
+
+def test_attribute_and_tag_filters_hold_for_every_source_of_candidates(stack: Stack) -> None:
+    """Search hits, co-visited items (rom3 and coo3, clicked after spa1 by another user), popular
+    ones and any others filling the list: each is what the filters ask, and every such item is."""
+    _track(stack, "cal", ["spa1", "rom3", "coo3"])
+    _track(stack, "dee", ["spa1"])
+    within = AttributeCondition("minutes", gte=90, lt=145)
+    adults = AttributeCondition("audience", any=("adults",))
+    response = stack.client.recommend(
+        "dee", k=20, diversity=1.0, tags_any=("short",), attributes=(within, adults)
+    )
+    order = list(stack.titles)
+    expected = {
+        item
+        for n, item in enumerate(order)
+        if n % 2 and n % 3 and 90 <= 80 + 5 * n < 145 and item not in ("spa1", "hidden")
+    }
+    assert set(_ids(response)) == expected == {"rom0", "rom2", "coo1"}
+    # rom3 (no tag) and coo3 (145 minutes) are co-visited with spa1 and popular: kept out.
+
+
+def test_a_filter_on_an_undeclared_attribute_or_of_the_wrong_kind_is_answered_with_why(
+    stack: Stack,
+) -> None:
+    undeclared = AttributeCondition("colour", any=("red",))
+    response = stack.client.recommend("dee", k=3, attributes=(undeclared,))
+    assert response.status == "error" and response.items == ()
+    assert "'colour' is not filterable" in (response.error or "")
+    wrong_kind = stack.client.recommend(
+        "dee", k=3, attributes=(AttributeCondition("minutes", ("90",)),)
+    )
+    assert wrong_kind.status == "error"
+    assert "filter it by a range" in (wrong_kind.error or "")
 
 
 def test_max_per_category_rule_holds_for_ranked_and_topped_up_lists(stack: Stack) -> None:

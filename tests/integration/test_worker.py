@@ -11,10 +11,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from recstream.core.attributes import AttributeCondition
+from recstream.core.index import SearchFilter
 from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import admin_client, kafka_config
-from recstream.infra.dlq import TRUNCATED_HEADER
+from recstream.infra.dlq import DETAIL_HEADER, TRUNCATED_HEADER
 from recstream.infra.topics import dlq_topic
 from recstream.schemas.events import CatalogEvent, InteractionEvent
 from recstream.staging.verdicts import state_snapshot
@@ -123,9 +125,7 @@ def test_catalog_events_become_points_and_unchanged_items_are_not_embedded_again
         index.close()
 
 
-def _no_filter():  # type: ignore[no-untyped-def]
-    from recstream.core.index import SearchFilter
-
+def _no_filter() -> SearchFilter:
     return SearchFilter(available_only=False)
 
 
@@ -274,6 +274,53 @@ def test_a_catalog_record_near_the_size_limit_is_dead_lettered_and_the_role_goes
     [letter] = read_dead_letters(settings, dlq_topic(settings.topic_catalog), 1)
     assert (letter.reason, letter.key) == ("oversized", b"m-huge")
     assert letter.headers[TRUNCATED_HEADER] == str(len(huge)).encode()
+
+
+def test_filterable_attributes_are_typed_indexed_and_a_bad_value_is_dead_lettered(
+    infra: Settings, unique: str, tmp_path: Path
+) -> None:
+    """RECSTREAM_FILTER_ATTRIBUTES reaches the catalog role: its index gets the payload
+    indexes, numbers from CSV text are stored as numbers, a word where a number is declared
+    is dead-lettered with the reason, and the rest of the batch is applied."""
+    settings = isolated_settings(
+        infra, unique, tmp_path, filter_attributes={"year": "number", "studio": "keyword"}
+    )
+    names = create_topics(settings)
+    try:
+        items = [
+            _catalog(0, NOW, attributes={"year": "1999", "studio": 7}),
+            _catalog(1, NOW, attributes={"year": 2005}),
+            _catalog(2, NOW, attributes={"year": "soon"}),
+        ]
+        produce(
+            settings, settings.topic_catalog, [(e.item_id.encode(), e.to_json()) for e in items]
+        )
+        worker = WorkerProcess(settings, tmp_path / "worker.log", roles="catalog")
+        try:
+            worker.wait_for("recstream_catalog_events_total", 2, outcome="embedded")
+            worker.wait_for("recstream_catalog_events_total", 1, outcome="dead_lettered")
+        finally:
+            assert worker.stop() == 0
+        [letter] = read_dead_letters(settings, dlq_topic(settings.topic_catalog), 1)
+        assert (letter.reason, letter.key) == ("schema_violation", b"m2")
+        assert b"'year' is a number, not 'soon'" in letter.headers[DETAIL_HEADER]
+        index = open_index(settings)
+        try:
+            indexes = index.payload_index_types()
+            assert (indexes["attributes.year"], indexes["attributes.studio"]) == (
+                "float",
+                "keyword",
+            )
+            stored = index.retrieve(["m0", "m1", "m2"])
+            assert set(stored) == {"m0", "m1"}
+            assert stored["m0"].payload.attributes == {"year": 1999, "studio": "7"}
+            recent = SearchFilter(attributes=(AttributeCondition("year", gte=2000),))
+            hits = index.search(stored["m0"].vector, 10, recent)  # type: ignore[arg-type]
+            assert [h.payload.item_id for h in hits] == ["m1"]
+        finally:
+            index.close()
+    finally:
+        topics.delete_topics(settings, names)
 
 
 def test_every_group_member_of_a_worker_carries_its_instance_id(

@@ -4,6 +4,7 @@ ranked list, and the top-up of a short list from the popular items."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from recstream.consumers.decide import (
     top_up,
 )
 from recstream.consumers.ranking import RankingWeights
+from recstream.core.attributes import AttributeCondition
 from recstream.core.index import ItemPayload, ItemRecord, ScoredItem, SearchFilter, Vector
 
 WEIGHTS = RankingWeights(0.6, 0.3, 0.1, 0.0)
@@ -28,6 +30,7 @@ POLICY = QueryConfig(
     serve_hidden_items=False,
     similar_reason_min_cosine=0.6,
     diversity=0.7,
+    filter_attributes={},
 )
 
 
@@ -163,6 +166,35 @@ def test_too_few_popular_items_are_followed_by_any_eligible_ones() -> None:
     filled = top_up(context, [], filling)
     assert [r.candidate.item_id for r in filled] == ["p1", "n1", "n2"]
     assert [r.score for r in filled] == [1.0, 0.0, 0.0]
+
+
+def _described(item_id: str, year: int, tags: tuple[str, ...] = ("classic",)) -> ItemRecord:
+    payload = replace(_payload(item_id), tags=tags, attributes={"year": year})
+    return ItemRecord(payload, _vector(0, 1))
+
+
+def test_covisited_and_popular_items_are_held_to_the_attribute_and_tag_filters() -> None:
+    """They come from outside the filtered search: the filter is checked on their payloads."""
+    flt = SearchFilter(tags_any=("classic",), attributes=(AttributeCondition("year", gte=2000),))
+    context = _context(
+        query=_vector(1, 0),
+        anchors=(Anchor("seen", "Seen", _vector(1, 0)),),
+        flt=flt,
+        covisits={"seen": {"old": 5.0, "new": 1.0, "untagged": 9.0}},
+        covisited_records={
+            "old": _described("old", 1990),
+            "new": _described("new", 2005),
+            "untagged": _described("untagged", 2005, tags=()),
+        },
+    )
+    ranked, _ = decide(context, POLICY)
+    assert [r.candidate.item_id for r in ranked] == ["new"]
+    filling = TopUp(
+        pool={"p-old": 9.0, "p-new": 1.0},
+        records={"p-old": _described("p-old", 1999), "p-new": _described("p-new", 2000)},
+    )
+    filled = top_up(context, ranked, filling)
+    assert [r.candidate.item_id for r in filled] == ["new", "p-new"]
 
 
 def test_a_full_list_is_left_as_it_is() -> None:
