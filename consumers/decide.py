@@ -28,6 +28,9 @@ from recstream.core.index import ItemRecord, ScoredItem, SearchFilter, Vector
 from recstream.core.trending import TRENDING_AT_LEAST
 
 Found = ItemRecord | ScoredItem
+# What came after the user's k-th newest item weighs NEXT_DECAY^k (0.7: chosen on the
+# MovieLens validation split, docs/evaluation.md).
+NEXT_DECAY = 0.7
 
 
 class CollabView(Protocol):
@@ -63,6 +66,8 @@ class QueryContext:
     hits: tuple[ScoredItem, ...] = ()  # the index's answer, with vectors
     covisits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # anchor -> counts
     covisited_records: Mapping[str, ItemRecord] = field(default_factory=dict)  # outside the hits
+    # anchor -> the items chosen after it -> counts (the next signal; empty when it is off)
+    transitions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     popularity: Mapping[str, float] = field(default_factory=dict)  # of every candidate
     collab: CollabView | None = None
     trending: bool = False  # a short list is filled by velocity, not by decayed popularity
@@ -98,6 +103,28 @@ def covisited(
     return {item: (total, strongest[item][1]) for item, total in totals.items()}
 
 
+def followed(
+    anchors: Sequence[Anchor],
+    by_anchor: Mapping[str, Mapping[str, float]],
+    flt: SearchFilter,
+) -> dict[str, tuple[float, str]]:
+    """Items chosen after the anchors (newest first), not excluded: item -> (score, title of
+    the anchor it was chosen after most). An anchor's counts weigh NEXT_DECAY^position, so what
+    came after the newest items counts most."""
+    scores: dict[str, float] = {}
+    strongest: dict[str, tuple[float, str]] = {}
+    excluded = set(flt.exclude_item_ids) | {a.item_id for a in anchors}
+    for position, anchor in enumerate(anchors):
+        weight = NEXT_DECAY**position
+        for item, count in by_anchor.get(anchor.item_id, {}).items():
+            if item in excluded:
+                continue
+            scores[item] = scores.get(item, 0.0) + weight * count
+            if weight * count > strongest.get(item, (0.0, ""))[0]:
+                strongest[item] = (weight * count, anchor.title)
+    return {item: (score, strongest[item][1]) for item, score in scores.items()}
+
+
 def candidate_records(
     hits: Sequence[ScoredItem],
     covisited_records: Mapping[str, ItemRecord],
@@ -118,7 +145,8 @@ def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
     """Every item that may be recommended, with its signals."""
     anchors = context.anchors
     counts = covisited(anchors[:covis_seeds], context.covisits, context.flt)
-    outside = {i: r for i, r in context.covisited_records.items() if i in counts}
+    after = followed(anchors[:covis_seeds], context.transitions, context.flt)
+    outside = {i: r for i, r in context.covisited_records.items() if i in counts or i in after}
     records = candidate_records(context.hits, outside, context.flt)
     if not records or context.query is None:
         return []
@@ -130,6 +158,7 @@ def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
     found = []
     for row, (item_id, (record, vector)) in enumerate(records.items()):
         count, seen_with = counts.get(item_id, (0.0, None))
+        next_score, follows = after.get(item_id, (0.0, None))
         found.append(
             Candidate(
                 item_id,
@@ -142,6 +171,8 @@ def candidates(context: QueryContext, covis_seeds: int) -> list[Candidate]:
                 similar_to=None if closest is None else anchors[int(closest[row])].title,
                 similar_to_cosine=0.0 if to_anchors is None else float(to_anchors[row].max()),
                 covisited_with=seen_with,
+                next=next_score,
+                follows=follows,
             )
         )
     if context.collab is not None:
@@ -157,6 +188,7 @@ class QueryConfig:
 
     weights: RankingWeights
     covis_per_seed: int  # co-visited neighbours read per recent item
+    next_per_seed: int  # items chosen after, read per recent item (with a next weight above 0)
     max_per_category: int  # business rule for requests that do not set one (0: no cap)
     # Hidden items are served only if the operator allows it and the request asks for them.
     serve_hidden_items: bool

@@ -1,12 +1,12 @@
 """Ranking policy, pure: candidates with their signals in, an ordered, diversified, explained list
 out. Similarity finds candidates; this decides what a user should see next.
 
-score = w_sim * sim + w_covis * covis + w_pop * pop (+ w_collab * collab for users with a
-collaborative factor), each signal first brought to [0, 1] so the
-weights mean what they say: cosine similarity mapped from [-1, 1], co-visitation and popularity
-(heavy-tailed counts) as log1p(C * x / max) / log1p(C) over the candidates. Dividing by the max
-first makes the share independent of the signal's scale: forward-decayed popularity is stored
-relative to a landmark that moves, and a moved landmark must not change a ranking.
+score = w_sim * sim + w_covis * covis + w_pop * pop + w_next * next (+ w_collab * collab for
+users with a collaborative factor), each signal first brought to [0, 1] so the
+weights mean what they say: cosine similarity mapped from [-1, 1], co-visitation, next and
+popularity (heavy-tailed counts) as log1p(C * x / max) / log1p(C) over the candidates. Dividing
+by the max first makes the share independent of the signal's scale: forward-decayed popularity is
+stored relative to a landmark that moves, and a moved landmark must not change a ranking.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class RankingWeights:
     covisitation: float
     popularity: float
     collab: float = 0.0  # the collaborative space's score, for users who have one
+    next: float = 0.0  # how often users chose the item after the user's recent items
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Candidate:
     similar_to: str | None = None  # title of the engaged item it is most similar to
     similar_to_cosine: float = 0.0  # its cosine to that item
     covisited_with: str | None = None  # title of the item it was most often seen with
+    next: float = 0.0  # times chosen after the user's recent items (newer ones count more)
+    follows: str | None = None  # title of the recent item it was most often chosen after
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ def hybrid_scores(candidates: Sequence[Candidate], weights: RankingWeights) -> S
     similarity = (np.array([c.similarity for c in candidates]) + 1.0) / 2.0
     covis = _log_share(np.array([c.covisitation for c in candidates], dtype=np.float64))
     popularity = _log_share(np.array([c.popularity for c in candidates], dtype=np.float64))
+    after = _log_share(np.array([c.next for c in candidates], dtype=np.float64))
     collab = np.array([c.collab for c in candidates], dtype=np.float64)
     top_collab = float(collab.max(initial=0.0))
     # ALS preferences aim at 1 for liked items: a share of the best candidate's, negatives at 0.
@@ -88,6 +92,7 @@ def hybrid_scores(candidates: Sequence[Candidate], weights: RankingWeights) -> S
         + weights.covisitation * covis
         + weights.popularity * popularity
         + weights.collab * collab_share
+        + weights.next * after
     )
 
 
@@ -160,8 +165,8 @@ class ReasonRule:
     liked_at_least: float = 0.0  # "liked by people with your taste": at least this
 
     def reasons(self, candidate: Candidate, strategy: str) -> tuple[str, ...]:
-        """Why this item: similar to X, often seen with Y, liked by people with your taste,
-        popular (in C). Never empty."""
+        """Why this item: similar to X, often seen with Y, often chosen after Z, liked by people
+        with your taste, popular (in C). Never empty."""
         weights, found = self.weights, []
         if (
             candidate.similar_to
@@ -171,6 +176,8 @@ class ReasonRule:
             found.append(f"similar to {candidate.similar_to}")
         if candidate.covisited_with and candidate.covisitation > 0 and weights.covisitation > 0:
             found.append(f"often seen with {candidate.covisited_with}")
+        if candidate.follows and candidate.next > 0 and weights.next > 0:
+            found.append(f"often chosen after {candidate.follows}")
         if weights.collab > 0 and candidate.collab > 0 and candidate.collab >= self.liked_at_least:
             found.append("liked by people with your taste")
         if (

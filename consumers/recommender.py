@@ -30,6 +30,7 @@ from recstream.consumers.decide import (
     covisited,
     decide,
     eligible,
+    followed,
     taken,
     top_up_category,
 )
@@ -46,6 +47,10 @@ from recstream.schemas.requests import (
     RecommendResponse,
     RequestCodec,
 )
+
+# The user's newest positive items that seed co-visits, transitions and "similar to" reasons
+# (the recent window keeps more when RECSTREAM_NEXT_WINDOW is longer than the co-visit one).
+RECENT_ANCHORS = 5
 
 
 class CollabSource(Protocol):
@@ -156,7 +161,7 @@ class Recommender:
             metrics.MODEL_MISMATCH.inc()
             state = None
         if state is not None and state.vector is not None and np.linalg.norm(state.vector) > 0:
-            anchors = self._anchors(state.recent_items)
+            anchors = self._anchors(state.recent_items[-RECENT_ANCHORS:])
             collab = self._collab.for_user(user_id, state) if self._collab else None
             context = self._around(request, state.vector, anchors, flt, "personalised", collab)
             return self._decided(context, top_up=True), "personalised"
@@ -219,8 +224,9 @@ class Recommender:
         collab: CollabView | None = None,
     ) -> QueryContext:
         """Read what ranking around `query` needs: the index's nearest items (fused with the
-        collaborative space's best, when the user has a factor), the anchors' co-visited items
-        and every candidate's popularity."""
+        collaborative space's best, when the user has a factor), the anchors' co-visited items,
+        the items most often chosen after them (the best `wanted`) and every candidate's
+        popularity."""
         wanted = request.k * self._config.overfetch
         if collab is not None and collab.slot is not None:
             hits = self._index.search_blend(
@@ -229,11 +235,21 @@ class Recommender:
         else:
             hits = self._index.search(query, wanted, flt, with_vectors=True)
         seeds = anchors[: self._config.covis_seeds]
-        by_anchor = self._store.covisitation_many(
-            [a.item_id for a in seeds], self._config.covis_per_seed
+        seed_ids = [a.item_id for a in seeds]
+        by_anchor = self._store.covisitation_many(seed_ids, self._config.covis_per_seed)
+        after = (
+            self._store.transitions_many(seed_ids, self._config.next_per_seed)
+            if self._config.weights.next > 0 and seed_ids
+            else {}
         )
         in_hits = {h.payload.item_id for h in hits}
-        outside = [i for i in covisited(seeds, by_anchor, flt) if i not in in_hits]
+        scored_after = followed(seeds, after, flt)
+        most_after = sorted(scored_after, key=lambda i: -scored_after[i][0])[:wanted]
+        outside = [
+            i
+            for i in dict.fromkeys([*covisited(seeds, by_anchor, flt), *most_after])
+            if i not in in_hits
+        ]
         covisited_records = self._index.retrieve(outside, with_vectors=True)
         context = QueryContext(
             request.k,
@@ -248,6 +264,7 @@ class Recommender:
             covisited_records,
             collab=collab,
             trending=request.trending,
+            transitions=after,
         )
         ids = list(candidate_records(context.hits, covisited_records, flt))
         popularity = self._store.popularity_of(ids) if ids else {}

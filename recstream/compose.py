@@ -80,6 +80,7 @@ def session_config(settings: Settings) -> SessionConfig:
         half_life_ms=settings.session_half_life_ms,
         allowed_lateness_ms=settings.allowed_lateness_ms,
         covis_window=settings.covis_window,
+        next_window=settings.next_window,
         popularity_half_life_ms=settings.popularity_half_life_ms,
         seen_hide_ms=settings.seen_hide_ms,
         trending_half_life_ms=settings.trending_half_life_ms,
@@ -328,6 +329,7 @@ def ranking_weights(settings: Settings) -> RankingWeights:
         settings.rank_weight_covisitation,
         settings.rank_weight_popularity,
         settings.rank_weight_collab,
+        settings.rank_weight_next,
     )
 
 
@@ -335,6 +337,7 @@ def query_config(settings: Settings) -> QueryConfig:
     return QueryConfig(
         weights=ranking_weights(settings),
         covis_per_seed=settings.covis_per_seed,
+        next_per_seed=settings.next_per_seed,
         max_per_category=settings.max_per_category,
         serve_hidden_items=settings.serve_hidden_items,
         similar_reason_min_cosine=settings.similar_reason_min_cosine,

@@ -85,11 +85,13 @@ class KernelSettings:
     popularity_half_life_ms: int
     landmark: int
     covis_window: int
+    next_window: int = 0  # transitions: each item after the user's last this many (0: none)
 
 
 @dataclass(frozen=True, slots=True)
 class KernelResult:
     covisits: Ints  # (pairs, 2): one co-visit (item code, other item code) per row
+    transitions: Ints  # (pairs, 2): (earlier item code, the item after it) per row
     newest_time: int  # newest applied event time, 0 if none
     vector_missing: int  # applied events whose item has no vector
 
@@ -108,8 +110,9 @@ def apply_events(
     u <- normalize(decay * u + weight * item), where decay = 0.5^(age / half_life) since the
     user's newest event, or, for a late event, its own weight decays by its age instead."""
     _check(events, users, items, pairs)
-    # An event pairs with at most every other place of its user's window, both ways.
-    covisits = np.empty((max(len(events.rows) * 2 * users.recent.shape[1], 1), 2), np.int64)
+    # An event pairs with at most every other place of its user's window, both ways, and
+    # follows each of them once: the third column says which (0 co-visit, 1 transition).
+    covisits = np.empty((max(len(events.rows) * 3 * users.recent.shape[1], 1), 3), np.int64)
     count, newest, missing = _apply_events(  # spelled out: mypy checks them against the loop
         events.rows,
         events.items,
@@ -140,12 +143,17 @@ def apply_events(
                 settings.popularity_half_life_ms,
                 settings.landmark,
                 settings.covis_window,
+                settings.next_window,
             ],
             dtype=np.int64,
         ),
         covisits,
     )
-    return KernelResult(covisits[:count], int(newest), int(missing))
+    pairs_found = covisits[:count]
+    kinds = pairs_found[:, 2]
+    return KernelResult(
+        pairs_found[kinds == 0, :2], pairs_found[kinds == 1, :2], int(newest), int(missing)
+    )
 
 
 def _check(
@@ -215,7 +223,7 @@ def _apply_events(  # the groups' arrays flat: numba takes no dataclasses
     covisits: Ints,
 ) -> tuple[int, int, int]:
     lateness, half_life, popularity_half_life = settings[0], settings[1], settings[2]
-    landmark, window = settings[3], settings[4]
+    landmark, window, next_window = settings[3], settings[4], settings[5]
     applied_ids = np.zeros(rows.shape[0], dtype=np.bool_)
     count, newest, missing = 0, 0, 0
     for event in range(rows.shape[0]):
@@ -236,8 +244,10 @@ def _apply_events(  # the groups' arrays flat: numba takes no dataclasses
         if weight >= 0:
             popularity[item] += 2.0 ** ((time - landmark) / popularity_half_life)
             boosted[item] = True
-            if weight != 0 and window != 0:
-                count = _covisit(recent, recent_lengths, row, item, window, covisits, count)
+            if weight != 0 and max(window, next_window) != 0:
+                count = _covisit(
+                    recent, recent_lengths, row, item, window, next_window, covisits, count
+                )
         pair = event_pairs[event]
         seen[pair] = max(seen[pair], time)
         total = collab[pair] + weight
@@ -265,10 +275,18 @@ def _apply_events(  # the groups' arrays flat: numba takes no dataclasses
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _covisit(
-    recent: Ints, lengths: Ints, row: int, item: int, window: int, covisits: Ints, count: int
+    recent: Ints,
+    lengths: Ints,
+    row: int,
+    item: int,
+    window: int,
+    next_window: int,
+    covisits: Ints,
+    count: int,
 ) -> int:
-    """Pair the item with every other item of the user's window (both ways), then move it to
-    the window's newest end, keeping the newest `window` items."""
+    """Pair the item with every other item of the user's newest `window` (both ways) and make
+    it follow every other item of the newest `next_window`, then move it to the newest end,
+    keeping the newest max(window, next_window) items."""
     length, first = lengths[row], -1
     for j in range(length):
         other = recent[row, j]
@@ -276,9 +294,14 @@ def _covisit(
             if first < 0:
                 first = j
             continue
-        covisits[count, 0], covisits[count, 1] = item, other
-        covisits[count + 1, 0], covisits[count + 1, 1] = other, item
-        count += 2
+        if length - j <= window:
+            covisits[count, 0], covisits[count, 1], covisits[count, 2] = item, other, 0
+            covisits[count + 1, 0], covisits[count + 1, 1], covisits[count + 1, 2] = other, item, 0
+            count += 2
+        if length - j <= next_window:
+            covisits[count, 0], covisits[count, 1], covisits[count, 2] = other, item, 1
+            count += 1
+    window = max(window, next_window)
     if first >= 0:  # only its first place goes, as list.remove does
         for j in range(first, length - 1):
             recent[row, j] = recent[row, j + 1]

@@ -100,8 +100,8 @@ def apply_event(
     if weight >= 0:
         boost = 2.0 ** ((time_ - effects.landmark) / config.popularity_half_life_ms)
         effects.popularity[item] = effects.popularity.get(item, 0.0) + boost
-        if weight != 0 and config.covis_window != 0:
-            _covisit(effects, state, item, config.covis_window)
+        if weight != 0 and max(config.covis_window, config.next_window) != 0:
+            _covisit(effects, state, item, config.covis_window, config.next_window)
     total = state.collab_items.get(item, 0.0) + weight
     if total > 0:
         state.collab_items[item] = total
@@ -118,18 +118,24 @@ def apply_event(
     return outcome
 
 
-def _covisit(effects: BatchEffects, state: UserState, item: str, window: int) -> None:
+def _covisit(
+    effects: BatchEffects, state: UserState, item: str, window: int, next_window: int
+) -> None:
+    """Co-visits with the other items of the newest `window`, both ways; the item follows
+    every other item of the newest `next_window`."""
     recent = state.recent_items
-    others = [other for other in recent if other != item]
-    for other in others:
+    for other in (o for o in recent[max(0, len(recent) - window) :] if o != item):
         mine = effects.covisits.setdefault(item, {})
         mine[other] = mine.get(other, 0.0) + 1.0
         theirs = effects.covisits.setdefault(other, {})
         theirs[item] = theirs.get(item, 0.0) + 1.0
-    if len(others) < len(recent):
+    for other in (o for o in recent[max(0, len(recent) - next_window) :] if o != item):
+        after = effects.transitions.setdefault(other, {})
+        after[item] = after.get(item, 0.0) + 1.0
+    if item in recent:
         recent.remove(item)
     recent.append(item)
-    del recent[:-window]
+    del recent[: -max(window, next_window)]
 
 
 def _step(state: UserState, item: np.ndarray, time_: int, weight: float, half_life: int) -> None:

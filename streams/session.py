@@ -54,6 +54,7 @@ class SessionConfig:
     half_life_ms: int
     allowed_lateness_ms: int
     covis_window: int
+    next_window: int  # transitions: an item follows each of the user's last this many (0: none)
     popularity_half_life_ms: int
     seen_hide_ms: Mapping[str, int]  # event type -> how long it hides its item (absent: for good)
     trending_half_life_ms: int
@@ -101,7 +102,7 @@ def apply_batch(
     batch = _Batch(events, states, model)
     effects.states = batch.states
     items = _ItemCodes(batch, item_vectors, dimension)
-    users = batch.user_columns(items, dimension, config.covis_window)
+    users = batch.user_columns(items, dimension, max(config.covis_window, config.next_window))
     pairs = _Pairs(batch, items)
     columns = batch.event_columns(items, pairs, config)
     result = apply_events(
@@ -115,6 +116,7 @@ def apply_batch(
             config.popularity_half_life_ms,
             landmark,
             config.covis_window,
+            config.next_window,
         ),
     )
     applied = np.flatnonzero(columns.outcomes == APPLIED)
@@ -131,6 +133,7 @@ def apply_batch(
     )
     effects.category_popularity = _category_popularity(effects.popularity, item_categories)
     effects.covisits = _covisit_counts(result.covisits, items.names)
+    effects.transitions = _covisit_counts(result.transitions, items.names)
     if collab is not None:
         started = time.perf_counter()
         _fold_in(effects.states, collab)
@@ -397,7 +400,8 @@ def _outcome_counts(outcomes: npt.NDArray[np.int8]) -> Counter[str]:
 
 
 def _covisit_counts(pairs: npt.NDArray[np.int64], names: list[str]) -> dict[str, dict[str, float]]:
-    """item -> other item -> how many co-visits, from the compiled pass's pairs."""
+    """item -> other item -> how many times, from the compiled pass's pairs (co-visits, or
+    transitions: earlier item -> the item after it)."""
     width = len(names)
     unique, counts = np.unique(pairs[:, 0] * width + pairs[:, 1], return_counts=True)
     firsts, others = np.divmod(unique, width)

@@ -67,6 +67,11 @@ class KeySpace:
         """Sorted set: other item id -> co-visit count with item_id, capped to the top N."""
         return f"{self._prefix}:covis:{{{item_id}}}"
 
+    def transitions(self, item_id: str) -> str:
+        """Sorted set: item id chosen after item_id -> how often (the next signal), capped to
+        the top N like the co-visits."""
+        return f"{self._prefix}:next:{{{item_id}}}"
+
     def applied_part(self, routing_key: str, part_id: str) -> str:
         """String with a TTL: a Redis Cluster write part that ran (session_store's
         `write_by_node`); in the slot of the part's routing key (one of this layout's keys,

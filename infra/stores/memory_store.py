@@ -14,7 +14,7 @@ from dataclasses import replace
 from recstream.core.ports import UserView
 from recstream.core.settings import Settings
 from recstream.core.state import BatchEffects, UserState, hidden_above
-from recstream.core.trending import TRENDING_POOL, velocities
+from recstream.core.trending import TRENDING_POOL, trending_now
 from recstream.infra.stores.session_store import covis_trim_above
 
 _SortedSet = dict[str, float]
@@ -51,6 +51,7 @@ class InMemorySessionStore:
         self._popularity: _SortedSet = {}
         self._category_popularity: dict[str, _SortedSet] = defaultdict(dict)
         self._covis: dict[str, _SortedSet] = defaultdict(dict)
+        self._transitions: dict[str, _SortedSet] = defaultdict(dict)
         self._landmark: int | None = None
         self._responses: dict[str, bytes] = {}
 
@@ -89,9 +90,13 @@ class InMemorySessionStore:
         _increment(self._trending, effects.trending)
         for (category, item), boost in effects.category_popularity.items():
             _increment(self._category_popularity[category], {item: boost})
-        for item, others in effects.covisits.items():
-            _increment(self._covis[item], others)
-            _cut(self._covis[item], self._covis_max, covis_trim_above(self._covis_max))
+        for table, counts in (
+            (self._covis, effects.covisits),
+            (self._transitions, effects.transitions),
+        ):
+            for item, others in counts.items():
+                _increment(table[item], others)
+                _cut(table[item], self._covis_max, covis_trim_above(self._covis_max))
         self._landmark = effects.landmark
 
     def seen(self, user_id: str) -> dict[str, int]:
@@ -114,6 +119,11 @@ class InMemorySessionStore:
     ) -> dict[str, dict[str, float]]:
         return {item_id: self.covisitation(item_id, limit) for item_id in item_ids}
 
+    def transitions_many(
+        self, item_ids: Sequence[str], limit: int = 50
+    ) -> dict[str, dict[str, float]]:
+        return {i: dict(_top(self._transitions.get(i, {}), limit)) for i in item_ids}
+
     def popularity(self, limit: int = 100, category: str | None = None) -> dict[str, float]:
         scores = self._category_popularity.get(category, {}) if category else self._popularity
         return dict(_top(scores, limit))
@@ -126,11 +136,9 @@ class InMemorySessionStore:
             return {}
         short = dict(_top(self._trending, TRENDING_POOL))
         half_lives = (self._trending_half_life_ms, self._popularity_half_life_ms)
-        now = int(time.time() * 1000)
-        found = velocities(
-            short, self._popularity, self._landmark, now, half_lives, self._min_recent
+        return trending_now(
+            short, self._popularity, self._landmark, half_lives, self._min_recent, limit
         )
-        return dict(list(found.items())[:limit])
 
     def _rebase(self, moved_ms: int) -> None:
         """Every forward-decayed score rescaled to a landmark moved_ms later."""

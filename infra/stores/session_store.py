@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -24,7 +24,7 @@ from redis.crc import key_slot
 
 from recstream.core.ports import UserView
 from recstream.core.state import BatchEffects, UserState, hidden_above
-from recstream.core.trending import TRENDING_POOL, velocities
+from recstream.core.trending import TRENDING_POOL, trending_now
 from recstream.infra.metrics import CLUSTER_PARTS_RESENT
 from recstream.infra.stores.batch_write import (
     LUA_WRITE,
@@ -212,9 +212,20 @@ class RedisSessionStore:
         self, item_ids: Sequence[str], limit: int = 50
     ) -> dict[str, dict[str, float]]:
         """`covisitation` of several items in one pipelined round trip."""
+        return self._top_many(self.keys.covisitation, item_ids, limit)
+
+    def transitions_many(
+        self, item_ids: Sequence[str], limit: int = 50
+    ) -> dict[str, dict[str, float]]:
+        """Per item, the items most often chosen after it, in one pipelined round trip."""
+        return self._top_many(self.keys.transitions, item_ids, limit)
+
+    def _top_many(
+        self, key_of: Callable[[str], str], item_ids: Sequence[str], limit: int
+    ) -> dict[str, dict[str, float]]:
         pipe = self._redis.pipeline(transaction=False)
         for item_id in item_ids:
-            pipe.zrevrange(self.keys.covisitation(item_id), 0, limit - 1, withscores=True)
+            pipe.zrevrange(key_of(item_id), 0, limit - 1, withscores=True)
         return {
             item_id: _scores(pairs) for item_id, pairs in zip(item_ids, pipe.execute(), strict=True)
         }
@@ -431,8 +442,12 @@ class RedisSessionStore:
             [key, 0, 0, list(increments), list(increments.values())]
             for key, increments in by_key.items()
         ] + [
-            [self.keys.covisitation(item), keep, above, list(others), list(others.values())]
-            for item, others in effects.covisits.items()
+            [key_of(item), keep, above, list(others), list(others.values())]
+            for key_of, counts in (
+                (self.keys.covisitation, effects.covisits),
+                (self.keys.transitions, effects.transitions),
+            )
+            for item, others in counts.items()
         ]
 
     # Reads used by the query side and by tests.
@@ -457,9 +472,7 @@ class RedisSessionStore:
         short = _scores(recent)
         usual = self.popularity_of(list(short))
         half_lives = (self._trending_half_life_ms, self._popularity_half_life_ms)
-        now = int(time.time() * 1000)
-        found = velocities(short, usual, int(landmark), now, half_lives, self._min_recent)
-        return dict(list(found.items())[:limit])
+        return trending_now(short, usual, int(landmark), half_lives, self._min_recent, limit)
 
     def popularity_of(self, item_ids: list[str]) -> dict[str, float]:
         """Stored popularity of the given items (0 for items never engaged with)."""

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     rating_weight_per_point: float = 1.0
     history_cap: int = Field(10_000, ge=1, le=100_000)  # seen items kept (and never re-served)
     covis_window: int = Field(5, ge=0, le=100)
+    # The next signal (opt-in, docs/serving.md): an item chosen after any of the user's last
+    # this many positive items counts as following each of them (0: none kept).
+    next_window: int = Field(0, ge=0, le=100)
     # Event type -> ms an item stays out of the user's lists after that event; a type not named
     # hides its item for good (the default: every type). JSON, e.g. {"view": 604800000}.
     seen_hide_ms: dict[str, int] = Field(default_factory=dict)
@@ -168,6 +171,9 @@ class Settings(BaseSettings):
     rank_weight_similarity: float = Field(0.6, ge=0)
     rank_weight_covisitation: float = Field(0.3, ge=0)
     rank_weight_popularity: float = Field(0.1, ge=0)
+    # What users chose after the user's recent items (0: not read). Off by default: its gain on
+    # the validation splits did not carry over to the test splits (docs/evaluation.md).
+    rank_weight_next: float = Field(0.0, ge=0)
     query_max_queue_ms: int = Field(2000, ge=1)
     # Topics a request may name as reply_to besides topic_responses (comma-separated): a request
     # cannot make the worker write anywhere else.
@@ -179,6 +185,7 @@ class Settings(BaseSettings):
     query_threads: int = Field(1, ge=1, le=64)  # request handler threads per query worker
     vector_cache_items: int = Field(50_000, ge=0)  # decoded item vectors kept (index readers)
     covis_per_seed: int = Field(30, ge=1, le=1000)  # co-visited neighbours read per recent item
+    next_per_seed: int = Field(100, ge=1, le=1000)  # items chosen after, read per recent item
     # MMR lambda for a request that does not set `diversity` (1: plain score order).
     diversity: float = Field(0.7, ge=0.0, le=1.0)
     # "similar to X" is shown only for an item at least this close to X (cosine): about the top

@@ -66,6 +66,8 @@ class BatchEffects:
     trending: dict[str, float] = field(default_factory=dict)  # the short half-life's boosts
     category_popularity: dict[tuple[str, str], float] = field(default_factory=dict)
     covisits: dict[str, dict[str, float]] = field(default_factory=dict)  # item -> other -> n
+    # item -> the items chosen after it (within the user's last RECSTREAM_NEXT_WINDOW) -> n
+    transitions: dict[str, dict[str, float]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     vector_missing: int = 0
     fold_in_seconds: float = 0.0  # time spent on collaborative fold-ins (a metric)

@@ -10,6 +10,8 @@ A steady item has velocity 1; one engaged with four times as often lately as usu
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Mapping
 
 TRENDING_AT_LEAST = 2.0  # the velocity from which "trending" is a true reason
@@ -37,3 +39,18 @@ def velocities(
         if recent >= min_recent and usual > 0:
             found[item] = (recent / usual) * (h_long / h_short)
     return dict(sorted(found.items(), key=lambda pair: (-pair[1], pair[0])))
+
+
+def trending_now(
+    short: Mapping[str, float],
+    long: Mapping[str, float],
+    landmark: int,
+    half_lives_ms: tuple[int, int],
+    min_recent: float,
+    limit: int,
+) -> dict[str, float]:
+    """The `limit` items of `short` with the highest velocity now (the wall clock): what every
+    store's `trending` answers from its two reads."""
+    now_ms = int(time.time() * 1000)
+    found = velocities(short, long, landmark, now_ms, half_lives_ms, min_recent)
+    return dict(itertools.islice(found.items(), limit))

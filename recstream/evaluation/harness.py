@@ -42,6 +42,9 @@ BUCKETS = (("cold", 0, 5), ("warm", 5, 50), ("heavy", 50, None))  # training eve
 HALF_LIVES_MS = (HOUR_MS, 24 * HOUR_MS, 30 * 24 * HOUR_MS)
 COVIS_WINDOWS = (5, 20)  # recent items each new one is counted as co-visited with
 COVIS_PER_SEED = (30, 60, 120)  # co-visited neighbours read per recent item
+# The next signal as an operator opts in (RECSTREAM_NEXT_WINDOW, RECSTREAM_RANK_WEIGHT_NEXT):
+# its best window and weight on the validation splits; scored beside `shipped` on every run.
+NEXT_OPT_IN = (10, 2.0)
 # Share of the score given to the collaborative space (0: its items join the candidates only).
 COLLAB_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 COLLAB_MIN_HISTORY = (0, 5, 20)  # items a user needs before the collaborative space is used
@@ -202,7 +205,11 @@ def _blend(hybrid: Variant, collab_weight: float, min_history: int, name: str) -
     w = hybrid.weights
     rest = 1.0 - collab_weight
     weights = RankingWeights(
-        w.similarity * rest, w.covisitation * rest, w.popularity * rest, collab_weight
+        w.similarity * rest,
+        w.covisitation * rest,
+        w.popularity * rest,
+        collab_weight,
+        w.next * rest,
     )
     return replace(hybrid, name=name, weights=weights, collab_min_history=min_history)
 
@@ -304,9 +311,22 @@ def all_lists(ctx: Context, data: Interactions, tuned: Tuned, ship: Tuned) -> di
     content = Variant("content", RankingWeights(1.0, 0.0, 0.0), 1.0, covis_candidates=False)
     ctx.collab = train_collab(ctx.split, ship.session, ship.als)
     lists |= system_lists(ctx, ship.session, [content, ship.blended, ship.hybrid])
+    lists |= system_lists(ctx, *_with_next(ship))
     ctx.collab = train_collab(ctx.split, ctx.session, tuned.als)
     lists |= system_lists(ctx, tuned.session, _variants(tuned))
     return lists
+
+
+def _with_next(ship: Tuned) -> tuple[SessionConfig, list[Variant]]:
+    """The shipped configuration with the next signal as an operator turns it on (or, should it
+    ship on, without it): its session settings and its variant."""
+    window, weight = NEXT_OPT_IN
+    if ship.blended.weights.next > 0:
+        off = replace(ship.blended.weights, next=0.0)
+        return ship.session, [replace(ship.blended, name="shipped - next", weights=off)]
+    session = replace(ship.session, next_window=window)
+    on = replace(ship.blended.weights, next=weight)
+    return session, [replace(ship.blended, name="shipped + next", weights=on)]
 
 
 def _bucket(history: int) -> str:
@@ -407,6 +427,7 @@ def profile(tuned: Tuned) -> dict[str, str]:
         "rank_weight_covisitation": weights.covisitation,
         "rank_weight_popularity": weights.popularity,
         "rank_weight_collab": weights.collab,
+        "rank_weight_next": weights.next,
         "collab_min_history": tuned.blended.collab_min_history or 0,
         "covis_per_seed": tuned.blended.covis_per_seed,
         "diversity": tuned.blended.diversity,

@@ -54,6 +54,7 @@ def state_snapshot(
             },
             "seen": {u: store.seen(u) for u in users},
             "covis": {i: store.covisitation(i, 2 * settings.covis_max_neighbours) for i in items},
+            "next": store.transitions_many(items, 2 * settings.covis_max_neighbours),
             "popularity": {i: s * scale for i, s in store.popularity(100_000).items()},
         }
     finally:
@@ -67,7 +68,7 @@ def state_differences(
     empty when they agree (vectors within `vector_tolerance`, popularity within 1e-6
     relative)."""
     found = []
-    for part in ("counters", "seen", "covis"):
+    for part in ("counters", "seen", "covis", "next"):
         differing = [
             f"{part} of {key}: {a[part].get(key)!r} vs {b[part].get(key)!r}"
             for key in sorted(a[part].keys() | b[part].keys())

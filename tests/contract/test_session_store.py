@@ -242,6 +242,21 @@ def test_covisitation_adds_up_and_is_cut_to_its_top_once_a_quarter_over(
     }
 
 
+def test_transitions_add_up_apart_from_covisits_and_are_cut_like_them(
+    open_store: OpenStore,
+) -> None:
+    store = open_store(covis_max=4)
+    first = {"b": 5.0, "c": 4.0, "d": 3.0, "e": 2.0, "f": 1.0}
+    store.write_batch(_effects(transitions={"a": first}, covisits={"a": {"z": 1.0}}), None)
+    store.write_batch(_effects(transitions={"a": {"g": 0.5, "f": 0.25, "b": 1.0}}), T0)
+    assert store.transitions_many(["a", "b"], limit=10) == {
+        "a": {"b": 6.0, "c": 4.0, "d": 3.0, "e": 2.0},
+        "b": {},
+    }
+    assert list(store.transitions_many(["a"], limit=2)["a"]) == ["b", "c"]
+    assert store.covisitation("a") == {"z": 1.0}  # the two signals are kept apart
+
+
 def test_the_last_response_is_remembered_per_user(open_store: OpenStore) -> None:
     store = open_store()
     store.remember_response("u1", b'{"items": ["a"]}', 60)

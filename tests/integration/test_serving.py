@@ -133,6 +133,8 @@ def stack(
         tmp_path,
         similar_reason_min_cosine=0.4,
         filter_attributes={"minutes": "number", "audience": "keyword"},
+        next_window=10,  # the next signal, opted in as docs/serving.md says
+        rank_weight_next=2.0,
     )
     names = create_topics(settings)
     name = collection_name(embedder.model_id, embedder.dimension)
@@ -263,6 +265,21 @@ def test_a_filter_on_an_undeclared_attribute_or_of_the_wrong_kind_is_answered_wi
     )
     assert wrong_kind.status == "error"
     assert "filter it by a range" in (wrong_kind.error or "")
+
+
+def test_what_others_chose_next_leads_the_list_with_that_reason_and_only_forward(
+    stack: Stack,
+) -> None:
+    """The next signal through the topics: three users chose coo2 right after rom1."""
+    for n in range(3):
+        _track(stack, f"seq{n}", ["rom1", "coo2"])
+    _track(stack, "ivy", ["rom1"])
+    first = stack.client.recommend("ivy", k=3).items[0]
+    assert first.item_id == "coo2"  # a cooking item for a romance session: the signal did it
+    assert f"often chosen after {stack.titles['rom1']}" in first.reasons
+    _track(stack, "jay", ["coo2"])  # rom1 came before coo2, never after it
+    reasons = [r for i in stack.client.recommend("jay", k=10).items for r in i.reasons]
+    assert not any(r.startswith("often chosen after") for r in reasons)
 
 
 def test_max_per_category_rule_holds_for_ranked_and_topped_up_lists(stack: Stack) -> None:

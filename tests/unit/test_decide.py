@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from recstream.consumers.decide import (
+    NEXT_DECAY,
     Anchor,
     QueryConfig,
     QueryContext,
@@ -26,6 +27,7 @@ WEIGHTS = RankingWeights(0.6, 0.3, 0.1, 0.0)
 POLICY = QueryConfig(
     weights=WEIGHTS,
     covis_per_seed=30,
+    next_per_seed=100,
     max_per_category=0,
     serve_hidden_items=False,
     similar_reason_min_cosine=0.6,
@@ -80,6 +82,28 @@ def test_candidates_are_the_hits_then_the_covisited_items_that_pass_the_filter()
     assert found["b"].similar_to_cosine == pytest.approx(float(_vector(0.1, 1, 0)[1]))
     assert (found["a"].popularity, found["b"].popularity) == (4.0, 1.0)
     assert found["a"].similarity == pytest.approx(float(_vector(1, 0.1, 0) @ _vector(1, 1, 0)))
+
+
+def test_items_chosen_after_the_anchors_join_with_newer_anchors_counting_more() -> None:
+    anchors = (
+        Anchor("new", "Newest", _vector(1, 0, 0)),
+        Anchor("old", "Older", _vector(0, 1, 0)),
+    )
+    context = _context(
+        query=_vector(1, 1, 0),
+        anchors=anchors,
+        hits=(_hit("a", _vector(1, 0.1, 0)),),
+        transitions={"new": {"a": 1.0, "x": 2.0}, "old": {"x": 2.0, "new": 7.0, "gone": 5.0}},
+        covisited_records={
+            "x": _record("x", _vector(0, 0, 1)),
+            "gone": _record("gone", _vector(0, 0, 1), available=False),
+        },
+    )
+    found = {c.item_id: c for c in candidates(context, covis_seeds=5)}
+    assert list(found) == ["a", "x"]  # an anchor is no candidate; a hidden one fails the filter
+    assert found["x"].next == pytest.approx(2.0 + NEXT_DECAY * 2.0)
+    assert found["x"].follows == "Newest"  # 2.0 after the newest beats 1.4 after the older
+    assert (found["a"].next, found["a"].follows) == (1.0, "Newest")
 
 
 def test_only_the_first_covis_seeds_anchors_bring_covisited_items() -> None:

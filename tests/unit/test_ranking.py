@@ -147,7 +147,7 @@ def test_similar_to_needs_the_threshold_and_every_reason_its_weight() -> None:
 def test_a_reason_is_never_shown_for_a_signal_that_contributed_nothing() -> None:
     rng = np.random.default_rng(7)
     for trial in range(200):
-        weights = RankingWeights(*(float(w) * (rng.random() < 0.6) for w in rng.random(4)))
+        weights = RankingWeights(*(float(w) * (rng.random() < 0.6) for w in rng.random(5)))
         candidates = [
             replace(
                 _cand(
@@ -161,6 +161,8 @@ def test_a_reason_is_never_shown_for_a_signal_that_contributed_nothing() -> None
                     covisited_with="Ronin",
                 ),
                 collab=float(rng.choice([0, rng.normal()])),
+                next=float(rng.choice([0, rng.exponential(2)])),
+                follows="Alien",
             )
             for n in range(12)
         ]
@@ -171,12 +173,30 @@ def test_a_reason_is_never_shown_for_a_signal_that_contributed_nothing() -> None
                     assert weights.similarity > 0 and c.similar_to_cosine >= 0.6, trial
                 elif reason.startswith("often seen with"):
                     assert weights.covisitation > 0 and c.covisitation > 0, trial
+                elif reason.startswith("often chosen after"):
+                    assert weights.next > 0 and c.next > 0, trial
                 elif reason.startswith("liked by"):
                     assert weights.collab > 0 and c.collab > 0, trial
                 elif reason.startswith("popular in"):
                     assert weights.popularity > 0 and c.popularity > 0, trial
                 else:
                     assert reason == "matches your recent interests", trial
+
+
+def test_the_next_signal_counts_with_its_weight_and_names_what_came_before() -> None:
+    v = _unit(1, 0, 0)
+    candidates = [
+        replace(_cand("a", v, sim=0.2), next=9.0, follows="Alien"),
+        _cand("b", v, sim=0.3),
+    ]
+    without = hybrid_scores(candidates, RankingWeights(1.0, 0.0, 0.0))
+    with_next = hybrid_scores(candidates, RankingWeights(1.0, 0.0, 0.0, 0.0, 2.0))
+    assert without[1] > without[0] and with_next[0] > with_next[1]
+    np.testing.assert_allclose(with_next, [0.6 + 2.0, 0.65])  # a's share is the top's, 1
+    ranked = rank(candidates, 2, RankingWeights(1.0, 0.0, 0.0, 0.0, 2.0), 1.0)
+    assert ranked[0].reasons == ("often chosen after Alien",)
+    silent = rank(candidates, 2, RankingWeights(1.0, 0.0, 0.0), 1.0)
+    assert all("often chosen after" not in r for item in silent for r in item.reasons)
 
 
 def test_the_collab_score_counts_only_with_its_weight() -> None:

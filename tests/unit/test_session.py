@@ -31,6 +31,7 @@ CONFIG = session_config(
         session_half_life_ms=HOUR,
         allowed_lateness_ms=HOUR,
         covis_window=3,
+        next_window=3,
         popularity_half_life_ms=24 * HOUR,
     )
 )
@@ -147,6 +148,23 @@ def test_seen_popularity_and_covisitation() -> None:
     positive = ("i0", "i1", "i3")
     assert effects.covisits == {a: {b: 1.0 for b in positive if b != a} for a in positive}
     assert effects.states["u"].recent_items == ["i0", "i1", "i3"]
+    # transitions: each positive item follows every earlier one, one way only
+    assert effects.transitions == {"i0": {"i1": 1.0, "i3": 1.0}, "i1": {"i3": 1.0}}
+
+
+def test_transitions_reach_further_back_than_co_visits_and_only_forward() -> None:
+    """RECSTREAM_NEXT_WINDOW 3 against a co-visit window of 1: i3 follows i0, i1 and i2, but is
+    co-visited with i2 alone; the recent window keeps the longer of the two."""
+    config = dataclasses.replace(CONFIG, covis_window=1, next_window=3)
+    events = [_ev(n, "u", f"i{n}", "click", T0 + n) for n in range(5)]
+    effects = apply_batch(events, {}, _vectors(), {}, config, "model-a", DIM, T0)
+    assert effects.transitions["i0"] == {"i1": 1.0, "i2": 1.0, "i3": 1.0}
+    assert effects.transitions["i3"] == {"i4": 1.0}
+    assert "i0" not in effects.transitions.get("i4", {})  # never backwards
+    assert effects.covisits["i3"] == {"i2": 1.0, "i4": 1.0}
+    assert effects.states["u"].recent_items == ["i2", "i3", "i4"]
+    off = dataclasses.replace(config, next_window=0)
+    assert apply_batch(events, {}, _vectors(), {}, off, "model-a", DIM, T0).transitions == {}
 
 
 def test_the_seen_policy_scores_an_item_by_its_longest_hiding_event() -> None:
@@ -351,14 +369,17 @@ def _random_stream(
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize(("window", "lateness"), [(0, HOUR), (1, HOUR), (3, HOUR), (3, 999 * HOUR)])
+@pytest.mark.parametrize("next_window", [0, 2, 5])
 def test_the_compiled_pass_matches_a_plain_loop_over_the_events(
-    seed: int, window: int, lateness: int
+    seed: int, window: int, lateness: int, next_window: int
 ) -> None:
     """With a lateness of 999 hours nothing gets too late by time: u5's guard ids outgrow
     their cap, which raises its floor instead."""
     events, states = _random_stream(seed, 300)
     vectors = _vectors(8, seed)
-    config = dataclasses.replace(CONFIG, allowed_lateness_ms=lateness, covis_window=window)
+    config = dataclasses.replace(
+        CONFIG, allowed_lateness_ms=lateness, covis_window=window, next_window=next_window
+    )
     categories = {"i0": "Drama", "i3": "Comedy"}
     effects = apply_batch(events, states, vectors, categories, config, "model-a", DIM, T0)
     expected = reference_apply_batch(events, states, vectors, categories, config, "model-a", T0)
@@ -377,6 +398,7 @@ def _assert_same_effects(effects: BatchEffects, expected: BatchEffects) -> None:
     assert effects.seen == expected.seen
     assert effects.new_guards == expected.new_guards
     assert effects.covisits == expected.covisits
+    assert effects.transitions == expected.transitions
     assert effects.popularity == pytest.approx(expected.popularity, rel=1e-12)
     assert effects.category_popularity == pytest.approx(expected.category_popularity, rel=1e-12)
     assert (effects.newest_time, effects.vector_missing) == (

@@ -80,6 +80,7 @@ def _snapshot(vector: list[float], count: int = 3) -> dict[str, dict[str, object
         "counters": {"u1": (count, 10, 0, ["e1"], ["i1"])},
         "seen": {"u1": ["i1"]},
         "covis": {"i1": [("i2", 1.0)]},
+        "next": {"i1": {"i2": 1.0}},
         "popularity": {"i1": 2.0},
     }
 
@@ -92,6 +93,10 @@ def test_equal_states_have_no_differences_and_each_kind_of_difference_is_named()
     other = _snapshot([1.0, 0.0])
     other["popularity"] = {"i1": 2.1}
     assert state_differences(_snapshot([1.0, 0.0]), other) == ["popularity of i1: 2.0 vs 2.1"]
+    later = _snapshot([1.0, 0.0])
+    later["next"] = {"i1": {"i2": 2.0}}
+    [transitions] = state_differences(_snapshot([1.0, 0.0]), later)
+    assert transitions.startswith("next of i1")
 
 
 def test_client_figures_count_only_the_phases_requests_and_their_fates() -> None:
