@@ -13,7 +13,7 @@ from recstream.core.settings import Settings
 from recstream.demo import DEMO_USERS, run_demo
 from recstream.infra import topics
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
-from tests.integration.worker_process import free_port
+from tests.integration.worker_process import free_role_ports
 
 GENRES = ["Comedy", "Drama", "Sci-Fi", "Animation", "Horror"]
 
@@ -43,7 +43,7 @@ def test_demo_prints_recommendations_with_reasons(
         unique,
         tmp_path,
         dataset_dir=tmp_path / "ml",
-        metrics_port=free_port(),
+        metrics_port=free_role_ports(),
         state_dir=tmp_path / "state",
     )
     try:
