@@ -20,8 +20,9 @@ from recstream import InteractionEvent, InvalidMessageError, RecClient
 from recstream.core.settings import Settings
 from recstream.infra import topics
 from recstream.infra.clients import kafka_config
+from recstream.staging.stack import metrics_base_port
 from tests.conftest import MakeTopic
-from tests.integration.worker_process import free_port, free_role_ports
+from tests.integration.worker_process import free_port
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -145,7 +146,10 @@ def test_run_starts_every_role_as_its_own_process_and_status_lists_them(
     infra: Settings, unique: str, tmp_path: Path
 ) -> None:
     settings = infra.isolated(
-        unique, metrics_port=free_role_ports(), state_dir=tmp_path / "state", embed_threads=1
+        unique,
+        metrics_port=metrics_base_port({"catalog": 1, "interactions": 1, "query": 2, "train": 1}),
+        state_dir=tmp_path / "state",
+        embed_threads=1,
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
     env |= settings.to_environment()

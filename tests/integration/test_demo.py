@@ -12,8 +12,8 @@ import pytest
 from recstream.core.settings import Settings
 from recstream.demo import DEMO_USERS, run_demo
 from recstream.infra import topics
+from recstream.staging.stack import metrics_base_port
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
-from tests.integration.worker_process import free_role_ports
 
 GENRES = ["Comedy", "Drama", "Sci-Fi", "Animation", "Horror"]
 
@@ -43,7 +43,7 @@ def test_demo_prints_recommendations_with_reasons(
         unique,
         tmp_path,
         dataset_dir=tmp_path / "ml",
-        metrics_port=free_role_ports(),
+        metrics_port=metrics_base_port({"catalog": 1, "interactions": 1, "query": 2, "train": 1}),
         state_dir=tmp_path / "state",
     )
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -21,31 +20,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-# Every role process of a topology listens on base + 100 * role + copy (infra/topology.py).
-ROLE_PORT_OFFSETS = (0, 1, 100, 101, 200, 201, 202, 300, 301)
-
-
-def free_role_ports() -> int:
-    """A metrics base port for a topology of role processes: below the ephemeral range (where
-    the local ends of every client's connections land, so base + 200 taken from there could be
-    any client's by the time a role binds it), with each role's port free now."""
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(20_000, 32_000)
-        if all(_free(base + offset) for offset in ROLE_PORT_OFFSETS):
-            return base
-    raise RuntimeError("no block of free ports for the role processes")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class WorkerProcess:
