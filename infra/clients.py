@@ -145,6 +145,25 @@ def admin_client(settings: Settings, **overrides: Any) -> AdminClient:
     return AdminClient(kafka_config(settings) | {"logger": QUIET_LOGGER} | overrides)
 
 
+class KafkaProbe:
+    """Whether Kafka answers a metadata request, on one Admin client kept for the process's
+    life (its connections too): a new client per probe pays a TLS handshake and a SASL login
+    every time, which a loaded machine may not finish within the probe's timeout."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 1.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._admin: AdminClient | None = None
+
+    def __call__(self) -> bool:
+        if self._admin is None:
+            self._admin = admin_client(self._settings)
+        try:
+            return bool(self._admin.list_topics(timeout=self._timeout_s).brokers)
+        except KafkaException:
+            return False
+
+
 def cluster_metadata(admin: AdminClient, settings: Settings, timeout_s: float) -> ClusterMetadata:
     """Metadata of the cluster, or ServiceUnreachableError naming the bootstrap servers."""
     try:

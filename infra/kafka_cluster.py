@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from recstream.core.settings import Settings
 from recstream.infra.errors import PortInUseError, ServiceUnreachableError
@@ -19,7 +20,6 @@ from recstream.infra.kafka_server import (
     BrokerSecurity,
     format_storage,
     java_command,
-    kafka_answers,
     random_cluster_id,
     secured_listener,
 )
@@ -150,10 +150,14 @@ class LocalKafkaCluster:
         timeout_s: float,
         children: dict[int, subprocess.Popen[bytes]] | None = None,
     ) -> None:
-        """Until an Admin client sees `count` brokers; fail early when a node we started exits."""
+        """Until an Admin client sees `count` brokers; fail early when a node we started exits.
+        One client for the whole wait: a new one per look would log in (TLS, SASL) each time."""
+        from recstream.infra.clients import admin_client
+
+        admin = admin_client(self.settings)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._broker_count() >= count:
+            if _broker_count(admin) >= count:
                 return
             for node_id, child in (children or {}).items():
                 if has_exited(self.process(node_id), child):
@@ -168,16 +172,6 @@ class LocalKafkaCluster:
             timeout_s,
             f"fewer than {count} brokers",
         )
-
-    def _broker_count(self) -> int:
-        from recstream.infra.clients import admin_client
-
-        if not kafka_answers(self.settings):
-            return 0
-        try:
-            return len(admin_client(self.settings).list_topics(timeout=2).brokers)
-        except KafkaException:  # a cluster mid-election answers with errors: ask again
-            return 0
 
     def _formatted(self, node_id: int) -> bool:
         return (self.folder(node_id) / "data" / "meta.properties").exists()
@@ -208,3 +202,10 @@ def newest_leader(states: dict[int, dict[str, int]]) -> int | None:
     known = [(s.get("leaderEpoch", 0), s.get("leaderId", -1)) for s in states.values()]
     known = [(epoch, leader) for epoch, leader in known if leader > 0]
     return max(known)[1] if known else None
+
+
+def _broker_count(admin: AdminClient) -> int:
+    try:
+        return len(admin.list_topics(timeout=2).brokers)
+    except KafkaException:  # no broker answers yet, or a cluster mid-election: ask again
+        return 0

@@ -21,6 +21,7 @@ from recstream.core.pressure import QueryPressure
 from recstream.core.progress import RoleProgress
 from recstream.core.settings import Settings
 from recstream.infra.clients import (
+    KafkaProbe,
     consumer_config,
     is_cluster,
     is_outage,
@@ -30,7 +31,6 @@ from recstream.infra.clients import (
 )
 from recstream.infra.dlq import DeadLetterWriter
 from recstream.infra.embedder import SentenceTransformerEmbedder, model_id_for
-from recstream.infra.kafka_server import kafka_answers
 from recstream.infra.messages import RawMessage
 from recstream.infra.metrics import BATCH_RETRIES, RECORDS_ISOLATED
 from recstream.infra.stores.collab_store import (
@@ -207,7 +207,7 @@ class Runtime:
 
     def health_checks(self) -> dict[str, Callable[[], bool]]:
         checks: dict[str, Callable[[], bool]] = {
-            "kafka": lambda: kafka_answers(self.settings, timeout_s=1.0),
+            "kafka": KafkaProbe(self.settings),
             "redis": self.store.ping,
         }
         if self.index is not None:

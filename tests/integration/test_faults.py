@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from recstream.core.settings import Settings
 from recstream.infra import kafka_server, topics
+from recstream.infra.clients import KafkaProbe
 from recstream.infra.dlq import TRUNCATED_HEADER
 from recstream.infra.stores.qdrant_edge_index import QdrantEdgeIndex
 from recstream.infra.stores.registry import redis_session_store
@@ -101,18 +102,25 @@ def test_a_broker_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
 
     thread = threading.Thread(target=consume)
     thread.start()
+    probe = KafkaProbe(infra)  # the readiness check's: one client, reconnecting by itself
+    answered_before = probe()
     while committed[0] < 5000 and thread.is_alive():
         time.sleep(0.01)
     if how == "SIGKILL":
         kafka_server.layout(infra).process.kill()
     else:
         kafka_server.stop_kafka(infra)
+    answered_while_down = probe()
     time.sleep(3)
     kafka_server.start_kafka(infra)
 
     thread.join(250)
     consumer.close()
     assert committed[0] == len(events)
+    assert answered_before and not answered_while_down
+    reconnect_by = time.monotonic() + 30
+    while not probe():
+        assert time.monotonic() < reconnect_by, "the probe's client did not reconnect"
     _assert_same_as(settings, _clean_run(infra, tmp_path, index, events), events)
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from recstream.core.settings import Settings, load_settings
 from recstream.infra import kafka_server, redis_server
+from recstream.infra.clients import KafkaProbe
 from recstream.infra.kafka_server import BrokerSecurity
 from recstream.infra.redis_server import RedisTLS
 from recstream.infra.tls import create_local_ca
@@ -124,6 +125,7 @@ def test_the_worker_ingests_serves_and_trains_through_sasl_tls_and_a_redis_acl_u
         assert "active" in outputs[-1].stdout, outputs[-1].stdout
         outputs.append(_cli(secured, "infra", "status"))
         assert worker.health() == 200
+        assert KafkaProbe(secured)()  # what /health asks Kafka, through SASL and TLS
         seen_by_operators = [
             _get(worker.metrics_port, "/metrics"),
             _get(worker.metrics_port, "/health"),
