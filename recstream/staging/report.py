@@ -177,7 +177,7 @@ def _r2(data: dict[str, Any]) -> dict[str, Any]:
     log = data["log"]
     return _goal(
         "R2",
-        "a broker, then the controller leader, killed -> 0 acknowledged events lost, "
+        "brokers killed (the controller leader among them) -> 0 acknowledged events lost, "
         "resume <= 10 s",
         log["passed"] and bool(gaps) and all(g <= 10 for g in gaps),
         f"{log['acknowledged']} acknowledged ({log.get('not_acknowledged', 0)} refused to the "

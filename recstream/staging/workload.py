@@ -57,6 +57,9 @@ class Rates:
     malformed_share: float  # of every topic's records
 
 
+REQUEST_TIMEOUT_S = 30.0  # the client's: an answer later than this is not waited for
+
+
 @dataclass
 class RequestFate:
     sent: float
@@ -114,7 +117,7 @@ class Workload:
             kafka_config(settings) | config | {"message.max.bytes": 1_048_576},
             logger=QUIET_LOGGER,  # brokers killed on purpose: the ledger counts what failed
         )
-        self._client = RecClient(settings, timeout_s=30.0)
+        self._client = RecClient(settings, timeout_s=REQUEST_TIMEOUT_S)
         self._threads: list[threading.Thread] = []
         self._malformed_counter = itertools.count()
 
@@ -137,7 +140,7 @@ class Workload:
             thread.join(30)
         self._producer.flush(60)
 
-    def close(self, wait_for_answers_s: float = 30.0) -> None:
+    def close(self, wait_for_answers_s: float = REQUEST_TIMEOUT_S) -> None:
         """Wait for outstanding answers, then close the client."""
         deadline = time.monotonic() + wait_for_answers_s
         while time.monotonic() < deadline and self.unanswered():

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,8 @@ def test_the_smoke_staging_run_passes_its_verdicts_and_reports_from_prometheus(
     faults = {fault["name"]: fault for fault in data["timeline"]["faults"]}
     for role in ("catalog", "interactions", "query", "train"):
         assert any(name.startswith(f"kill {role}.") for name in faults), faults.keys()
-    assert all(f["recovered_s"] is not None for f in faults.values()), faults
+    unrecovered = {name: f["detail"] for name, f in faults.items() if f["recovered_s"] is None}
+    assert not unrecovered, _with_log_tails(unrecovered, folder / "logs")
     assert {"kill redis"} <= faults.keys()
     assert sum("controller leader" in name for name in faults) == 1
     assert sum(name.startswith("burst") for name in faults) == 1
@@ -57,3 +59,14 @@ def test_the_smoke_staging_run_passes_its_verdicts_and_reports_from_prometheus(
     assert (folder / "staging.png").stat().st_size > 10_000
     report = (folder / "report.md").read_text()
     assert "## Goals" in report and "histogram_quantile" in report
+
+
+def _with_log_tails(faults: dict[str, Any], logs: Path) -> str:
+    """What a failed recovery needs to be understood: each fault's detail and the last lines
+    of the killed process's log."""
+    said = []
+    for name, detail in faults.items():
+        log = logs / f"{name.removeprefix('kill ')}.log"
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.is_file() else []
+        said.append(f"{name}: {detail}\n" + "\n".join(tail))
+    return "\n\n".join(said)

@@ -17,8 +17,10 @@ from recstream.infra.kafka_server import BrokerSecurity
 from recstream.infra.messages import raise_if_fatal
 from recstream.infra.prometheus_server import PrometheusServer
 from recstream.staging import report
+from recstream.staging.run import answers_recovered
 from recstream.staging.supervisor import Supervisor
 from recstream.staging.verdicts import state_differences
+from recstream.staging.workload import REQUEST_TIMEOUT_S, Ledger, RequestFate
 
 pytestmark = pytest.mark.unit
 
@@ -199,3 +201,23 @@ def test_the_supervisor_runs_the_procfile_roles_or_every_role_in_one_process(
     [whole] = Supervisor(settings, None, tmp_path).processes.values()
     assert (whole.name, whole.port, whole.role) == ("all.1", 29000, "all")
     assert whole.command.endswith("recstream worker --roles catalog,interactions,query,train")
+
+
+def _ledger(*fates: tuple[float, str | None]) -> Ledger:
+    ledger = Ledger()
+    for n, (sent, status) in enumerate(fates):
+        ledger.requests[str(n)] = RequestFate(sent, None if status is None else sent, status)
+    return ledger
+
+
+def test_answers_recover_at_the_first_second_all_ok_once_every_earlier_one_is_settled() -> None:
+    shed_then_ok = _ledger((100.2, "overloaded"), (100.5, "ok"), (101.1, "ok"), (101.9, "ok"))
+    assert answers_recovered(shed_then_ok, since=100.0, now=102.0) == 1.0
+    # An earlier second still waiting for an answer: not yet known, even with a later ok one.
+    waiting = _ledger((100.2, None), (101.1, "ok"))
+    assert answers_recovered(waiting, since=100.0, now=102.0) is None
+    # ... until the client has given up on it: then that second failed.
+    assert answers_recovered(waiting, since=100.0, now=100.2 + REQUEST_TIMEOUT_S + 1) == 1.0
+    never_ok = _ledger((100.2, "expired"), (101.1, "error"))
+    assert answers_recovered(never_ok, since=100.0, now=200.0) is None
+    assert answers_recovered(shed_then_ok, since=101.0, now=102.0) == 0.0
