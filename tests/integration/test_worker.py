@@ -335,16 +335,25 @@ def test_every_group_member_of_a_worker_carries_its_instance_id(
     ]
     try:
         deadline = time.monotonic() + 120
-        while (members := _instance_ids(settings, groups)) != {g: [instance] for g in groups}:
+        wanted = {g: [instance] for g in groups}
+        while (members := {g: _members_when_known(settings, g) for g in groups}) != wanted:
             assert time.monotonic() < deadline, members
+            time.sleep(0.5)
+        # Its one start line says what runs where (logged once faust runs the app's tasks,
+        # which may be after the groups are joined).
+        while not (starts := _start_lines(worker)):
+            assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
             time.sleep(0.5)
     finally:
         assert worker.stop() == 0
-    # Its one start line says what runs where.
-    [start] = [line for line in worker.log_path.read_text().splitlines() if "roles " in line]
+    [start] = starts
     assert "roles catalog, interactions, query" in start
     assert f"group {settings.consumer_group}-interactions" in start
     assert f"member {instance}" in start and f":{worker.metrics_port}/metrics" in start
+
+
+def _start_lines(worker: WorkerProcess) -> list[str]:
+    return [line for line in worker.log_path.read_text().splitlines() if "roles " in line]
 
 
 def _members_when_known(settings: Settings, group: str) -> list[str | None] | None:
