@@ -6,6 +6,8 @@ users given session vectors, seen sets and co-visits by real interaction events,
 are sent on a fixed schedule whatever the answers do, at each rate; end-to-end latency is from the
 scheduled send to the response's arrival; service time is what the worker reports. Freshness: a
 user's purchase is published and the user is asked again every 20 ms until the list changes.
+Cold start: new users only, at the first rate, the popular list against the trending one
+(`"trending": true`: velocity, one more Redis round trip), alternating twice.
 Under ingest: a backlog of interaction events is published, then the first rate's load runs again
 while the worker applies the backlog in the same process.
 Baseline in the same run: brute-force numpy top-k over the same vectors (one query vector).
@@ -101,7 +103,11 @@ def wait_applied(settings: Settings, count: int) -> None:
         time.sleep(0.5)
 
 
-def open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dict[str, Any]:
+def open_loop(
+    settings: Settings, rate: int, seconds: float, users: int, cold: str = ""
+) -> dict[str, Any]:
+    """`cold`: every request is for a new user (no state), answered by the cold-start list:
+    "popular" (decayed popularity) or "trending" (velocity)."""
     codec = RequestCodec()
     sent: dict[str, float] = {}
     received: dict[str, tuple[float, str, float]] = {}
@@ -137,9 +143,13 @@ def open_loop(settings: Settings, rate: int, seconds: float, users: int) -> dict
         due = began + n / rate
         while (wait := due - time.perf_counter()) > 0:
             time.sleep(min(wait, 0.002))
-        user = f"u{rng.integers(users)}"
+        user = f"{cold}-{uuid.uuid4().hex[:8]}" if cold else f"u{rng.integers(users)}"
         request = RecommendRequest(
-            f"r{rate}-{n}", 10, user_id=user, reply_to=settings.topic_responses
+            f"r{rate}-{n}",
+            10,
+            user_id=user,
+            reply_to=settings.topic_responses,
+            trending=cold == "trending",
         )
         producer.produce(settings.topic_requests, request.to_json(), key=user.encode())
         producer.poll(0)
@@ -258,6 +268,11 @@ def bench_catalog(
             with RecClient(settings, timeout_s=60) as client:
                 client.recommend("warm-up", 10)
             loads = [open_loop(settings, rate, seconds, users) for rate in rates]
+            cold = [
+                open_loop(settings, rates[0], seconds, users, kind) | {"cold": kind}
+                for _ in range(2)
+                for kind in ("popular", "trending")
+            ]
             fresh = freshness(settings, 30, items)
             ingesting = while_ingesting(settings, burst, rates[0], seconds, users, items)
         finally:
@@ -272,6 +287,7 @@ def bench_catalog(
             "users": users,
             "index_build_s": round(seed_s, 1),
             "load": loads,
+            "cold_start_popular_vs_trending": cold,
             "freshness_ms": fresh,
             "load_while_ingesting": ingesting,
             "brute_force_numpy_top40_p50_us": round(_brute_force_us(vectors), 1),
