@@ -10,6 +10,7 @@ an unreachable service into one line naming the setting to fix.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import time
 from typing import Any, cast
@@ -177,6 +178,9 @@ def cluster_metadata(admin: AdminClient, settings: Settings, timeout_s: float) -
         ) from error
 
 
+_BROKER_ADDRESS = re.compile(r"\b[a-z_]+://\S+", re.IGNORECASE)
+
+
 class _LoginErrors:
     """librdkafka's error callback (served by poll): the last error that means our credentials
     or our TLS were refused, as opposed to a broker that is away."""
@@ -185,7 +189,8 @@ class _LoginErrors:
         self.kind: str | None = None
 
     def __call__(self, error: KafkaError) -> None:
-        text = error.str().lower()
+        # Without the broker addresses: "sasl_ssl://host:port" says nothing about TLS failing.
+        text = _BROKER_ADDRESS.sub("", error.str()).lower()
         if error.code() == KafkaError._AUTHENTICATION:
             self.kind = "sasl"
         elif error.code() == KafkaError._SSL or "ssl" in text or "certificate" in text:

@@ -19,7 +19,8 @@ import pytest
 
 from recstream.core.settings import Settings, load_settings
 from recstream.infra import kafka_server, redis_server
-from recstream.infra.clients import KafkaProbe
+from recstream.infra.clients import KafkaProbe, check_kafka
+from recstream.infra.errors import ServiceUnreachableError
 from recstream.infra.kafka_server import BrokerSecurity
 from recstream.infra.redis_server import RedisTLS
 from recstream.infra.tls import create_local_ca
@@ -172,3 +173,14 @@ def test_a_refused_login_is_one_line_naming_the_setting(
     assert "Traceback" not in result.stderr
     for secret in [*_secrets(secured), "wrong"]:
         assert secret not in result.stdout + result.stderr
+
+
+def test_a_secured_broker_that_is_down_is_reported_unreachable_not_as_a_tls_failure(
+    secured: Settings,
+) -> None:
+    """librdkafka names every broker by its protocol (sasl_ssl://...): a refused connection to
+    one must not read as a TLS failure, which ended a restarting role at once (exit 2) while a
+    broker of its cluster was still coming back."""
+    down = secured.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    with pytest.raises(ServiceUnreachableError):
+        check_kafka(down, timeout_s=3)
