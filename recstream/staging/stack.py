@@ -33,10 +33,13 @@ def free_ports(count: int) -> list[int]:
 
 
 def metrics_base_port(copies: dict[str, int]) -> int:
-    """A base port whose role ports (base + 100 per role + copy) are all free."""
+    """A base port whose role ports (base + 100 per role + copy) are all free; a role that
+    `copies` leaves out runs one copy."""
     for base in range(29_000, 60_000, 1000):
         ports = [
-            base + 100 * n + c for n, role in enumerate(ROLE_LINES) for c in range(copies[role])
+            base + 100 * n + c
+            for n, role in enumerate(ROLE_LINES)
+            for c in range(copies.get(role, 1))
         ]
         if all(_free(port) for port in ports):
             return base

@@ -147,7 +147,7 @@ def test_run_starts_every_role_as_its_own_process_and_status_lists_them(
 ) -> None:
     settings = infra.isolated(
         unique,
-        metrics_port=metrics_base_port({"catalog": 1, "interactions": 1, "query": 2, "train": 1}),
+        metrics_port=metrics_base_port({"query": 2, "train": 0}),
         state_dir=tmp_path / "state",
         embed_threads=1,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recstream.core.settings import Settings
-from recstream.demo import DEMO_USERS, run_demo
+from recstream.demo import DEMO_COPIES, DEMO_USERS, run_demo
 from recstream.infra import topics
 from recstream.staging.stack import metrics_base_port
 from tests.integration.ingest_helpers import delete_namespace, isolated_settings
@@ -43,7 +43,7 @@ def test_demo_prints_recommendations_with_reasons(
         unique,
         tmp_path,
         dataset_dir=tmp_path / "ml",
-        metrics_port=metrics_base_port({"catalog": 1, "interactions": 1, "query": 2, "train": 1}),
+        metrics_port=metrics_base_port(DEMO_COPIES),
         state_dir=tmp_path / "state",
     )
     try:
