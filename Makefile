@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status run test test-unit test-integration lint format bench demo eval staging staging-smoke clean wheel-check
+.PHONY: help setup up down status run test test-unit test-integration lint format bench demo eval eval-fusion staging staging-smoke clean wheel-check
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -85,6 +85,10 @@ staging-smoke: setup ## the short staging run (one of each fault, under a minute
 
 eval: up ## offline quality vs baselines on MovieLens + restaurants, with the live check (docs/evaluation.md)
 	$(BIN)/recstream eval --live 20 --out reports/eval
+
+eval-fusion: setup ## would a model beside the shipped ranking help? each baseline's lists fused with shipped's, weight picked on validation (~10 min)
+	mkdir -p reports
+	$(BIN)/python bench/fusion.py | tee reports/fusion.json
 
 clean: down ## remove the venv and all local state (Kafka data, Redis AOF, Qdrant)
 	rm -rf $(VENV) .state reports
