@@ -86,7 +86,7 @@ staging-smoke: setup ## the short staging run (one of each fault, under a minute
 eval: up ## offline quality vs baselines on MovieLens + restaurants, with the live check (docs/evaluation.md)
 	$(BIN)/recstream eval --live 20 --out reports/eval
 
-eval-fusion: setup ## would a model beside the shipped ranking help? each baseline's lists fused with shipped's, weight picked on validation (~10 min)
+eval-fusion: setup ## would a model beside the shipped ranking help? each baseline's lists fused with shipped's, weights picked on validation (~10 min)
 	mkdir -p reports
 	$(BIN)/python bench/fusion.py | tee reports/fusion.json
 
