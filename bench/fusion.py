@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
-import orjson
+from workload import print_with_machine
 
 from recstream.compose import load_embedder
 from recstream.core.settings import load_settings
@@ -203,11 +202,7 @@ def main() -> None:
     results: dict[str, Any] = {
         name: probe(name) for name in args.dataset or ["movielens", "restaurant"]
     }
-    results["machine"] = {
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-    }
-    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    print_with_machine(results)
 
 
 if __name__ == "__main__":

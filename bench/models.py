@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import platform
 import resource
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
+from workload import print_with_machine
 
 from recstream.compose import als_params
 from recstream.core.settings import load_settings
@@ -121,11 +120,7 @@ def main() -> None:
         for name in MODELS:
             if "seconds" in results[source][name]:
                 results[source][name]["x_als"] = round(results[source][name]["seconds"] / base, 2)
-    results["machine"] = {
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-    }
-    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    print_with_machine(results)
 
 
 if __name__ == "__main__":

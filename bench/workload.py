@@ -3,7 +3,9 @@ and interaction events with Zipf-distributed users and items (bench/ingest.py, b
 
 from __future__ import annotations
 
+import platform
 import time
+from typing import Any
 
 import numpy as np
 import orjson
@@ -77,3 +79,12 @@ def seed_index(settings: Settings, items: int, collab_factors: int = 0) -> Qdran
             ]
         )
     return index
+
+
+def print_with_machine(results: dict[str, Any]) -> None:
+    """Print the results as one JSON object, with the machine they were measured on."""
+    results["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
